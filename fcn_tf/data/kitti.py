@@ -1,0 +1,181 @@
+"""The KITTI road benchmark's `data_road` layout, file pairing and label decoding.
+
+Layout (see data/README.md)::
+
+    data_road/
+      training/image_2/um_000000.png          camera images (uint8 RGB)
+      training/gt_image_2/um_road_000000.png  road ground truth, colour coded
+      training/gt_image_2/um_lane_000000.png  ego-lane ground truth (not used for road)
+      testing/image_2/um_000000.png           images without labels
+
+Colours, decoded as the benchmark's devkit does (`valid = red > 0`, `road = blue > 0` inside it):
+
+    magenta (255, 0, 255) -> 1 road
+    red     (255, 0, 0)   -> 0 not road
+    black   (0, 0, 0)     -> 255 ignore (outside the valid area; counted nowhere)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IGNORE_LABEL = 255
+CLASS_NAMES = ("not road", "road")
+# RGB colours of the KITTI road ground truth, in the order (label, colour).
+LEGEND = {0: (255, 0, 0), 1: (255, 0, 255), IGNORE_LABEL: (0, 0, 0)}
+IMAGE_PATTERN = re.compile(r"^(um|umm|uu)_(\d{6})\.png$")
+LABEL_PATTERN = re.compile(r"^(um|umm|uu)_(road|lane)_(\d{6})\.png$")
+
+
+def label_name(image_name: str) -> str:
+    """`um_000000.png` -> `um_road_000000.png` (the road label, never the lane label)."""
+    match = IMAGE_PATTERN.match(image_name)
+    if not match:
+        raise ValueError(f"{image_name} is not a KITTI road image name like um_000000.png")
+    return f"{match.group(1)}_road_{match.group(2)}.png"
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Sorted KITTI-named images (`um_`, `umm_`, `uu_`) in `folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    return sorted(p for p in folder.iterdir() if IMAGE_PATTERN.match(p.name))
+
+
+def find_pairs(data_dir: str | os.PathLike, split: str = "training") -> list[tuple[Path, Path]]:
+    """Pair every `image_2/X_NNNNNN.png` with `gt_image_2/X_road_NNNNNN.png`, explicitly.
+
+    Raises:
+        FileNotFoundError: the data folder or its `image_2` / `gt_image_2` folder is missing.
+        ValueError: an image has no road label, or a road label has no image.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data folder {root} does not exist; point --data-dir at KITTI's data_road folder "
+            "(see data/README.md) or use --dataset synthetic"
+        )
+    image_dir, label_dir = root / split / "image_2", root / split / "gt_image_2"
+    for folder in (image_dir, label_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder} does not exist; a data_road folder has {split}/image_2 and "
+                f"{split}/gt_image_2 (see data/README.md)"
+            )
+    images = find_images(image_dir)
+    if not images:
+        raise ValueError(f"no KITTI images (um_/umm_/uu_NNNNNN.png) in {image_dir}")
+    pairs = []
+    for image in images:
+        label = label_dir / label_name(image.name)
+        if not label.is_file():
+            raise ValueError(f"image {image} has no road label {label}; add it or remove the image")
+        pairs.append((image, label))
+    expected = {label_name(image.name) for image in images}
+    for label in sorted(label_dir.iterdir()):
+        match = LABEL_PATTERN.match(label.name)
+        if match and match.group(2) == "road" and label.name not in expected:
+            raise ValueError(f"label {label} has no image in {image_dir}; add it or remove the label")
+    return pairs
+
+
+def decode_label(rgb: np.ndarray) -> np.ndarray:
+    """Decode a KITTI road ground-truth image `(H, W, 3)` uint8 into labels `(H, W)` uint8.
+
+    Returns 1 for road, 0 for not road and `IGNORE_LABEL` outside the valid area, as the devkit.
+    """
+    valid = rgb[..., 0] > 0
+    road = valid & (rgb[..., 2] > 0)
+    labels = np.full(rgb.shape[:2], IGNORE_LABEL, dtype=np.uint8)
+    labels[valid] = 0
+    labels[road] = 1
+    return labels
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an 8-bit RGB PNG; raise ValueError naming the file if it is not one."""
+    try:
+        image = iio.imread(path)
+    except Exception as error:  # noqa: BLE001 - imageio raises many types for broken files
+        raise ValueError(f"cannot read image {path} ({error}); it is corrupt or truncated") from None
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        kind = "grayscale" if image.ndim == 2 else f"{image.shape[-1]}-channel {image.dtype}"
+        raise ValueError(f"image {path} is {kind}; fcn_tf needs 8-bit RGB (3 channels)")
+    return image
+
+
+def check_label_colours(rgb: np.ndarray, path: str | os.PathLike) -> None:
+    """Raise ValueError if a label image holds colours outside the KITTI road legend."""
+    legend = np.array(list(LEGEND.values()), dtype=np.uint8)
+    flat = rgb.reshape(-1, 3)
+    known = np.zeros(len(flat), dtype=bool)
+    for colour in legend:
+        known |= np.all(flat == colour, axis=1)
+    if not known.all():
+        bad = tuple(int(v) for v in flat[~known][0])
+        raise ValueError(
+            f"label {path} has {int((~known).sum())} pixels of colour {bad}, outside the legend "
+            "magenta (255,0,255) road, red (255,0,0) not road, black (0,0,0) ignore"
+        )
+
+
+def check_pair(pair: tuple[Path, Path]) -> tuple[int, int]:
+    """Decode one image/label pair fully; return the image's (height, width)."""
+    image_path, label_path = pair
+    image = read_rgb(image_path)
+    label = read_rgb(label_path)
+    check_label_colours(label, label_path)
+    if image.shape != label.shape:
+        raise ValueError(
+            f"label {label_path} is {label.shape[1]}x{label.shape[0]} but image {image_path} is "
+            f"{image.shape[1]}x{image.shape[0]}; they must match"
+        )
+    return image.shape[:2]
+
+
+def check_pairs(pairs, progress: bool = True) -> list[tuple[int, int]]:
+    """Fully decode every pair once, before training, so bad files fail up front with their name.
+
+    Returns the list of image sizes `(height, width)`.
+    """
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        sizes = list(
+            tqdm(pool.map(check_pair, pairs), total=len(pairs), desc="checking data",
+                 unit="pair", disable=None if progress else True, leave=False)
+        )
+    return sizes
+
+
+def check_images(paths, progress: bool = True) -> list[tuple[int, int]]:
+    """Fully decode unlabelled images; return their sizes `(height, width)`."""
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        images = pool.map(lambda p: read_rgb(p).shape[:2], paths)
+        return list(tqdm(images, total=len(paths), desc="checking images", unit="image",
+                         disable=None if progress else True, leave=False))
+
+
+def split_pairs(pairs, val_fraction: float, seed: int):
+    """Seeded train/validation split; at least one image on each side."""
+    if len(pairs) < 2:
+        raise ValueError(
+            f"need at least 2 labelled images to hold one out for validation, found {len(pairs)}"
+        )
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    num_val = min(len(pairs) - 1, max(1, round(val_fraction * len(pairs))))
+    val = [pairs[i] for i in sorted(order[:num_val])]
+    train = [pairs[i] for i in sorted(order[num_val:])]
+    return train, val

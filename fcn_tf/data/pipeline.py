@@ -1,0 +1,106 @@
+"""`tf.data` input pipelines: parallel PNG decode, resize or pad, cache, augment, batch, prefetch.
+
+Two ways to bring images to the network's size (`resize_mode`):
+
+* ``"resize"`` (the exercise): images bilinearly, labels with nearest neighbour, to `image_shape`.
+  The colour label is decoded *before* resizing, never interpolated.
+* ``"pad"``: full resolution, padded at the bottom/right to `image_shape` (e.g. 375x1242 ->
+  384x1248); padded label pixels are `IGNORE_LABEL`, so they count in neither loss nor metrics.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from fcn_tf.data.augment import augment as augment_pair
+from fcn_tf.data.kitti import IGNORE_LABEL
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def decode_label_tf(rgb):
+    """The devkit's decoding in TF ops: uint8 RGB `(H, W, 3)` -> uint8 labels `(H, W)`."""
+    valid = rgb[..., 0] > 0
+    road = tf.logical_and(valid, rgb[..., 2] > 0)
+    labels = tf.where(road, tf.constant(1, tf.uint8), tf.constant(0, tf.uint8))
+    return tf.where(valid, labels, tf.constant(IGNORE_LABEL, tf.uint8))
+
+
+def read_image(path):
+    """PNG file -> float32 RGB `(H, W, 3)` in [0, 255]."""
+    return tf.cast(tf.io.decode_png(tf.io.read_file(path), channels=3), tf.float32)
+
+
+def fit_to_shape(image, label, image_shape, resize_mode: str):
+    """Resize (bilinear / nearest) or pad (0 / IGNORE_LABEL) an image and label to image_shape."""
+    height, width = image_shape
+    if resize_mode == "resize":
+        image = tf.image.resize(image, (height, width), method="bilinear")
+        if label is not None:
+            label = tf.image.resize(label[..., None], (height, width), method="nearest")[..., 0]
+    else:
+        shape = tf.shape(image)
+        pad = [[0, height - shape[0]], [0, width - shape[1]]]
+        image = tf.pad(image, pad + [[0, 0]])
+        if label is not None:
+            label = tf.pad(label, pad, constant_values=IGNORE_LABEL)
+    image = tf.ensure_shape(image, (height, width, 3))
+    if label is not None:
+        label = tf.ensure_shape(label, (height, width))
+    return image, label
+
+
+def make_dataset(
+    pairs,
+    image_shape,
+    batch_size: int,
+    resize_mode: str = "resize",
+    training: bool = False,
+    augment: bool = True,
+    seed: int = 0,
+    cache: bool = True,
+) -> tf.data.Dataset:
+    """Batches of `(images float32 (B, H, W, 3) in [0, 255], labels uint8 (B, H, W))`.
+
+    Args:
+        pairs: list of `(image_path, label_path)`; check them first with `kitti.check_pairs`.
+        image_shape: `(H, W)` the network sees.
+        batch_size: images per batch (the last, smaller batch is kept).
+        resize_mode: "resize" or "pad" (module docstring).
+        training: shuffle every epoch (seeded) and augment.
+        augment: apply joint augmentation when training.
+        seed: seed of the shuffle order and of the augmentation.
+        cache: keep decoded, resized images in memory after the first epoch.
+    """
+    images = [str(image) for image, _ in pairs]
+    labels = [str(label) for _, label in pairs]
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+
+    def load(image_path, label_path):
+        image = read_image(image_path)
+        label = decode_label_tf(tf.io.decode_png(tf.io.read_file(label_path), channels=3))
+        return fit_to_shape(image, label, image_shape, resize_mode)
+
+    dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if cache:
+        dataset = dataset.cache()
+    if training:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        if augment:
+            # One stateless seed per (epoch, element): reproducible for a given --seed.
+            counter = tf.data.Dataset.counter(start=seed * 1_000_003)
+            dataset = tf.data.Dataset.zip((dataset, counter)).map(
+                lambda pair, index: augment_pair(*pair, tf.stack([index, tf.constant(seed, tf.int64)])),
+                num_parallel_calls=AUTOTUNE,
+            )
+    return dataset.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def image_dataset(paths, image_shape, batch_size: int, resize_mode: str = "resize"):
+    """Unlabelled images for prediction: batches of float32 `(B, H, W, 3)`."""
+    dataset = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
+    dataset = dataset.map(
+        lambda path: fit_to_shape(read_image(path), None, image_shape, resize_mode)[0],
+        num_parallel_calls=AUTOTUNE,
+    )
+    return dataset.batch(batch_size).prefetch(AUTOTUNE)

@@ -1,0 +1,256 @@
+"""The KITTI road exercise's stages under their old names, rebuilt for TensorFlow 2 / Keras 3.
+
+The original (TF1) exercise was five functions in `main.py`:
+
+====================  ===================================================  =====================
+stage                 TF1 original                                         here
+====================  ===================================================  =====================
+``load_vgg``          `tf.saved_model.loader.load(sess, ...)` of a frozen   a Functional VGG16
+                      VGG16 graph from a download link that is dead today   encoder, fc6/fc7 as
+                                                                           convs, weights from
+                                                                           keras.applications
+``layers``            `tf.layers.conv2d_transpose` chain                   `fcn8s_decoder`
+``optimize``          `tf.nn.softmax_cross_entropy_with_logits` + Adam      `model.compile`
+                      (an L2 regularizer that never reached the loss)       (L2 in the loss)
+``train_nn``          a hand-written `sess.run` loop, prints                `model.fit` with
+                                                                           callbacks
+``run``               `helper.gen_batch_function` (`scipy.misc.imresize`    `tf.data` pipeline,
+                      on colour labels) and `save_inference_samples`        overlays on test set
+====================  ===================================================  =====================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import keras
+
+from fcn_tf.config import TrainConfig
+from fcn_tf.data import kitti
+from fcn_tf.losses import pixel_cross_entropy
+from fcn_tf.metrics import road_iou
+from fcn_tf.models import MODELS
+from fcn_tf.models.backbones import vgg16
+from fcn_tf.models.fcn import fcn8s_decoder
+from fcn_tf.models.weights import load_vgg16_weights
+
+log = logging.getLogger(__name__)
+
+
+def load_vgg(weights=None, image_shape=(None, None), width=1.0, fc_units=4096, keep_prob=0.5):
+    """Build the VGG16 encoder; return `(image_input, layer3_out, layer4_out, layer7_out)`.
+
+    Replaces the exercise's `load_vgg(sess, vgg_path)`, which loaded a frozen TF1 graph and
+    returned its `image_input`, `keep_prob`, `layer3_out`, `layer4_out` and `layer7_out` tensors.
+    Here `layer3_out`/`layer4_out` are `block3_pool`/`block4_pool` (strides 8 and 16) and
+    `layer7_out` is fc7 (stride 32); keep_prob is the rate of the Dropout layers after fc6/fc7
+    (active only in training), so it is an argument, not a tensor.
+
+    Args:
+        weights: None (random), "imagenet" (keras' VGG16 file; offline, pass a local copy) or a
+            path to a VGG16 weights file; fc1/fc2 are reshaped into fc6/fc7 (convolutionalized).
+        image_shape: `(H, W)`, multiples of 32, or None sides for any size.
+        width, fc_units, keep_prob: see `fcn_tf.models.backbones.vgg16`.
+    """
+    inputs, features = vgg16((*image_shape, 3), width=width, fc_units=fc_units, keep_prob=keep_prob)
+    load_vgg16_weights(keras.Model(inputs, features["fc7"], name="vgg16_encoder"), weights)
+    return inputs, features["P3"], features["P4"], features["fc7"]
+
+
+def layers(vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes, decoder="exercise", l2=5e-4):
+    """The FCN-8s decoder: logits `(batch, H, W, num_classes)` at the input size.
+
+    Replaces the exercise's `layers(...)` chain of `tf.layers.conv2d_transpose`. See
+    `fcn_tf.models.fcn` for the decoders ("exercise", "paper", "widened").
+    """
+    return fcn8s_decoder(vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes, decoder, l2)
+
+
+def optimize(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
+    """Compile `model` for training: Adam, per-pixel cross-entropy, road IoU.
+
+    Replaces the exercise's `optimize(nn_last_layer, correct_label, learning_rate, num_classes)`,
+    which returned `(logits, train_op, cross_entropy_loss)`. The cross-entropy ignores pixels
+    labelled `IGNORE_LABEL` (outside KITTI's valid area, padding). The decoder's L2 penalties are
+    layer regularizers, so Keras adds them to the loss it minimises: in the exercise they were
+    collected into `tf.GraphKeys.REGULARIZATION_LOSSES` and never added, so they did nothing.
+    """
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=pixel_cross_entropy(),
+        metrics=[road_iou()],
+    )
+    return model
+
+
+def train_nn(model, train_data, val_data, epochs: int, run_dir=None, verbose=None):
+    """Train with `model.fit`; return the `keras.callbacks.History`.
+
+    Replaces the exercise's `train_nn(sess, epochs, batch_size, get_batches_fn, ...)` loop. With a
+    `run_dir`, writes `checkpoints/best.keras` (best validation road IoU) and `history.csv`
+    (loss and metrics per epoch). `verbose` defaults to a progress bar on a terminal and one line
+    per epoch otherwise.
+    """
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        callbacks += [
+            keras.callbacks.ModelCheckpoint(
+                run_dir / "checkpoints" / "best.keras",
+                monitor="val_road_iou",
+                mode="max",
+                save_best_only=True,
+            ),
+            keras.callbacks.CSVLogger(run_dir / "history.csv"),
+        ]
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    return model.fit(
+        train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose
+    )
+
+
+def prepare_data(config: TrainConfig):
+    """Locate (or generate) and check the data; return `(data_root, train, val, test_images)`."""
+    if config.dataset == "synthetic":
+        from fcn_tf.data.synthetic import ensure_synthetic
+
+        root = ensure_synthetic(config.synthetic_images, num_test=12, seed=config.seed)
+    else:
+        root = Path(config.data_dir)
+    pairs = kitti.find_pairs(root, "training")
+    sizes = kitti.check_pairs(pairs)
+    test_dir = root / "testing" / "image_2"
+    test_images = kitti.find_images(test_dir) if test_dir.is_dir() else []
+    test_sizes = kitti.check_images(test_images)
+    if config.resize_mode == "pad":
+        height, width = config.image_shape
+        for path, size in zip([p for p, _ in pairs] + test_images, sizes + test_sizes, strict=True):
+            if size[0] > height or size[1] > width:
+                raise ValueError(
+                    f"image {path} is {size[1]}x{size[0]}, larger than --image-shape "
+                    f"{height}x{width} in pad mode; use --image-shape 384x1248 for KITTI"
+                )
+    train, val = kitti.split_pairs(pairs, config.val_fraction, config.seed)
+    log.info("data %s: %d training, %d validation, %d test images", root, len(train), len(val),
+             len(test_images))
+    return root, train, val, test_images
+
+
+def new_run_dir(config: TrainConfig) -> Path:
+    """The final run folder's path; it must not exist yet."""
+    name = config.run_name or (
+        f"{config.model}-{config.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    )
+    run_dir = Path(config.output_dir) / name
+    if run_dir.exists():
+        raise ValueError(f"run folder {run_dir} already exists; choose another --run-name")
+    return run_dir
+
+
+def plot_history(history_csv: Path, out_png: Path) -> None:
+    """Loss and road IoU per epoch, for people who would rather look than read."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(history_csv) as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        return
+    epochs = [int(row["epoch"]) + 1 for row in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for axis, key in zip(axes, ("loss", "road_iou"), strict=True):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            if prefix + key in rows[0]:
+                axis.plot(epochs, [float(r[prefix + key]) for r in rows], style,
+                          label=("validation " if prefix else "training ") + key)
+        axis.set_xlabel("epoch")
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out_png, dpi=100)
+    plt.close(figure)
+
+
+def run(config: TrainConfig) -> dict:
+    """The whole exercise: data, model, training, held-out road IoU, overlays on the test images.
+
+    Everything is written into a temporary folder next to the run folder and renamed at the end,
+    so a failed run never leaves a half-written run folder. Returns the metrics written to
+    `metrics.json`, plus `run_dir`.
+    """
+    if config.model not in MODELS:
+        raise ValueError(f"unknown model {config.model!r}; choose one of {', '.join(sorted(MODELS))}")
+    keras.utils.set_random_seed(config.seed)
+    run_dir = new_run_dir(config)
+    root, train, val, test_images = prepare_data(config)
+
+    from fcn_tf.data.pipeline import make_dataset
+
+    common = dict(image_shape=config.image_shape, batch_size=config.batch_size,
+                  resize_mode=config.resize_mode, seed=config.seed)
+    train_data = make_dataset(train, training=True, augment=config.augment, **common)
+    val_data = make_dataset(val, training=False, **common)
+
+    image_input, layer3, layer4, layer7 = load_vgg(
+        config.weights, config.image_shape, config.width, config.fc_units, config.keep_prob
+    )
+    logits = layers(layer3, layer4, layer7, num_classes=2, decoder=config.decoder, l2=config.l2)
+    model = optimize(keras.Model(image_input, logits, name=config.model), config.learning_rate)
+    log.info("%s: %s parameters", config.model, f"{model.count_params():,}")
+
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = run_dir.with_name(f".{run_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        config.save(partial / "config.json")
+        start = time.perf_counter()
+        history = train_nn(model, train_data, val_data, config.epochs, partial)
+        train_seconds = time.perf_counter() - start
+        if not history.history.get("val_road_iou") or not (partial / "checkpoints" / "best.keras").exists():
+            raise RuntimeError("training stopped before the first checkpoint (non-finite loss?)")
+        best = keras.saving.load_model(partial / "checkpoints" / "best.keras")
+        scores = best.evaluate(val_data, verbose=0, return_dict=True)
+        best.save(partial / "model.keras")
+        plot_history(partial / "history.csv", partial / "history.png")
+        from fcn_tf.predict import write_overlays
+
+        write_overlays(best, test_images, partial / "overlays", config.image_shape,
+                       config.resize_mode)
+        val_iou = history.history["val_road_iou"]
+        metrics = {
+            "val_road_iou": float(scores["road_iou"]),
+            "val_loss": float(scores["loss"]),
+            "best_epoch": int(max(range(len(val_iou)), key=val_iou.__getitem__)) + 1,
+            "epochs_run": len(val_iou),
+            "train_images": len(train),
+            "val_images": len(val),
+            "test_overlays": len(test_images),
+            "parameters": int(model.count_params()),
+            "train_seconds": round(train_seconds, 1),
+            "data": str(root),
+        }
+        (partial / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        os.replace(partial, run_dir)
+    except KeyboardInterrupt:
+        log.warning("interrupted: the unfinished run is left in %s", partial)
+        raise
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    log.info("held-out road IoU %.4f (best epoch %d); run folder %s",
+             metrics["val_road_iou"], metrics["best_epoch"], run_dir)
+    return {**metrics, "run_dir": str(run_dir)}
