@@ -29,7 +29,7 @@ class TrainConfig:
     # -- data
     dataset: str = "synthetic"
     data_dir: str | None = None
-    synthetic_images: int = 120
+    synthetic_images: int = 160
     image_shape: tuple[int, int] = (160, 576)
     resize_mode: str = "resize"
     val_fraction: float = 0.1
@@ -100,9 +100,10 @@ PRESETS: dict[str, dict] = {
         "width": 0.125,
         "fc_units": 256,
         "image_shape": (96, 320),
-        "epochs": 12,
+        "epochs": 25,
         "batch_size": 8,
         "keep_prob": 0.8,
+        "val_fraction": 0.15,
     },
 }
 

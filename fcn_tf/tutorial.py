@@ -114,7 +114,8 @@ def train_nn(model, train_data, val_data, epochs: int, run_dir=None, verbose=Non
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     return model.fit(
-        train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose
+        train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded)
     )
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -145,15 +146,23 @@ def write_dataset(root: str | os.PathLike, num_train: int, num_test: int, seed: 
     }
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
-    for index in tqdm(range(num_train + num_test), desc="generating synthetic roads", unit="scene",
-                      leave=False):
-        image, label = render_scene(seed, index)
-        if index < num_train:
-            iio.imwrite(folders["image"] / f"um_{index:06d}.png", image)
-            iio.imwrite(folders["label"] / f"um_road_{index:06d}.png", label)
-        else:
-            iio.imwrite(folders["test"] / f"um_{index - num_train:06d}.png", image)
+    jobs = [(seed, index, num_train, folders) for index in range(num_train + num_test)]
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        done = pool.map(_write_scene, jobs, chunksize=4)
+        for _ in tqdm(done, total=len(jobs), desc="generating synthetic roads", unit="scene",
+                      leave=False, disable=None):
+            pass
     return root
+
+
+def _write_scene(job) -> None:
+    seed, index, num_train, folders = job
+    image, label = render_scene(seed, index)
+    if index < num_train:
+        iio.imwrite(folders["image"] / f"um_{index:06d}.png", image)
+        iio.imwrite(folders["label"] / f"um_road_{index:06d}.png", label)
+    else:
+        iio.imwrite(folders["test"] / f"um_{index - num_train:06d}.png", image)
 
 
 def cache_dir() -> Path:
