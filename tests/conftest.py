@@ -1,0 +1,31 @@
+"""Shared fixtures: where the real data is, tiny model settings, an isolated cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Tiny widths: a whole FCN-8s in ~60k parameters builds and trains in seconds on 2 cores.
+TINY = {"width": 0.05, "fc_units": 16}
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("FCN_TF_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def kitti_sample() -> Path:
+    """The real KITTI road sample (`data_road`), or skip with the reason."""
+    root = shared_data() / "kitti_road_sample" / "data_road"
+    if not root.is_dir():
+        pytest.skip(f"real KITTI sample not found at {root} (set FCN_TF_SHARED_DATA)")
+    return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Generated synthetic data goes to a temporary cache, never the user's."""
+    os.environ["FCN_TF_CACHE"] = str(tmp_path_factory.mktemp("fcn_tf_cache"))

@@ -1,0 +1,69 @@
+import imageio.v3 as iio
+import numpy as np
+import tensorflow as tf
+
+from fcn_tf.data import kitti
+from fcn_tf.data.augment import random_flip, random_scale_crop
+from fcn_tf.data.pipeline import decode_label_tf, image_dataset, make_dataset
+from tests.helpers import make_data_road
+
+
+def test_tf_decoding_matches_numpy_devkit_decoding(kitti_sample):
+    rgb = iio.imread(kitti_sample / "training/gt_image_2/um_road_000001.png")
+    np.testing.assert_array_equal(decode_label_tf(tf.constant(rgb)).numpy(), kitti.decode_label(rgb))
+
+
+def test_resize_mode_decodes_before_nearest_resizing(kitti_sample):
+    pairs = kitti.find_pairs(kitti_sample)
+    images, labels = next(iter(make_dataset(pairs, (160, 576), batch_size=2)))
+    assert images.shape == (2, 160, 576, 3) and images.dtype == tf.float32
+    assert labels.shape == (2, 160, 576)
+    values = set(np.unique(labels.numpy()))
+    assert values == {0, 1, kitti.IGNORE_LABEL}  # no interpolated colours turned into classes
+    road_fraction = (labels.numpy() == 1).mean()
+    native = kitti.decode_label(iio.imread(pairs[0][1]))
+    assert abs(road_fraction - (native == 1).mean()) < 0.03
+
+
+def test_pad_mode_keeps_full_resolution_and_ignores_padding(kitti_sample):
+    pairs = kitti.find_pairs(kitti_sample)
+    images, labels = next(iter(make_dataset(pairs, (384, 1248), batch_size=1, resize_mode="pad")))
+    native = kitti.decode_label(iio.imread(pairs[0][1]))
+    np.testing.assert_array_equal(labels[0, :375, :1242].numpy(), native)
+    assert (labels[0, 375:].numpy() == kitti.IGNORE_LABEL).all()
+    assert (labels[0, :, 1242:].numpy() == kitti.IGNORE_LABEL).all()
+    np.testing.assert_array_equal(images[0, :375, :1242].numpy(), iio.imread(pairs[0][0]))
+
+
+def test_all_four_real_test_sizes_go_through_pad_mode(kitti_sample):
+    paths = kitti.find_images(kitti_sample / "testing/image_2")
+    batches = list(image_dataset(paths, (384, 1248), batch_size=4, resize_mode="pad"))
+    assert sum(len(b) for b in batches) == len(paths) == 10
+    assert all(b.shape[1:] == (384, 1248, 3) for b in batches)
+
+
+def test_augmentation_moves_image_and_label_together():
+    # The label is a function of the image (bright = road); it must stay so after augmentation.
+    rng = np.random.default_rng(0)
+    label = (rng.random((12, 40)) < 0.5).astype(np.uint8)
+    label = np.kron(label, np.ones((8, 8), np.uint8))  # 96x320 blocks
+    image = np.repeat(label[..., None] * 200.0 + 20.0, 3, axis=-1).astype(np.float32)
+    for step in range(10):
+        seed = tf.constant([step, 7], tf.int64)
+        flipped, flipped_label = random_flip(tf.constant(image), tf.constant(label), seed)
+        out, out_label = random_scale_crop(flipped, flipped_label, seed)
+        assert out.shape == image.shape and out_label.shape == label.shape
+        agree = ((out.numpy()[..., 0] > 120) == (out_label.numpy() == 1)).mean()
+        assert agree > 0.97
+
+
+def test_training_pipeline_is_seeded_and_shuffles(tmp_path):
+    root = make_data_road(tmp_path, num_train=6, num_test=0)
+    pairs = kitti.find_pairs(root)
+
+    def first_epoch(seed):
+        dataset = make_dataset(pairs, (64, 192), batch_size=6, training=True, seed=seed)
+        return next(iter(dataset))[1].numpy()
+
+    np.testing.assert_array_equal(first_epoch(1), first_epoch(1))
+    assert not np.array_equal(first_epoch(1), first_epoch(2))

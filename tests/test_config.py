@@ -1,0 +1,72 @@
+import argparse
+import json
+
+import pytest
+
+from fcn_tf import config as config_lib
+from fcn_tf.config import TrainConfig
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    config_lib.add_arguments(parser)
+    return vars(parser.parse_args(argv))
+
+
+def test_exercise_defaults_are_the_original_exercise():
+    config = config_lib.resolve({"preset": "exercise"})
+    assert config.image_shape == (160, 576)
+    assert (config.epochs, config.batch_size, config.learning_rate) == (40, 16, 1e-3)
+    assert config.keep_prob == 0.5 and config.width == 1.0 and config.fc_units == 4096
+
+
+def test_synthetic_uses_demo_preset_and_kitti_the_exercise():
+    assert config_lib.resolve({}).preset == "demo"
+    kitti = config_lib.resolve({"data_dir": "somewhere"})
+    assert kitti.dataset == "kitti" and kitti.preset == "exercise"
+
+
+def test_flags_beat_file_beat_preset(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"epochs": 3, "batch_size": 2, "image_shape": [64, 128]}))
+    config = config_lib.resolve(parse(["--epochs", "5", "--image-shape", "96x320"]), str(path))
+    assert config.epochs == 5 and config.batch_size == 2 and config.image_shape == (96, 320)
+
+
+def test_saved_config_reproduces_the_run(tmp_path):
+    config = config_lib.resolve(parse(["--epochs", "7", "--weights", "none"]))
+    config.save(tmp_path / "config.json")
+    assert config_lib.resolve({}, str(tmp_path / "config.json")) == config
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"image_shape": (100, 300)}, "multiples of 32"),
+        ({"dataset": "cityscapes"}, "unknown dataset"),
+        ({"keep_prob": 0.0}, "keep-prob"),
+        ({"epochs": 0}, "--epochs"),
+        ({"preset": "huge"}, "unknown preset"),
+        ({"dataset": "kitti"}, "--data-dir"),
+    ],
+)
+def test_bad_values_name_the_value(values, message):
+    with pytest.raises(ValueError, match=message):
+        config_lib.resolve(values)
+
+
+def test_unknown_setting_in_file_is_named(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"epoch": 3}))
+    with pytest.raises(ValueError, match="unknown setting.*epoch"):
+        config_lib.resolve({}, str(path))
+
+
+def test_bad_shape_flag_is_rejected_by_argparse():
+    with pytest.raises(SystemExit):
+        parse(["--image-shape", "160by576"])
+
+
+def test_config_is_frozen():
+    with pytest.raises(Exception):
+        TrainConfig().epochs = 3  # type: ignore[misc]
