@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from fcn_tf.data import kitti
+from fcn_tf.models import build_model
+from fcn_tf.predict import overlay, padded_shape, road_probability, write_overlays
+from tests.conftest import TINY
+
+
+def test_overlay_paints_only_the_mask_green():
+    image = np.full((4, 6, 3), 100, np.uint8)
+    mask = np.zeros((4, 6), bool)
+    mask[1:3, 2:4] = True
+    out = overlay(image, mask)
+    assert (out[mask] == (50, 178, 50)).all()
+    assert (out[~mask] == 100).all()
+
+
+def test_padded_shape_is_the_next_multiple_of_32():
+    assert padded_shape(375, 1242) == (384, 1248)
+    assert padded_shape(370, 1224) == (384, 1248)
+    assert padded_shape(64, 64) == (64, 64)
+
+
+@pytest.fixture(scope="module")
+def full_model():
+    return build_model("fcn8s", 2)
+
+
+def test_full_fcn8s_gives_every_real_test_size_its_own_mask_size(kitti_sample, full_model):
+    # one image per benchmark size, at full resolution (padded to 384x1248, cropped back)
+    by_size = {}
+    for path in kitti.find_images(kitti_sample / "testing/image_2"):
+        image = kitti.read_rgb(path)
+        by_size.setdefault(image.shape[:2], image)
+    assert len(by_size) == 4
+    for size, image in by_size.items():
+        probability = road_probability(full_model, image, None, "pad")
+        assert probability.shape == size
+        assert ((probability >= 0) & (probability <= 1)).all()
+
+
+def test_overlays_are_written_at_native_size_for_all_test_images(kitti_sample, tmp_path):
+    model = build_model("fcn8s", 2, **TINY)
+    paths = kitti.find_images(kitti_sample / "testing/image_2")
+    written = write_overlays(model, paths, tmp_path, (160, 576), "resize", progress=False)
+    assert [p.name for p in written] == [p.name for p in paths]
+    for source, out in zip(paths, written, strict=True):
+        assert kitti.read_rgb(out).shape == kitti.read_rgb(source).shape
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_image_too_large_for_pad_shape_is_refused():
+    model = build_model("fcn8s", 2, **TINY)
+    with pytest.raises(ValueError, match="does not fit the padded shape"):
+        road_probability(model, np.zeros((400, 1300, 3), np.uint8), (384, 1248), "pad")

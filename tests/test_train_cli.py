@@ -1,0 +1,116 @@
+"""The training CLI end to end, and every kind of bad input it must refuse cleanly."""
+
+import json
+import logging
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from fcn_tf.train import main
+from tests.conftest import REPO
+from tests.helpers import make_data_road
+
+TINY_FLAGS = ["--width", "0.05", "--fc-units", "16", "--image-shape", "64x192", "--batch-size", "4"]
+
+
+def test_cli_trains_on_synthetic_data_and_leaves_a_complete_run(tmp_path):
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "fcn_tf.train", "--synthetic-images", "16", "--epochs", "2",
+               "--output-dir", str(out), "--run-name", "smoke", *TINY_FLAGS]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = out / "smoke"
+    for name in ("config.json", "history.csv", "history.png", "metrics.json", "model.keras",
+                 "checkpoints/best.keras"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["val_road_iou"] <= 1.0 and metrics["epochs_run"] == 2
+    assert len(list((run / "overlays").glob("*.png"))) == metrics["test_overlays"] == 12
+    config = json.loads((run / "config.json").read_text())
+    assert config["image_shape"] == [64, 192] and config["preset"] == "demo"
+    assert "held-out road IoU" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["smoke"]  # no partial folder left behind
+
+
+def test_cli_refuses_bad_input_without_a_traceback(tmp_path):
+    command = [sys.executable, "-m", "fcn_tf.train", "--data-dir", str(tmp_path / "missing"),
+               "--output-dir", str(tmp_path / "runs")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "missing does not exist" in errors[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def _damage(root, kind):
+    image = root / "training/image_2/um_000001.png"
+    label = root / "training/gt_image_2/um_road_000001.png"
+    if kind == "no label":
+        label.unlink()
+        return "um_000001.png has no road label"
+    if kind == "no image":
+        image.unlink()
+        return "um_road_000001.png has no image"
+    if kind == "bad colour":
+        pixels = iio.imread(label)
+        pixels[:2, :2] = (0, 0, 255)
+        iio.imwrite(label, pixels)
+        return "outside the legend"
+    if kind == "truncated":
+        image.write_bytes(image.read_bytes()[:300])
+        return "corrupt or truncated"
+    if kind == "grayscale":
+        iio.imwrite(image, iio.imread(image)[..., 1])
+        return "is grayscale"
+    if kind == "rgba":
+        pixels = iio.imread(image)
+        iio.imwrite(image, np.dstack([pixels, pixels[..., :1]]))
+        return "4-channel"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["no label", "no image", "bad colour", "truncated", "grayscale",
+                                  "rgba"])
+def test_bad_data_gets_one_line_naming_the_file(tmp_path, caplog, kind):
+    root = make_data_road(tmp_path / "data_road", num_train=4, num_test=1)
+    expected = _damage(root, kind)
+    out = tmp_path / "runs"
+    with caplog.at_level(logging.ERROR):
+        code = main(["--data-dir", str(root), "--output-dir", str(out), *TINY_FLAGS])
+    assert code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and expected in errors[0] and "\n" not in errors[0]
+    assert not out.exists() or not list(out.iterdir())  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--model", "fcn9s"], "unknown model 'fcn9s'"),
+        (["--image-shape", "100x300"], "must be positive multiples of 32"),
+        (["--resize-mode", "pad", "--image-shape", "64x128"], "larger than --image-shape"),
+        (["--decoder", "fancy"], "unknown FCN decoder"),
+    ],
+)
+def test_bad_settings_get_one_line(tmp_path, caplog, flags, expected):
+    root = make_data_road(tmp_path / "data_road", num_train=4, num_test=1)
+    out = tmp_path / "runs"
+    with caplog.at_level(logging.ERROR):
+        code = main(["--data-dir", str(root), "--output-dir", str(out), *TINY_FLAGS, *flags])
+    assert code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and expected in errors[0]
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, caplog):
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    (tmp_path / "runs" / "taken" / "keep.txt").write_text("mine")
+    with caplog.at_level(logging.ERROR):
+        code = main(["--output-dir", str(tmp_path / "runs"), "--run-name", "taken", *TINY_FLAGS])
+    assert code == 2 and "already exists" in caplog.text
+    assert (tmp_path / "runs" / "taken" / "keep.txt").read_text() == "mine"
