@@ -129,7 +129,9 @@ def validate(config: TrainConfig) -> None:
     positive = ("epochs", "batch_size", "learning_rate", "fc_units", "width", "synthetic_images")
     for name in positive:
         if getattr(config, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}")
+            raise ValueError(
+                f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}"
+            )
     if not 0.0 < config.keep_prob <= 1.0:
         raise ValueError(f"--keep-prob must be in (0, 1], got {config.keep_prob}")
     if not 0.0 < config.val_fraction < 1.0:
@@ -192,7 +194,9 @@ def _coerce(values: dict, source: str) -> dict:
     names = {field.name: field for field in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ValueError(f"{source}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+        raise ValueError(
+            f"{source}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(names)}"
+        )
     out = dict(values)
     if "image_shape" in out and not isinstance(out["image_shape"], tuple):
         shape = out["image_shape"]

@@ -19,8 +19,9 @@ def road_iou(ignore_label: int = IGNORE_LABEL) -> keras.metrics.Metric:
     )
 
 
-def confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
-              ignore_label: int = IGNORE_LABEL) -> np.ndarray:
+def confusion(
+    labels: np.ndarray, predictions: np.ndarray, num_classes: int, ignore_label: int = IGNORE_LABEL
+) -> np.ndarray:
     """Confusion matrix `[true, predicted]` over pixels whose label is not `ignore_label`."""
     labels = np.asarray(labels).ravel()
     predictions = np.asarray(predictions).ravel()

@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 ROAD_GREEN = (0, 255, 0)
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, colour=ROAD_GREEN, alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    image: np.ndarray, mask: np.ndarray, colour=ROAD_GREEN, alpha: float = 0.5
+) -> np.ndarray:
     """Paint `mask` (H, W) bool semi-transparently in `colour` on `image` (H, W, 3) uint8."""
     out = image.astype(np.float32)
     out[mask] = (1.0 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
@@ -61,8 +63,15 @@ def road_probability(model, image: np.ndarray, image_shape=None, resize_mode: st
     return probability[0, :height, :width, 0].numpy()
 
 
-def write_overlays(model, paths, out_dir, image_shape=None, resize_mode: str = "pad",
-                   threshold: float = 0.5, progress: bool = True) -> list[Path]:
+def write_overlays(
+    model,
+    paths,
+    out_dir,
+    image_shape=None,
+    resize_mode: str = "pad",
+    threshold: float = 0.5,
+    progress: bool = True,
+) -> list[Path]:
     """Write `<out_dir>/<name>` with the predicted road painted green, for each image in `paths`.
 
     Returns the written paths. Files are written to a temporary name and renamed, so a reader
@@ -75,7 +84,9 @@ def write_overlays(model, paths, out_dir, image_shape=None, resize_mode: str = "
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in tqdm(list(paths), desc="painting road", unit="image", disable=None if progress else True):
+    for path in tqdm(
+        list(paths), desc="painting road", unit="image", disable=None if progress else True
+    ):
         image = read_rgb(path)
         probability = road_probability(model, image, image_shape, resize_mode)
         target = out_dir / Path(path).name

@@ -28,8 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
         "preset.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--config", metavar="RUN.json", default=None,
-                        help="read settings from a JSON file (flags given here still win)")
+    parser.add_argument(
+        "--config",
+        metavar="RUN.json",
+        default=None,
+        help="read settings from a JSON file (flags given here still win)",
+    )
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     config_lib.add_arguments(parser)
     return parser
@@ -38,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = vars(build_parser().parse_args(argv))
     config_file, quiet = args.pop("config"), args.pop("quiet")
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     log = logging.getLogger("fcn_tf.train")
     try:
         config = config_lib.resolve(args, config_file)
@@ -52,8 +59,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    log.info("done: held-out road IoU %.4f, overlays in %s/overlays", metrics["val_road_iou"],
-             metrics["run_dir"])
+    log.info(
+        "done: held-out road IoU %.4f, overlays in %s/overlays",
+        metrics["val_road_iou"],
+        metrics["run_dir"],
+    )
     return 0
 
 

@@ -64,7 +64,9 @@ def load_vgg(weights=None, image_shape=(None, None), width=1.0, fc_units=4096, k
     return inputs, features["P3"], features["P4"], features["fc7"]
 
 
-def layers(vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes, decoder="exercise", l2=5e-4):
+def layers(
+    vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes, decoder="exercise", l2=5e-4
+):
     """The FCN-8s decoder: logits `(batch, H, W, num_classes)` at the input size.
 
     Replaces the exercise's `layers(...)` chain of `tf.layers.conv2d_transpose`. See
@@ -114,7 +116,11 @@ def train_nn(model, train_data, val_data, epochs: int, run_dir=None, verbose=Non
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     return model.fit(
-        train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
+        train_data,
+        validation_data=val_data,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles (seeded)
     )
 
@@ -141,8 +147,13 @@ def prepare_data(config: TrainConfig):
                     f"{height}x{width} in pad mode; use --image-shape 384x1248 for KITTI"
                 )
     train, val = kitti.split_pairs(pairs, config.val_fraction, config.seed)
-    log.info("data %s: %d training, %d validation, %d test images", root, len(train), len(val),
-             len(test_images))
+    log.info(
+        "data %s: %d training, %d validation, %d test images",
+        root,
+        len(train),
+        len(val),
+        len(test_images),
+    )
     return root, train, val, test_images
 
 
@@ -175,8 +186,12 @@ def plot_history(history_csv: Path, out_png: Path) -> None:
     for axis, key in zip(axes, ("loss", "road_iou"), strict=True):
         for prefix, style in (("", "-"), ("val_", "--")):
             if prefix + key in rows[0]:
-                axis.plot(epochs, [float(r[prefix + key]) for r in rows], style,
-                          label=("validation " if prefix else "training ") + key)
+                axis.plot(
+                    epochs,
+                    [float(r[prefix + key]) for r in rows],
+                    style,
+                    label=("validation " if prefix else "training ") + key,
+                )
         axis.set_xlabel("epoch")
         axis.legend()
         axis.grid(alpha=0.3)
@@ -193,15 +208,21 @@ def run(config: TrainConfig) -> dict:
     `metrics.json`, plus `run_dir`.
     """
     if config.model not in MODELS:
-        raise ValueError(f"unknown model {config.model!r}; choose one of {', '.join(sorted(MODELS))}")
+        raise ValueError(
+            f"unknown model {config.model!r}; choose one of {', '.join(sorted(MODELS))}"
+        )
     keras.utils.set_random_seed(config.seed)
     run_dir = new_run_dir(config)
     root, train, val, test_images = prepare_data(config)
 
     from fcn_tf.data.pipeline import make_dataset
 
-    common = dict(image_shape=config.image_shape, batch_size=config.batch_size,
-                  resize_mode=config.resize_mode, seed=config.seed)
+    common = dict(
+        image_shape=config.image_shape,
+        batch_size=config.batch_size,
+        resize_mode=config.resize_mode,
+        seed=config.seed,
+    )
     train_data = make_dataset(train, training=True, augment=config.augment, **common)
     val_data = make_dataset(val, training=False, **common)
 
@@ -221,7 +242,10 @@ def run(config: TrainConfig) -> dict:
         start = time.perf_counter()
         history = train_nn(model, train_data, val_data, config.epochs, partial)
         train_seconds = time.perf_counter() - start
-        if not history.history.get("val_road_iou") or not (partial / "checkpoints" / "best.keras").exists():
+        if (
+            not history.history.get("val_road_iou")
+            or not (partial / "checkpoints" / "best.keras").exists()
+        ):
             raise RuntimeError("training stopped before the first checkpoint (non-finite loss?)")
         best = keras.saving.load_model(partial / "checkpoints" / "best.keras")
         scores = best.evaluate(val_data, verbose=0, return_dict=True)
@@ -229,8 +253,9 @@ def run(config: TrainConfig) -> dict:
         plot_history(partial / "history.csv", partial / "history.png")
         from fcn_tf.predict import write_overlays
 
-        write_overlays(best, test_images, partial / "overlays", config.image_shape,
-                       config.resize_mode)
+        write_overlays(
+            best, test_images, partial / "overlays", config.image_shape, config.resize_mode
+        )
         val_iou = history.history["val_road_iou"]
         metrics = {
             "val_road_iou": float(scores["road_iou"]),
@@ -252,6 +277,10 @@ def run(config: TrainConfig) -> dict:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    log.info("held-out road IoU %.4f (best epoch %d); run folder %s",
-             metrics["val_road_iou"], metrics["best_epoch"], run_dir)
+    log.info(
+        "held-out road IoU %.4f (best epoch %d); run folder %s",
+        metrics["val_road_iou"],
+        metrics["best_epoch"],
+        run_dir,
+    )
     return {**metrics, "run_dir": str(run_dir)}

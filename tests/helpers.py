@@ -9,7 +9,9 @@ import imageio.v3 as iio
 from fcn_tf.data.synthetic import render_scene
 
 
-def make_data_road(root: Path, num_train: int = 6, num_test: int = 2, size=(75, 248), seed=0) -> Path:
+def make_data_road(
+    root: Path, num_train: int = 6, num_test: int = 2, size=(75, 248), seed=0
+) -> Path:
     """Write a KITTI-layout tree of small synthetic scenes; return its root."""
     for sub in ("training/image_2", "training/gt_image_2", "testing/image_2"):
         (root / sub).mkdir(parents=True, exist_ok=True)

@@ -18,13 +18,31 @@ TINY_FLAGS = ["--width", "0.05", "--fc-units", "16", "--image-shape", "64x192", 
 
 def test_cli_trains_on_synthetic_data_and_leaves_a_complete_run(tmp_path):
     out = tmp_path / "runs"
-    command = [sys.executable, "-m", "fcn_tf.train", "--synthetic-images", "16", "--epochs", "2",
-               "--output-dir", str(out), "--run-name", "smoke", *TINY_FLAGS]
+    command = [
+        sys.executable,
+        "-m",
+        "fcn_tf.train",
+        "--synthetic-images",
+        "16",
+        "--epochs",
+        "2",
+        "--output-dir",
+        str(out),
+        "--run-name",
+        "smoke",
+        *TINY_FLAGS,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run = out / "smoke"
-    for name in ("config.json", "history.csv", "history.png", "metrics.json", "model.keras",
-                 "checkpoints/best.keras"):
+    for name in (
+        "config.json",
+        "history.csv",
+        "history.png",
+        "metrics.json",
+        "model.keras",
+        "checkpoints/best.keras",
+    ):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["val_road_iou"] <= 1.0 and metrics["epochs_run"] == 2
@@ -36,8 +54,15 @@ def test_cli_trains_on_synthetic_data_and_leaves_a_complete_run(tmp_path):
 
 
 def test_cli_refuses_bad_input_without_a_traceback(tmp_path):
-    command = [sys.executable, "-m", "fcn_tf.train", "--data-dir", str(tmp_path / "missing"),
-               "--output-dir", str(tmp_path / "runs")]
+    command = [
+        sys.executable,
+        "-m",
+        "fcn_tf.train",
+        "--data-dir",
+        str(tmp_path / "missing"),
+        "--output-dir",
+        str(tmp_path / "runs"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -73,8 +98,9 @@ def _damage(root, kind):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["no label", "no image", "bad colour", "truncated", "grayscale",
-                                  "rgba"])
+@pytest.mark.parametrize(
+    "kind", ["no label", "no image", "bad colour", "truncated", "grayscale", "rgba"]
+)
 def test_bad_data_gets_one_line_naming_the_file(tmp_path, caplog, kind):
     root = make_data_road(tmp_path / "data_road", num_train=4, num_test=1)
     expected = _damage(root, kind)

@@ -85,7 +85,9 @@ def find_pairs(data_dir: str | os.PathLike, split: str = "training") -> list[tup
     for label in sorted(label_dir.iterdir()):
         match = LABEL_PATTERN.match(label.name)
         if match and match.group(2) == "road" and label.name not in expected:
-            raise ValueError(f"label {label} has no image in {image_dir}; add it or remove the label")
+            raise ValueError(
+                f"label {label} has no image in {image_dir}; add it or remove the label"
+            )
     return pairs
 
 
@@ -107,7 +109,9 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     try:
         image = iio.imread(path)
     except Exception as error:  # noqa: BLE001 - imageio raises many types for broken files
-        raise ValueError(f"cannot read image {path} ({error}); it is corrupt or truncated") from None
+        raise ValueError(
+            f"cannot read image {path} ({error}); it is corrupt or truncated"
+        ) from None
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         kind = "grayscale" if image.ndim == 2 else f"{image.shape[-1]}-channel {image.dtype}"
         raise ValueError(f"image {path} is {kind}; fcn_tf needs 8-bit RGB (3 channels)")
@@ -152,8 +156,14 @@ def check_pairs(pairs, progress: bool = True) -> list[tuple[int, int]]:
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         sizes = list(
-            tqdm(pool.map(check_pair, pairs), total=len(pairs), desc="checking data",
-                 unit="pair", disable=None if progress else True, leave=False)
+            tqdm(
+                pool.map(check_pair, pairs),
+                total=len(pairs),
+                desc="checking data",
+                unit="pair",
+                disable=None if progress else True,
+                leave=False,
+            )
         )
     return sizes
 
@@ -164,8 +174,16 @@ def check_images(paths, progress: bool = True) -> list[tuple[int, int]]:
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         images = pool.map(lambda p: read_rgb(p).shape[:2], paths)
-        return list(tqdm(images, total=len(paths), desc="checking images", unit="image",
-                         disable=None if progress else True, leave=False))
+        return list(
+            tqdm(
+                images,
+                total=len(paths),
+                desc="checking images",
+                unit="image",
+                disable=None if progress else True,
+                leave=False,
+            )
+        )
 
 
 def split_pairs(pairs, val_fraction: float, seed: int):

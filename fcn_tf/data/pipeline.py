@@ -90,7 +90,9 @@ def make_dataset(
             # One stateless seed per (epoch, element): reproducible for a given --seed.
             counter = tf.data.Dataset.counter(start=seed * 1_000_003)
             dataset = tf.data.Dataset.zip((dataset, counter)).map(
-                lambda pair, index: augment_pair(*pair, tf.stack([index, tf.constant(seed, tf.int64)])),
+                lambda pair, index: augment_pair(
+                    *pair, tf.stack([index, tf.constant(seed, tf.int64)])
+                ),
                 num_parallel_calls=AUTOTUNE,
             )
     return dataset.batch(batch_size).prefetch(AUTOTUNE)

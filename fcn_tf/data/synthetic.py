@@ -82,10 +82,14 @@ def render_scene(seed: int, index: int, height: int = HEIGHT, width: int = WIDTH
     if rng.random() < 0.5:
         pavement &= np.sign(offset) == rng.choice([-1, 1])
     asphalt = rng.uniform(70, 120)
-    road_texture = _smooth_noise(rng, (height, width), (6, 20), 8.0) + rng.normal(0, 6, (height, width))
+    road_texture = _smooth_noise(rng, (height, width), (6, 20), 8.0) + rng.normal(
+        0, 6, (height, width)
+    )
     image[road] = (asphalt + road_texture[road])[:, None] + rng.uniform(-4, 4, 3)
     paving = asphalt + rng.uniform(15, 45)
-    image[pavement] = (paving + rng.normal(0, 12, int(pavement.sum())))[:, None] * rng.uniform(0.95, 1.05, 3)
+    image[pavement] = (paving + rng.normal(0, 12, int(pavement.sum())))[:, None] * rng.uniform(
+        0.95, 1.05, 3
+    )
     image[kerb] = rng.uniform(170, 220)
 
     # Lane marks: dashed centre line whose dashes shorten with distance (1 / depth spacing).
@@ -107,7 +111,12 @@ def render_scene(seed: int, index: int, height: int = HEIGHT, width: int = WIDTH
     for _ in range(rng.integers(0, 3)):
         d = rng.uniform(0.1, 0.6)
         y = horizon + d * (height - horizon)
-        x = centre_bottom + vanish_shift * (1 - d) + curve * (1 - d) ** 3 + rng.uniform(-0.6, 0.6) * half_width.max() * d
+        x = (
+            centre_bottom
+            + vanish_shift * (1 - d)
+            + curve * (1 - d) ** 3
+            + rng.uniform(-0.6, 0.6) * half_width.max() * d
+        )
         w, h = 260 * d + 10, 160 * d + 8
         car = (cols > x - w / 2) & (cols < x + w / 2) & (rows > y - h) & (rows < y)
         image[car] = rng.uniform(20, 230, 3) + rng.normal(0, 6, (int(car.sum()), 3))
@@ -149,8 +158,14 @@ def write_dataset(root: str | os.PathLike, num_train: int, num_test: int, seed: 
     jobs = [(seed, index, num_train, folders) for index in range(num_train + num_test)]
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         done = pool.map(_write_scene, jobs, chunksize=4)
-        for _ in tqdm(done, total=len(jobs), desc="generating synthetic roads", unit="scene",
-                      leave=False, disable=None):
+        for _ in tqdm(
+            done,
+            total=len(jobs),
+            desc="generating synthetic roads",
+            unit="scene",
+            leave=False,
+            disable=None,
+        ):
             pass
     return root
 

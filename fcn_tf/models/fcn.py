@@ -112,7 +112,12 @@ def build_fcn8s(
     encoder = keras.Model(inputs, features["fc7"], name="vgg16_encoder")
     load_vgg16_weights(encoder, weights)
     logits = fcn8s_decoder(
-        features["P3"], features["P4"], features["fc7"], num_classes, decoder, l2,
+        features["P3"],
+        features["P4"],
+        features["fc7"],
+        num_classes,
+        decoder,
+        l2,
         trainable_upsampling,
     )
     return keras.Model(inputs, logits, name="fcn8s")

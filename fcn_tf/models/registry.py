@@ -11,7 +11,9 @@ MODELS = {
 }
 
 
-def build_model(name: str, num_classes: int = 2, input_shape=(None, None, 3), **kwargs) -> keras.Model:
+def build_model(
+    name: str, num_classes: int = 2, input_shape=(None, None, 3), **kwargs
+) -> keras.Model:
     """Build the registered model `name`: float RGB images in [0, 255] -> per-pixel logits.
 
     Raises:

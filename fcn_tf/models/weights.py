@@ -31,9 +31,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
-IMAGENET_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + IMAGENET_FILE
-)
+IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + IMAGENET_FILE
 IMAGENET_MD5 = "64373286793e3c8b2b4e3219cbf3544b"
 # fcn_tf layer name -> names it may carry in a weights file (VGG16 classifier names first).
 SOURCE_NAMES = {"fc6": ("fc1", "fc6"), "fc7": ("fc2", "fc7")}
@@ -52,9 +50,10 @@ def imagenet_path() -> str:
         )
     except Exception as error:  # noqa: BLE001 - any download failure gets the same advice
         cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+        reason = (str(error).splitlines() or ["no network?"])[0]
         raise FileNotFoundError(
             f"could not get the VGG16 ImageNet weights {IMAGENET_FILE} from {IMAGENET_URL} "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no network?'}). "
+            f"({type(error).__name__}: {reason}). "
             f"Download that file on a machine with network access, then pass its path "
             f"(--weights /path/to/{IMAGENET_FILE}) or copy it into {cache}/"
         ) from None
@@ -85,7 +84,9 @@ def read_weights(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
             for raw_name in group.attrs["layer_names"]:
                 name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
                 layer = group[name]
-                names = [n.decode() if isinstance(n, bytes) else n for n in layer.attrs["weight_names"]]
+                names = [
+                    n.decode() if isinstance(n, bytes) else n for n in layer.attrs["weight_names"]
+                ]
                 if names:
                     weights[name] = [np.asarray(layer[n]) for n in names]
             return weights
@@ -123,7 +124,10 @@ def load_vgg16_weights(encoder: keras.Model, weights: str | None) -> None:
     source = read_weights(path)
     loaded, missing = [], []
     for layer in encoder.layers:
-        if not (layer.name.startswith("block") and "conv" in layer.name) and layer.name not in SOURCE_NAMES:
+        if (
+            not (layer.name.startswith("block") and "conv" in layer.name)
+            and layer.name not in SOURCE_NAMES
+        ):
             continue
         candidates = SOURCE_NAMES.get(layer.name, (layer.name,))
         found = next((source[name] for name in candidates if name in source), None)
@@ -146,6 +150,9 @@ def load_vgg16_weights(encoder: keras.Model, weights: str | None) -> None:
     if not loaded:
         raise ValueError(f"weights file {path} holds none of the VGG16 layers (block1_conv1, ...)")
     if missing:
-        log.warning("weights file %s has no %s: those layers keep their random initialisation",
-                    path, ", ".join(missing))
+        log.warning(
+            "weights file %s has no %s: those layers keep their random initialisation",
+            path,
+            ", ".join(missing),
+        )
     log.info("loaded %d VGG16 layers from %s", len(loaded), path)

@@ -17,7 +17,7 @@ def test_real_label_decodes_like_the_devkit(kitti_sample):
 
 def test_real_pairs_take_road_labels_never_lane_labels(kitti_sample):
     pairs = kitti.find_pairs(kitti_sample)
-    assert [(i.name, l.name) for i, l in pairs] == [
+    assert [(image.name, label.name) for image, label in pairs] == [
         ("um_000000.png", "um_road_000000.png"),
         ("um_000001.png", "um_road_000001.png"),
     ]
@@ -55,7 +55,9 @@ def test_label_colours_outside_legend_are_named(tmp_path):
     label = iio.imread(label_path)
     label[0, 0] = (0, 255, 0)
     iio.imwrite(label_path, label)
-    with pytest.raises(ValueError, match=r"um_road_000000\.png has 1 pixels of colour \(0, 255, 0\)"):
+    with pytest.raises(
+        ValueError, match=r"um_road_000000\.png has 1 pixels of colour \(0, 255, 0\)"
+    ):
         kitti.check_pairs(kitti.find_pairs(root), progress=False)
 
 

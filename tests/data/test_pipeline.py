@@ -10,7 +10,9 @@ from tests.helpers import make_data_road
 
 def test_tf_decoding_matches_numpy_devkit_decoding(kitti_sample):
     rgb = iio.imread(kitti_sample / "training/gt_image_2/um_road_000001.png")
-    np.testing.assert_array_equal(decode_label_tf(tf.constant(rgb)).numpy(), kitti.decode_label(rgb))
+    np.testing.assert_array_equal(
+        decode_label_tf(tf.constant(rgb)).numpy(), kitti.decode_label(rgb)
+    )
 
 
 def test_resize_mode_decodes_before_nearest_resizing(kitti_sample):

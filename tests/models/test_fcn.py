@@ -6,13 +6,21 @@ import numpy as np
 import pytest
 
 from fcn_tf import tutorial
-from fcn_tf.models import build_model, fcn8s_decoder, vgg16
+from fcn_tf.models import build_model, vgg16
 from fcn_tf.models.layers import BilinearUpsampling, bilinear_kernel
 from fcn_tf.models.weights import IMAGENET_FILE, load_vgg16_weights
 from tests.conftest import TINY
 
-REFERENCE_NAMES = ("score_fr", "upscore2", "score_pool4", "fuse_pool4", "upscore_pool4",
-                   "score_pool3", "fuse_pool3", "upscore8")
+REFERENCE_NAMES = (
+    "score_fr",
+    "upscore2",
+    "score_pool4",
+    "fuse_pool4",
+    "upscore_pool4",
+    "score_pool3",
+    "fuse_pool3",
+    "upscore8",
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +48,17 @@ def test_decoders_have_reference_layer_names_and_their_own_sizes():
         model = build_model("fcn8s", 2, decoder=decoder)
         counts[decoder] = model.count_params()
         names = {layer.name for layer in model.layers}
-        expected = REFERENCE_NAMES if decoder != "widened" else (
-            "score_fr", "upscore2", "fuse_pool4", "upscore_pool4", "fuse_pool3", "upscore8")
+        expected = (
+            REFERENCE_NAMES
+            if decoder != "widened"
+            else ("score_fr", "upscore2", "fuse_pool4", "upscore_pool4", "fuse_pool3", "upscore8")
+        )
         assert set(expected) <= names
     assert counts["paper"] == counts["exercise"] - 6  # bias-free transposed convs (Caffe)
     # widened: upscore2 -> 512 ch (4x4x2x512+512), upscore_pool4 512->256, upscore8 256->2
     assert counts["widened"] - counts["exercise"] == (16896 + 2097408 + 131074) - (
-        66 + 1026 + 66 + 514 + 1026)
+        66 + 1026 + 66 + 514 + 1026
+    )
 
 
 def test_bilinear_kernel_matches_fcn_upsample_filt():
@@ -58,8 +70,9 @@ def test_bilinear_kernel_matches_fcn_upsample_filt():
 def test_transposed_convs_start_as_bilinear_upsampling():
     # A frozen x8 upsampling of a smooth ramp equals bilinear interpolation away from the borders.
     inputs = keras.Input((6, 6, 1))
-    layer = keras.layers.Conv2DTranspose(1, 16, strides=8, padding="same", use_bias=False,
-                                         kernel_initializer=BilinearUpsampling())
+    layer = keras.layers.Conv2DTranspose(
+        1, 16, strides=8, padding="same", use_bias=False, kernel_initializer=BilinearUpsampling()
+    )
     model = keras.Model(inputs, layer(inputs))
     ramp = np.arange(6, dtype="float32")[None, None, :, None] * np.ones((1, 6, 6, 1), "float32")
     out = model(ramp).numpy()[0, :, :, 0]
@@ -76,7 +89,8 @@ def test_l2_penalty_reaches_the_training_loss():
     labels = np.random.default_rng(2).integers(0, 2, (2, 64, 64)).astype("uint8")
     with_penalty = model.evaluate(images, labels, verbose=0, return_dict=True)["loss"]
     data_term = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
-        labels, model(images, training=False))
+        labels, model(images, training=False)
+    )
     penalty = float(sum(keras.ops.convert_to_numpy(loss) for loss in model.losses))
     assert penalty > 0
     assert with_penalty == pytest.approx(float(data_term) + penalty, rel=1e-4)
@@ -117,12 +131,14 @@ def test_fc_layers_are_convolutionalized_from_vgg16_weights(tmp_path):
     inputs, layer3, layer4, layer7 = tutorial.load_vgg(path, width=0.05, fc_units=16)
     encoder = keras.Model(inputs, layer7)
     fc1 = classifier.get_layer("fc1").get_weights()
-    np.testing.assert_array_equal(encoder.get_layer("fc6").kernel.numpy(),
-                                  fc1[0].reshape(7, 7, -1, 16))
+    np.testing.assert_array_equal(
+        encoder.get_layer("fc6").kernel.numpy(), fc1[0].reshape(7, 7, -1, 16)
+    )
     np.testing.assert_array_equal(encoder.get_layer("fc6").bias.numpy(), fc1[1])
     conv = classifier.get_layer("block1_conv1").get_weights()[0]
-    np.testing.assert_array_equal(encoder.get_layer("block1_conv1").kernel.numpy(),
-                                  conv[:, :, ::-1, :])  # BGR weights, RGB model
+    np.testing.assert_array_equal(
+        encoder.get_layer("block1_conv1").kernel.numpy(), conv[:, :, ::-1, :]
+    )  # BGR weights, RGB model
 
     # The convolutionalized net computes what the classifier computed on a 224x224 image:
     # the fc6 response at the centre of P5 (7x7) equals fc1 on the flattened P5.
