@@ -1,4 +1,16 @@
-"""Segmentation metrics that skip `IGNORE_LABEL` pixels (outside KITTI's valid area, padding)."""
+"""Segmentation metrics. Pixels labelled `IGNORE_LABEL` (outside KITTI's valid area, padding,
+CamVid's void) count nowhere.
+
+* `road_iou`: a Keras metric for training logs.
+* `RoadCounts` / `road_scores`: the KITTI road benchmark's pixel evaluation, as its devkit
+  (`helper.py`: `evalExp`, `pxEval_maximizeFMeasure`) computes it: per image a road confidence in
+  [0, 1]; over all images of a category, false negatives and false positives counted for the 256
+  thresholds 0/255 ... 255/255 inside the valid area; then MaxF (the best F-measure), AP (the
+  11-point interpolated average precision of Pascal VOC) and precision, recall, false positive
+  and false negative rates at the MaxF threshold.
+* `confusion`, `class_scores`: multi-class confusion matrix, per-class IoU, mIoU, pixel
+  accuracy and frequency-weighted IoU.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +18,9 @@ import keras
 import numpy as np
 
 from fcn_tf.data.kitti import IGNORE_LABEL
+
+THRESHOLDS = np.arange(256) / 255.0
+CATEGORIES = ("um", "umm", "uu")  # KITTI road: urban marked, urban multiple marked, unmarked
 
 
 def road_iou(ignore_label: int = IGNORE_LABEL) -> keras.metrics.Metric:
@@ -19,13 +34,130 @@ def road_iou(ignore_label: int = IGNORE_LABEL) -> keras.metrics.Metric:
     )
 
 
+class RoadCounts:
+    """False negatives / false positives per threshold, accumulated over images (devkit evalExp).
+
+    At threshold `t` a pixel is predicted road when its confidence is >= t.
+    """
+
+    def __init__(self):
+        self.false_negatives = np.zeros(len(THRESHOLDS), np.int64)
+        self.false_positives = np.zeros(len(THRESHOLDS), np.int64)
+        self.positives = 0
+        self.negatives = 0
+        self.images = 0
+
+    def add(self, road: np.ndarray, confidence: np.ndarray, valid: np.ndarray | None = None):
+        """Add one image: `road` (H, W) bool ground truth, `confidence` (H, W) in [0, 1],
+        `valid` (H, W) bool (pixels outside it are ignored; None = all valid)."""
+        road = np.asarray(road, bool)
+        confidence = np.asarray(confidence, np.float64)
+        if confidence.shape != road.shape:
+            raise ValueError(
+                f"prediction of shape {confidence.shape} does not match the label's {road.shape}"
+            )
+        valid = np.ones_like(road) if valid is None else np.asarray(valid, bool)
+        bins = np.concatenate(([-np.inf], THRESHOLDS, [np.inf]))
+        fn_hist = np.histogram(confidence[road & valid], bins=bins)[0]
+        fp_hist = np.histogram(confidence[~road & valid], bins=bins)[0]
+        # FN(t): road pixels with confidence < t; FP(t): non-road pixels with confidence >= t.
+        self.false_negatives += np.cumsum(fn_hist)[: len(THRESHOLDS)]
+        self.false_positives += np.cumsum(fp_hist[::-1])[::-1][1 : 1 + len(THRESHOLDS)]
+        self.positives += int((road & valid).sum())
+        self.negatives += int((~road & valid).sum())
+        self.images += 1
+
+    def __iadd__(self, other: RoadCounts) -> RoadCounts:
+        self.false_negatives += other.false_negatives
+        self.false_positives += other.false_positives
+        self.positives += other.positives
+        self.negatives += other.negatives
+        self.images += other.images
+        return self
+
+
+def road_scores(counts: RoadCounts, with_curve: bool = False) -> dict | None:
+    """The devkit's scores from accumulated counts; None for a category without images.
+
+    Returns a dict with `MaxF`, `AP`, `PRE`, `REC`, `FPR`, `FNR` (at the MaxF threshold),
+    `threshold`, `images`, and with `with_curve` the `precision`/`recall` lists.
+    """
+    if counts.images == 0:
+        return None
+    if counts.positives == 0 or counts.negatives == 0:
+        raise ValueError(
+            "the labels hold no road pixel or no non-road pixel in the valid area: "
+            "MaxF is undefined for them"
+        )
+    true_positives = counts.positives - counts.false_negatives
+    true_negatives = counts.negatives - counts.false_positives
+    recall = true_positives / counts.positives
+    precision = true_positives / (true_positives + counts.false_positives + 1e-10)
+    keep = ~((recall == 0) & (precision == 0))  # the devkit drops these operating points
+    recall, precision = recall[keep], precision[keep]
+    thresholds = THRESHOLDS[keep]
+    fn, fp, tn = counts.false_negatives[keep], counts.false_positives[keep], true_negatives[keep]
+    # Pascal VOC 11-point interpolated AP, as in the devkit.
+    levels = np.arange(0, 1.1, 0.1)
+    average_precision = np.mean(
+        [precision[recall >= level].max() if (recall >= level).any() else 0.0 for level in levels]
+    )
+    f_measure = 2 * precision * recall / (precision + recall + 1e-10)
+    best = int(f_measure.argmax())
+    scores = {
+        "MaxF": float(f_measure[best]),
+        "AP": float(average_precision),
+        "PRE": float(precision[best]),
+        "REC": float(recall[best]),
+        "FPR": float(fp[best] / (fp[best] + tn[best])),
+        "FNR": float(fn[best] / counts.positives),
+        "threshold": float(thresholds[best]),
+        "images": counts.images,
+    }
+    if with_curve:
+        scores["precision"] = precision.tolist()
+        scores["recall"] = recall.tolist()
+    return scores
+
+
+def category_of(name: str) -> str:
+    """'umm_000012.png' or 'umm_road_000012.png' -> 'umm'."""
+    prefix = name.split("_")[0]
+    if prefix not in CATEGORIES:
+        raise ValueError(f"{name} is not a KITTI road file name (um_, umm_ or uu_)")
+    return prefix
+
+
+def kitti_report(per_category: dict[str, RoadCounts], with_curve: bool = False) -> dict:
+    """Scores per category UM, UMM, UU and all together (URBAN); absent categories are None."""
+    total = RoadCounts()
+    for counts in per_category.values():
+        total += counts
+    report = {
+        category.upper(): road_scores(per_category.get(category, RoadCounts()), with_curve)
+        for category in CATEGORIES
+    }
+    report["URBAN"] = road_scores(total, with_curve)
+    return report
+
+
 def confusion(
     labels: np.ndarray, predictions: np.ndarray, num_classes: int, ignore_label: int = IGNORE_LABEL
 ) -> np.ndarray:
     """Confusion matrix `[true, predicted]` over pixels whose label is not `ignore_label`."""
     labels = np.asarray(labels).ravel()
     predictions = np.asarray(predictions).ravel()
+    if labels.shape != predictions.shape:
+        raise ValueError(
+            f"prediction of {predictions.size} pixels does not match the label's {labels.size}"
+        )
     keep = labels != ignore_label
+    bad = keep & (labels >= num_classes)
+    if bad.any():
+        raise ValueError(
+            f"label value {int(labels[bad][0])} is outside the {num_classes} classes and is not "
+            f"the void label {ignore_label}"
+        )
     index = labels[keep].astype(np.int64) * num_classes + predictions[keep].astype(np.int64)
     return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 
@@ -36,3 +168,48 @@ def iou_from_confusion(matrix: np.ndarray) -> np.ndarray:
     union = matrix.sum(0) + matrix.sum(1) - true_positive
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, true_positive / union, np.nan)
+
+
+def class_scores(matrix: np.ndarray, class_names=None) -> dict:
+    """Per-class IoU, mIoU (over classes present), pixel accuracy, frequency-weighted IoU."""
+    matrix = np.asarray(matrix, np.int64)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(len(matrix))]
+    iou = iou_from_confusion(matrix)
+    total = matrix.sum()
+    frequency = matrix.sum(1) / max(total, 1)
+    present = ~np.isnan(iou)
+    return {
+        "per_class_iou": {
+            name: (None if np.isnan(v) else float(v)) for name, v in zip(names, iou, strict=True)
+        },
+        "mIoU": float(np.mean(iou[present])) if present.any() else None,
+        "pixel_accuracy": float(np.trace(matrix) / total) if total else None,
+        "fwIoU": float(np.sum(frequency[present] * iou[present])) if total else None,
+        "confusion": matrix.tolist(),
+    }
+
+
+def format_class_table(scores: dict) -> str:
+    """A readable table of per-class IoU and the summary numbers."""
+    names = list(scores["per_class_iou"])
+    width = max(len("class"), *(len(n) for n in names))
+    lines = [f"{'class':<{width}}  IoU"]
+    for name, value in scores["per_class_iou"].items():
+        lines.append(f"{name:<{width}}  {'absent' if value is None else f'{value:.4f}'}")
+    for key in ("mIoU", "pixel_accuracy", "fwIoU"):
+        value = scores[key]
+        lines.append(f"{key:<{width}}  {'n/a' if value is None else f'{value:.4f}'}")
+    return "\n".join(lines)
+
+
+def format_road_table(report: dict, title: str = "") -> str:
+    """The KITTI road scores per category, one row each, in percent like the benchmark's table."""
+    columns = ("MaxF", "AP", "PRE", "REC", "FPR", "FNR")
+    lines = [f"{title:<8}" + "".join(f"{c:>8}" for c in columns) + "  threshold  images"]
+    for category, scores in report.items():
+        if scores is None:
+            lines.append(f"{category:<8}  absent (no images of this category)")
+            continue
+        values = "".join(f"{100 * scores[c]:>8.2f}" for c in columns)
+        lines.append(f"{category:<8}{values}  {scores['threshold']:>9.3f}  {scores['images']:>6}")
+    return "\n".join(lines)

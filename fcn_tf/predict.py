@@ -6,6 +6,7 @@ The exercise ended by painting the predicted road semi-transparent green on ever
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -32,11 +33,11 @@ def padded_shape(height: int, width: int, multiple: int = 32) -> tuple[int, int]
     return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
 
 
-def road_probability(model, image: np.ndarray, image_shape=None, resize_mode: str = "pad"):
-    """Road probability `(H, W)` float32 in [0, 1] for one uint8 RGB image `(H, W, 3)`.
+def probabilities(model, image: np.ndarray, image_shape=None, resize_mode: str = "pad"):
+    """Class probabilities `(H, W, C)` float32 for one uint8 RGB image `(H, W, 3)`.
 
     Args:
-        model: a Keras model from images in [0, 255] to 2-class logits.
+        model: a Keras model from images in [0, 255] to per-pixel logits.
         image: the image at its native size.
         image_shape: `(h, w)` the network runs at. With "resize" the image is resized to it and
             the probabilities resized back bilinearly; with "pad" the image is padded (to
@@ -57,10 +58,15 @@ def road_probability(model, image: np.ndarray, image_shape=None, resize_mode: st
                 "use a larger --image-shape or resize mode"
             )
         x = tf.pad(x, [[0, 0], [0, target[0] - height], [0, target[1] - width], [0, 0]])
-    probability = tf.nn.softmax(model(x, training=False), axis=-1)[..., 1:2]
+    result = tf.nn.softmax(model(x, training=False), axis=-1)
     if resize_mode == "resize":
-        probability = tf.image.resize(probability, (height, width), method="bilinear")
-    return probability[0, :height, :width, 0].numpy()
+        result = tf.image.resize(result, (height, width), method="bilinear")
+    return result[0, :height, :width].numpy()
+
+
+def road_probability(model, image: np.ndarray, image_shape=None, resize_mode: str = "pad"):
+    """Road probability `(H, W)` in [0, 1] at the image's own size (see `probabilities`)."""
+    return probabilities(model, image, image_shape, resize_mode)[..., 1]
 
 
 def write_overlays(
@@ -95,3 +101,46 @@ def write_overlays(
         os.replace(partial, target)
         written.append(target)
     return written
+
+
+def info_path(model_path: str | os.PathLike) -> Path:
+    """The JSON file saved beside a model: `model.keras` -> `model.json`."""
+    return Path(model_path).with_suffix(".json")
+
+
+def save_model_info(model_path, threshold: float, class_names, **extra) -> None:
+    """Save what predict and export need beside the model: threshold and class names."""
+    info = {"threshold": float(threshold), "class_names": list(class_names), **extra}
+    path = info_path(model_path)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def load_model(path: str | os.PathLike):
+    """Load a `.keras` model (or a run folder's `model.keras`); return `(model, info)`.
+
+    `info` holds `threshold` (the validation MaxF threshold for road models, else 0.5) and
+    `class_names`, from the JSON saved beside the model when there is one.
+    """
+    import keras
+
+    import fcn_tf.models  # noqa: F401 - registers fcn_tf's custom objects for safe loading
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"model {path} does not exist; pass a .keras file or a run folder")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - keras raises many types for foreign files
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path} is not a Keras model fcn_tf can load ({reason})") from None
+    info = {"threshold": 0.5, "class_names": None}
+    if info_path(path).is_file():
+        info.update(json.loads(info_path(path).read_text()))
+    if info["class_names"] is None:
+        classes = model.output_shape[-1]
+        info["class_names"] = ["not road", "road"] if classes == 2 else [str(i) for i in range(classes)]
+    return model, info

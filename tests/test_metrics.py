@@ -1,0 +1,105 @@
+"""Hand-computed values for every number the evaluation reports."""
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from fcn_tf import metrics
+from fcn_tf.metrics import RoadCounts, road_scores
+
+# 2 road pixels (confidences 0.9, 0.4) and 2 not-road pixels (0.6, 0.1), all valid.
+ROAD = np.array([[True, True, False, False]])
+CONFIDENCE = np.array([[0.9, 0.4, 0.6, 0.1]])
+
+
+def scores_of(road, confidence, valid=None):
+    counts = RoadCounts()
+    counts.add(road, confidence, valid)
+    return road_scores(counts)
+
+
+def test_maxf_ap_and_operating_point_by_hand():
+    # thresholds t <= 0.1: all road (P 1/2, R 1, F 2/3); 0.1 < t <= 0.4: {.9,.4,.6} (P 2/3, R 1,
+    # F 0.8); 0.4 < t <= 0.6: (P 1/2, R 1/2); 0.6 < t <= 0.9: {.9} (P 1, R 1/2, F 2/3).
+    scores = scores_of(ROAD, CONFIDENCE)
+    assert scores["MaxF"] == pytest.approx(0.8)
+    assert scores["threshold"] == pytest.approx(26 / 255)  # first of the 256 steps above 0.1
+    assert scores["PRE"] == pytest.approx(2 / 3)
+    assert scores["REC"] == pytest.approx(1.0)
+    assert scores["FPR"] == pytest.approx(0.5)
+    assert scores["FNR"] == pytest.approx(0.0)
+    # 11-point AP: recall levels 0..0.5 reach precision 1, levels 0.6..1.0 reach 2/3.
+    assert scores["AP"] == pytest.approx((6 * 1 + 5 * 2 / 3) / 11)
+
+
+def test_pixels_outside_the_valid_area_change_nothing():
+    road = np.concatenate([ROAD, [[True, False]]], axis=1)
+    confidence = np.concatenate([CONFIDENCE, [[0.0, 1.0]]], axis=1)  # two badly wrong pixels
+    valid = np.array([[True, True, True, True, False, False]])
+    assert scores_of(road, confidence, valid) == scores_of(ROAD, CONFIDENCE)
+
+
+def test_perfect_prediction_gives_maxf_and_ap_of_one():
+    road = np.random.default_rng(0).random((20, 30)) < 0.3
+    scores = scores_of(road, road.astype(float))
+    assert scores["MaxF"] == pytest.approx(1.0) and scores["AP"] == pytest.approx(1.0)
+    assert scores["FPR"] == 0 and scores["FNR"] == 0
+
+
+def test_counts_accumulate_over_images_not_averaged():
+    together = RoadCounts()
+    together.add(ROAD[:, :2], CONFIDENCE[:, :2])
+    together.add(ROAD[:, 2:], CONFIDENCE[:, 2:])
+    assert road_scores(together)["MaxF"] == pytest.approx(0.8)
+
+
+def test_category_without_images_is_absent_not_zero():
+    counts = RoadCounts()
+    counts.add(ROAD, CONFIDENCE)
+    report = metrics.kitti_report({"um": counts})
+    assert report["UMM"] is None and report["UU"] is None
+    assert report["UM"]["MaxF"] == report["URBAN"]["MaxF"] == pytest.approx(0.8)
+    assert "absent" in metrics.format_road_table(report)
+
+
+def test_real_label_against_itself_and_an_eroded_copy(kitti_sample):
+    rgb = iio.imread(kitti_sample / "training/gt_image_2/um_road_000000.png")
+    road, valid = rgb[..., 2] > 0, rgb[..., 0] > 0
+    assert scores_of(road, road.astype(float), valid)["MaxF"] == pytest.approx(1.0)
+    eroded = ndimage.binary_erosion(road, iterations=3)
+    # direct count: precision 1, recall = |eroded & valid| / |road & valid|
+    recall = (eroded & valid).sum() / (road & valid).sum()
+    scores = scores_of(road, eroded.astype(float), valid)
+    assert scores["REC"] == pytest.approx(recall) and scores["PRE"] == pytest.approx(1.0)
+    assert scores["MaxF"] == pytest.approx(2 * recall / (1 + recall))
+    assert 0.9 < scores["MaxF"] < 1.0
+
+
+def test_wrong_prediction_size_is_refused():
+    with pytest.raises(ValueError, match="does not match"):
+        RoadCounts().add(ROAD, CONFIDENCE[:, :3])
+
+
+def test_multiclass_scores_by_hand():
+    labels = np.array([0, 0, 1, 1, 2, 255])
+    predicted = np.array([0, 1, 1, 1, 0, 2])
+    matrix = metrics.confusion(labels, predicted, 3)
+    np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 2, 0], [1, 0, 0]])  # void ignored
+    scores = metrics.class_scores(matrix, ["a", "b", "c"])
+    # IoU a = 1/(2+1+... ) : TP 1, FN 1, FP 1 -> 1/3; b: TP 2, FP 1 -> 2/3; c: TP 0 -> 0
+    assert scores["per_class_iou"] == pytest.approx({"a": 1 / 3, "b": 2 / 3, "c": 0.0})
+    assert scores["mIoU"] == pytest.approx(1 / 3)
+    assert scores["pixel_accuracy"] == pytest.approx(3 / 5)
+    assert scores["fwIoU"] == pytest.approx(2 / 5 * 1 / 3 + 2 / 5 * 2 / 3 + 1 / 5 * 0)
+    assert "mIoU" in metrics.format_class_table(scores)
+
+
+def test_class_absent_from_labels_and_predictions_is_not_averaged():
+    scores = metrics.class_scores(metrics.confusion([0, 1], [0, 1], 3))
+    assert scores["per_class_iou"]["2"] is None and scores["mIoU"] == pytest.approx(1.0)
+
+
+def test_label_outside_the_classes_is_named():
+    with pytest.raises(ValueError, match="label value 7 is outside the 3 classes"):
+        metrics.confusion([0, 7], [0, 1], 3)
