@@ -57,8 +57,10 @@ def _homogeneous(matrix: np.ndarray) -> np.ndarray:
 
 def road_to_image(calib: dict[str, np.ndarray]) -> np.ndarray:
     """The 3x3 homography from road-plane points (x, z, 1) to image pixels (u, v, w)."""
-    projection = calib["P2"] @ _homogeneous(calib["R0_rect"]) @ np.linalg.inv(
-        _homogeneous(calib["Tr_cam_to_road"])
+    projection = (
+        calib["P2"]
+        @ _homogeneous(calib["R0_rect"])
+        @ np.linalg.inv(_homogeneous(calib["Tr_cam_to_road"]))
     )
     return projection[:, [0, 2, 3]]  # the road plane is y = 0 in road coordinates
 

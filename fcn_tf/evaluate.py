@@ -55,8 +55,9 @@ def evaluate_road(pairs, confidence_of, calib_dir=None, progress: bool = True) -
     if not pairs:
         raise ValueError("the split to evaluate holds no labelled images")
     perspective, bev = {}, {}
-    for image_path, label_path in tqdm(pairs, desc="evaluating", unit="image",
-                                       disable=None if progress else True):
+    for image_path, label_path in tqdm(
+        pairs, desc="evaluating", unit="image", disable=None if progress else True
+    ):
         road, valid = road_truth(label_path)
         confidence = np.asarray(confidence_of(image_path), np.float64)
         if confidence.shape != road.shape:
@@ -85,13 +86,16 @@ def evaluate_classes(pairs, predict_of, read_mask, num_classes, class_names, pro
     if not pairs:
         raise ValueError("the split to evaluate holds no labelled images")
     matrix = np.zeros((num_classes, num_classes), np.int64)
-    for image_path, mask_path in tqdm(pairs, desc="evaluating", unit="image",
-                                      disable=None if progress else True):
+    for image_path, mask_path in tqdm(
+        pairs, desc="evaluating", unit="image", disable=None if progress else True
+    ):
         mask = read_mask(mask_path)
         prediction = predict_of(image_path)
         if prediction.shape != mask.shape:
-            raise ValueError(f"prediction for {Path(image_path).name} is {prediction.shape} but "
-                             f"its mask is {mask.shape}")
+            raise ValueError(
+                f"prediction for {Path(image_path).name} is {prediction.shape} but "
+                f"its mask is {mask.shape}"
+            )
         matrix += metrics.confusion(mask, prediction, num_classes)
     return metrics.class_scores(matrix, class_names)
 
@@ -108,12 +112,19 @@ def plot_pr_curves(report: dict, path: Path) -> None:
         for category, scores in report[view].items():
             if scores is None:
                 continue
-            line, = axis.plot(scores["recall"], scores["precision"],
-                              label=f"{category}: MaxF {100 * scores['MaxF']:.2f}, "
-                              f"AP {100 * scores['AP']:.2f}")
+            (line,) = axis.plot(
+                scores["recall"],
+                scores["precision"],
+                label=f"{category}: MaxF {100 * scores['MaxF']:.2f}, AP {100 * scores['AP']:.2f}",
+            )
             axis.plot(scores["REC"], scores["PRE"], "o", color=line.get_color())
-        axis.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.01),
-                 title=f"KITTI road, {view}")
+        axis.set(
+            xlabel="recall",
+            ylabel="precision",
+            xlim=(0, 1.01),
+            ylim=(0, 1.01),
+            title=f"KITTI road, {view}",
+        )
         axis.grid(alpha=0.3)
         axis.legend(loc="lower left")
     figure.tight_layout()
@@ -202,24 +213,45 @@ def build_parser() -> argparse.ArgumentParser:
         "bird's-eye view, or per-class IoU / mIoU for multi-class data.",
     )
     parser.add_argument("model", nargs="?", help="a run folder or a .keras model")
-    parser.add_argument("--predictions", metavar="DIR",
-                        help="evaluate these confidence PNGs (X_road_NNNNNN.png) instead of a model")
-    parser.add_argument("--dataset", choices=("kitti", "synthetic", "camvid"),
-                        help="dataset (default: the run's own, or kitti with --data-dir)")
+    parser.add_argument(
+        "--predictions",
+        metavar="DIR",
+        help="evaluate these confidence PNGs (X_road_NNNNNN.png) instead of a model",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=("kitti", "synthetic", "camvid"),
+        help="dataset (default: the run's own, or kitti with --data-dir)",
+    )
     parser.add_argument("--data-dir", help="a KITTI data_road folder or a CamVid folder")
-    parser.add_argument("--split", default="val",
-                        help="'val' (the run's seeded validation split), 'train' or 'all' for "
-                        "KITTI/synthetic; 'train', 'val' or 'test' for CamVid (default: val)")
-    parser.add_argument("--bev", action="store_true",
-                        help="also score in the benchmark's bird's-eye view (needs calib/)")
+    parser.add_argument(
+        "--split",
+        default="val",
+        help="'val' (the run's seeded validation split), 'train' or 'all' for "
+        "KITTI/synthetic; 'train', 'val' or 'test' for CamVid (default: val)",
+    )
+    parser.add_argument(
+        "--bev",
+        action="store_true",
+        help="also score in the benchmark's bird's-eye view (needs calib/)",
+    )
     parser.add_argument("--calib-dir", help="calibration folder (default: DATA/training/calib)")
-    parser.add_argument("--image-shape", type=lambda s: tuple(int(v) for v in s.split("x")),
-                        help="HxW to run the model at with --resize-mode resize (default: the "
-                        "run's; pad mode pads each image to a multiple of 32)")
-    parser.add_argument("--resize-mode", choices=("resize", "pad"),
-                        help="how images reach the network (default: the run's, else pad)")
-    parser.add_argument("--submission", action="store_true",
-                        help="also write benchmark files for DATA/testing/image_2 and a zip")
+    parser.add_argument(
+        "--image-shape",
+        type=lambda s: tuple(int(v) for v in s.split("x")),
+        help="HxW to run the model at with --resize-mode resize (default: the "
+        "run's; pad mode pads each image to a multiple of 32)",
+    )
+    parser.add_argument(
+        "--resize-mode",
+        choices=("resize", "pad"),
+        help="how images reach the network (default: the run's, else pad)",
+    )
+    parser.add_argument(
+        "--submission",
+        action="store_true",
+        help="also write benchmark files for DATA/testing/image_2 and a zip",
+    )
     parser.add_argument("--output", help="output folder (default: RUN/eval-SPLIT or ./eval)")
     return parser
 
@@ -242,7 +274,9 @@ def _kitti_split(args, run):
     elif args.data_dir or run.get("data_dir"):
         root = Path(args.data_dir or run["data_dir"])
     else:
-        raise ValueError("no data: pass --data-dir (a KITTI data_road folder) or --dataset synthetic")
+        raise ValueError(
+            "no data: pass --data-dir (a KITTI data_road folder) or --dataset synthetic"
+        )
     pairs = kitti.find_pairs(root, "training")
     if args.split == "all":
         return root, pairs
@@ -254,8 +288,9 @@ def _kitti_split(args, run):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
     try:
         report = evaluate_cli(args)
     except (ValueError, FileNotFoundError, NotADirectoryError) as error:
@@ -307,6 +342,7 @@ def evaluate_cli(args) -> Path:
         def confidence_of(path):
             return road_probability(model, kitti.read_rgb(path), image_shape, resize_mode)
     else:
+
         def confidence_of(path):
             return read_confidence_png(Path(args.predictions) / kitti.label_name(Path(path).name))
 
@@ -316,15 +352,22 @@ def evaluate_cli(args) -> Path:
     if report["bev"]:
         tables.append(metrics.format_road_table(report["bev"], "BEV"))
     print("\n\n".join(tables))  # the table is this command's output
-    summary = {"split": args.split, "images": len(pairs), "data": str(root),
-               "model": str(args.model or args.predictions), **report}
+    summary = {
+        "split": args.split,
+        "images": len(pairs),
+        "data": str(root),
+        "model": str(args.model or args.predictions),
+        **report,
+    }
     _write_json(out_dir / "evaluation.json", summary)
     plot_pr_curves(report, out_dir / "pr_curve.png")
     if args.submission:
         if model is None:
             raise ValueError("--submission needs a model")
         tests = kitti.find_images(root / "testing" / "image_2")
-        test_calib = (Path(args.calib_dir) if args.calib_dir else root / "testing" / "calib") if args.bev else None
+        test_calib = None
+        if args.bev:
+            test_calib = Path(args.calib_dir) if args.calib_dir else root / "testing" / "calib"
         log.info("submission: %s", write_submission(confidence_of, tests, out_dir, test_calib))
     return out_dir / "evaluation.json"
 
@@ -347,12 +390,15 @@ def _evaluate_camvid(args, model, info, image_shape, resize_mode, out_dir) -> Pa
         image = kitti.read_rgb(path)
         return probabilities(model, image, image_shape, resize_mode).argmax(-1)
 
-    scores = evaluate_classes(pairs, predict_of, lambda p: camvid.read_mask(p, num_classes),
-                              num_classes, names)
+    scores = evaluate_classes(
+        pairs, predict_of, lambda p: camvid.read_mask(p, num_classes), num_classes, names
+    )
     print(metrics.format_class_table(scores))
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / "evaluation.json", {"split": args.split, "images": len(pairs),
-                                               "data": str(args.data_dir), **scores})
+    _write_json(
+        out_dir / "evaluation.json",
+        {"split": args.split, "images": len(pairs), "data": str(args.data_dir), **scores},
+    )
     plot_class_iou(scores, out_dir / "class_iou.png")
     return out_dir / "evaluation.json"
 

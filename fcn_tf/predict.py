@@ -142,5 +142,6 @@ def load_model(path: str | os.PathLike):
         info.update(json.loads(info_path(path).read_text()))
     if info["class_names"] is None:
         classes = model.output_shape[-1]
-        info["class_names"] = ["not road", "road"] if classes == 2 else [str(i) for i in range(classes)]
+        names = ["not road", "road"] if classes == 2 else [str(i) for i in range(classes)]
+        info["class_names"] = names
     return model, info

@@ -60,7 +60,8 @@ def main(argv=None) -> int:
         log.error("interrupted")
         return 130
     log.info(
-        "done: held-out road IoU %.4f, overlays in %s/overlays",
+        "done: held-out MaxF %.4f, road IoU %.4f; overlays in %s/overlays",
+        metrics["val_maxf"],
         metrics["val_road_iou"],
         metrics["run_dir"],
     )

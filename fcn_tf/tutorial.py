@@ -34,8 +34,9 @@ import keras
 
 from fcn_tf.config import TrainConfig
 from fcn_tf.data import kitti
+from fcn_tf.data.kitti import IGNORE_LABEL
 from fcn_tf.losses import pixel_cross_entropy
-from fcn_tf.metrics import road_iou
+from fcn_tf.metrics import RoadCounts, road_iou, road_scores
 from fcn_tf.models import MODELS
 from fcn_tf.models.backbones import vgg16
 from fcn_tf.models.fcn import fcn8s_decoder
@@ -92,23 +93,52 @@ def optimize(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
     return model
 
 
+class RoadMaxF(keras.callbacks.Callback):
+    """Adds the KITTI benchmark's `val_maxf` (and its `val_maxf_threshold`) to each epoch's logs.
+
+    Counts are accumulated over all validation pixels at the network's resolution, ignoring
+    `IGNORE_LABEL`, as `fcn_tf.metrics.RoadCounts` does for the benchmark. It runs before the
+    checkpoint callback, which then selects the best epoch by it.
+    """
+
+    def __init__(self, val_data):
+        super().__init__()
+        self.val_data = val_data
+
+    def on_epoch_end(self, epoch, logs=None):
+        counts = RoadCounts()
+        for images, labels in self.val_data:
+            logits = self.model(images, training=False)
+            road = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1)[..., 1])
+            labels = keras.ops.convert_to_numpy(labels)
+            for confidence, label in zip(road, labels, strict=True):
+                counts.add(label == 1, confidence, label != IGNORE_LABEL)
+        scores = road_scores(counts)
+        if logs is not None and scores is not None:
+            logs["val_maxf"] = scores["MaxF"]
+            logs["val_maxf_threshold"] = scores["threshold"]
+
+
 def train_nn(model, train_data, val_data, epochs: int, run_dir=None, verbose=None):
     """Train with `model.fit`; return the `keras.callbacks.History`.
 
-    Replaces the exercise's `train_nn(sess, epochs, batch_size, get_batches_fn, ...)` loop. With a
-    `run_dir`, writes `checkpoints/best.keras` (best validation road IoU) and `history.csv`
+    Replaces the exercise's `train_nn(sess, epochs, batch_size, get_batches_fn, ...)` loop. After
+    every epoch the benchmark's MaxF is computed on `val_data` (`val_maxf`). With a `run_dir`,
+    writes `checkpoints/best.keras` (the epoch with the best validation MaxF) and `history.csv`
     (loss and metrics per epoch). `verbose` defaults to a progress bar on a terminal and one line
     per epoch otherwise.
     """
     callbacks = [keras.callbacks.TerminateOnNaN()]
+    if val_data is not None:
+        callbacks.append(RoadMaxF(val_data))
     if run_dir is not None:
         run_dir = Path(run_dir)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         callbacks += [
             keras.callbacks.ModelCheckpoint(
                 run_dir / "checkpoints" / "best.keras",
-                monitor="val_road_iou",
-                mode="max",
+                monitor="val_maxf" if val_data is not None else "loss",
+                mode="max" if val_data is not None else "min",
                 save_best_only=True,
             ),
             keras.callbacks.CSVLogger(run_dir / "history.csv"),
@@ -169,7 +199,7 @@ def new_run_dir(config: TrainConfig) -> Path:
 
 
 def plot_history(history_csv: Path, out_png: Path) -> None:
-    """Loss and road IoU per epoch, for people who would rather look than read."""
+    """Loss, road IoU and MaxF per epoch, for people who would rather look than read."""
     import csv
 
     import matplotlib
@@ -182,15 +212,16 @@ def plot_history(history_csv: Path, out_png: Path) -> None:
     if not rows:
         return
     epochs = [int(row["epoch"]) + 1 for row in rows]
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for axis, key in zip(axes, ("loss", "road_iou"), strict=True):
+    keys = [
+        key for key in ("loss", "road_iou", "maxf") if key in rows[0] or "val_" + key in rows[0]
+    ]
+    figure, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
+    for axis, key in zip(axes[0], keys, strict=True):
         for prefix, style in (("", "-"), ("val_", "--")):
             if prefix + key in rows[0]:
+                values = [float(r[prefix + key]) for r in rows]
                 axis.plot(
-                    epochs,
-                    [float(r[prefix + key]) for r in rows],
-                    style,
-                    label=("validation " if prefix else "training ") + key,
+                    epochs, values, style, label=("validation " if prefix else "training ") + key
                 )
         axis.set_xlabel("epoch")
         axis.legend()
@@ -243,25 +274,47 @@ def run(config: TrainConfig) -> dict:
         history = train_nn(model, train_data, val_data, config.epochs, partial)
         train_seconds = time.perf_counter() - start
         if (
-            not history.history.get("val_road_iou")
+            not history.history.get("val_maxf")
             or not (partial / "checkpoints" / "best.keras").exists()
         ):
             raise RuntimeError("training stopped before the first checkpoint (non-finite loss?)")
         best = keras.saving.load_model(partial / "checkpoints" / "best.keras")
         scores = best.evaluate(val_data, verbose=0, return_dict=True)
-        best.save(partial / "model.keras")
-        plot_history(partial / "history.csv", partial / "history.png")
-        from fcn_tf.predict import write_overlays
+        # The benchmark's protocol on the held-out images at their own size: MaxF and its
+        # threshold, which is saved with the model and used for the overlays (not a fixed 0.5).
+        from fcn_tf.evaluate import evaluate_road
+        from fcn_tf.predict import road_probability, save_model_info, write_overlays
 
-        write_overlays(
-            best, test_images, partial / "overlays", config.image_shape, config.resize_mode
+        def confidence_of(path):
+            image = kitti.read_rgb(path)
+            return road_probability(best, image, config.image_shape, config.resize_mode)
+
+        held_out = evaluate_road(val, confidence_of, progress=False)["perspective"]["URBAN"]
+        best.save(partial / "model.keras")
+        save_model_info(
+            partial / "model.keras",
+            held_out["threshold"],
+            kitti.CLASS_NAMES,
+            val_maxf=held_out["MaxF"],
         )
-        val_iou = history.history["val_road_iou"]
+        plot_history(partial / "history.csv", partial / "history.png")
+        write_overlays(
+            best,
+            test_images,
+            partial / "overlays",
+            config.image_shape,
+            config.resize_mode,
+            threshold=held_out["threshold"],
+        )
+        val_maxf = history.history["val_maxf"]
         metrics = {
+            "val_maxf": held_out["MaxF"],
+            "val_ap": held_out["AP"],
+            "val_maxf_threshold": held_out["threshold"],
             "val_road_iou": float(scores["road_iou"]),
             "val_loss": float(scores["loss"]),
-            "best_epoch": int(max(range(len(val_iou)), key=val_iou.__getitem__)) + 1,
-            "epochs_run": len(val_iou),
+            "best_epoch": int(max(range(len(val_maxf)), key=val_maxf.__getitem__)) + 1,
+            "epochs_run": len(val_maxf),
             "train_images": len(train),
             "val_images": len(val),
             "test_overlays": len(test_images),
@@ -278,7 +331,9 @@ def run(config: TrainConfig) -> dict:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     log.info(
-        "held-out road IoU %.4f (best epoch %d); run folder %s",
+        "held-out MaxF %.4f at threshold %.3f, road IoU %.4f (best epoch %d); run folder %s",
+        metrics["val_maxf"],
+        metrics["val_maxf_threshold"],
         metrics["val_road_iou"],
         metrics["best_epoch"],
         run_dir,

@@ -15,8 +15,19 @@ import numpy as np
 
 from fcn_tf.data.kitti import IGNORE_LABEL
 
-CLASS_NAMES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
-               "Car", "Pedestrian", "Bicyclist")
+CLASS_NAMES = (
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+)
 VOID = 11
 SPLITS = ("train", "val", "test")
 
@@ -29,8 +40,9 @@ def find_pairs(root: str | os.PathLike, split: str = "val") -> list[tuple[Path, 
     images, masks = root / split, root / f"{split}annot"
     for folder in (images, masks):
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} does not exist; a CamVid folder has {split}/ and "
-                                    f"{split}annot/")
+            raise FileNotFoundError(
+                f"{folder} does not exist; a CamVid folder has {split}/ and {split}annot/"
+            )
     pairs = []
     for image in sorted(images.glob("*.png")):
         mask = masks / image.name
@@ -49,6 +61,8 @@ def read_mask(path: str | os.PathLike, num_classes: int = len(CLASS_NAMES)) -> n
     mask[mask == VOID] = IGNORE_LABEL
     bad = (mask >= num_classes) & (mask != IGNORE_LABEL)
     if bad.any():
-        raise ValueError(f"mask {path} holds value {int(mask[bad][0])}, outside classes "
-                         f"0..{num_classes - 1} and not the void label {VOID}")
+        raise ValueError(
+            f"mask {path} holds value {int(mask[bad][0])}, outside classes "
+            f"0..{num_classes - 1} and not the void label {VOID}"
+        )
     return mask
