@@ -1,0 +1,262 @@
+"""`python -m fcn_tf.evaluate` on a run, on benchmark-format predictions, in BEV, on CamVid."""
+
+import json
+import logging
+import shutil
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from fcn_tf import config as config_lib
+from fcn_tf.bev import BEV_SHAPE, BirdsEyeView
+from fcn_tf.evaluate import main
+from fcn_tf.tutorial import run
+from tests.conftest import TINY, shared_data
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    settings = {
+        "synthetic_images": 16,
+        "epochs": 2,
+        "image_shape": (64, 192),
+        "batch_size": 4,
+        "output_dir": str(out),
+        "run_name": "tiny",
+        **TINY,
+    }
+    return run(config_lib.resolve(settings))
+
+
+def errors(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_evaluating_a_run_reproduces_its_held_out_maxf(trained_run, capsys):
+    assert main([trained_run["run_dir"]]) == 0
+    table = capsys.readouterr().out
+    assert "MaxF" in table and "URBAN" in table and "absent" in table
+    out = f"{trained_run['run_dir']}/eval-val"
+    report = json.load(open(f"{out}/evaluation.json"))
+    urban = report["perspective"]["URBAN"]
+    assert urban["MaxF"] == pytest.approx(trained_run["val_maxf"])
+    assert urban["threshold"] == pytest.approx(trained_run["val_maxf_threshold"])
+    assert report["perspective"]["UU"] is None and report["images"] == trained_run["val_images"]
+    assert iio.imread(f"{out}/pr_curve.png").shape[-1] in (3, 4)
+    info = json.load(open(f"{trained_run['run_dir']}/model.json"))
+    assert info["threshold"] == pytest.approx(trained_run["val_maxf_threshold"])
+
+
+def test_submission_files_are_the_benchmarks_format(trained_run, tmp_path, kitti_sample):
+    code = main(
+        [
+            trained_run["run_dir"],
+            "--data-dir",
+            str(kitti_sample),
+            "--split",
+            "all",
+            "--submission",
+            "--output",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    files = sorted(p.name for p in (tmp_path / "submission").iterdir())
+    assert len(files) == 10 and "umm_road_000077.png" in files
+    confidence = iio.imread(tmp_path / "submission" / "umm_road_000077.png")
+    assert confidence.dtype == np.uint8 and confidence.shape == (376, 1241)
+    import zipfile
+
+    assert sorted(zipfile.ZipFile(tmp_path / "submission.zip").namelist()) == files
+
+
+def _perfect_predictions(data_road, folder):
+    folder.mkdir()
+    for label in (data_road / "training/gt_image_2").glob("*_road_*.png"):
+        road = iio.imread(label)[..., 2] > 0
+        iio.imwrite(folder / label.name, road.astype(np.uint8) * 255)
+
+
+def test_perfect_predictions_on_real_labels_score_one(kitti_sample, tmp_path):
+    _perfect_predictions(kitti_sample, tmp_path / "pred")
+    code = main(
+        [
+            "--predictions",
+            str(tmp_path / "pred"),
+            "--data-dir",
+            str(kitti_sample),
+            "--split",
+            "all",
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0
+    urban = json.load(open(tmp_path / "out/evaluation.json"))["perspective"]["URBAN"]
+    assert urban["MaxF"] == pytest.approx(1.0) and urban["AP"] == pytest.approx(1.0)
+
+
+@pytest.fixture
+def calibrated_data_road(kitti_sample, tmp_path):
+    """A data_road with one real image, its real calib, and a geometric road label."""
+    root = tmp_path / "data_road"
+    for sub in ("training/image_2", "training/gt_image_2", "training/calib"):
+        (root / sub).mkdir(parents=True)
+    shutil.copy(kitti_sample / "testing/image_2/umm_000077.png", root / "training/image_2")
+    shutil.copy(kitti_sample / "testing/calib/umm_000077.txt", root / "training/calib")
+    view = BirdsEyeView(root / "training/calib/umm_000077.txt", (376, 1241))
+    rows, cols = np.mgrid[0:376, 0:1241]
+    plane = np.linalg.inv(view.homography) @ np.stack(
+        [cols.ravel(), rows.ravel(), np.ones(rows.size)]
+    )
+    x, z = plane[0] / plane[2], plane[1] / plane[2]
+    road = ((np.abs(x) < 3) & (z > 5) & (plane[2] > 0)).reshape(376, 1241)
+    label = np.zeros((376, 1241, 3), np.uint8)
+    label[rows > 180] = (255, 0, 0)
+    label[road & (rows > 180)] = (255, 0, 255)
+    iio.imwrite(root / "training/gt_image_2/umm_road_000077.png", label)
+    return root
+
+
+def test_bev_scores_with_real_calibration(calibrated_data_road, tmp_path):
+    root = calibrated_data_road
+    _perfect_predictions(root, tmp_path / "pred")
+    code = main(
+        [
+            "--predictions",
+            str(tmp_path / "pred"),
+            "--data-dir",
+            str(root),
+            "--split",
+            "all",
+            "--bev",
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0
+    report = json.load(open(tmp_path / "out/evaluation.json"))
+    assert report["bev"]["UMM"]["MaxF"] == pytest.approx(1.0)
+    assert report["bev"]["UM"] is None
+
+
+def test_wrong_size_prediction_is_one_clear_line(calibrated_data_road, tmp_path, caplog):
+    (tmp_path / "pred").mkdir()
+    iio.imwrite(tmp_path / "pred/umm_road_000077.png", np.zeros((375, 1242), np.uint8))
+    code = main(
+        [
+            "--predictions",
+            str(tmp_path / "pred"),
+            "--data-dir",
+            str(calibrated_data_road),
+            "--split",
+            "all",
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 2
+    assert errors(caplog) == [
+        "prediction for umm_000077.png is 1242x375 but its label umm_road_000077.png is "
+        "1241x376; predictions must have the image's size"
+    ]
+
+
+def test_missing_calib_for_bev_is_one_clear_line(calibrated_data_road, tmp_path, caplog):
+    (calibrated_data_road / "training/calib/umm_000077.txt").unlink()
+    _perfect_predictions(calibrated_data_road, tmp_path / "pred")
+    code = main(
+        [
+            "--predictions",
+            str(tmp_path / "pred"),
+            "--data-dir",
+            str(calibrated_data_road),
+            "--split",
+            "all",
+            "--bev",
+        ]
+    )
+    assert code == 2
+    assert len(errors(caplog)) == 1 and "umm_000077.txt" in errors(caplog)[0]
+
+
+def test_not_a_model_is_refused(tmp_path, caplog):
+    fake = tmp_path / "model.keras"
+    fake.write_text("not a model")
+    assert main([str(fake), "--dataset", "synthetic"]) == 2
+    assert len(errors(caplog)) == 1 and "is not a Keras model" in errors(caplog)[0]
+
+
+@pytest.fixture
+def camvid():
+    root = shared_data() / "camvid"
+    if not root.is_dir():
+        pytest.skip(f"CamVid not found at {root} (set FCN_TF_SHARED_DATA)")
+    return root
+
+
+def test_camvid_evaluation_gives_a_class_table(camvid, tmp_path, capsys):
+    from fcn_tf.models import build_model
+
+    # a small slice of CamVid's val split keeps this fast; the CLI reads any CamVid-layout folder
+    subset = tmp_path / "camvid"
+    for folder in ("val", "valannot"):
+        (subset / folder).mkdir(parents=True)
+        for path in sorted((camvid / folder).glob("*.png"))[:6]:
+            shutil.copy(path, subset / folder)
+    model = build_model("fcn8s", 11, **TINY)
+    model.save(tmp_path / "camvid.keras")
+    code = main(
+        [
+            str(tmp_path / "camvid.keras"),
+            "--dataset",
+            "camvid",
+            "--data-dir",
+            str(subset),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0
+    assert "Bicyclist" in capsys.readouterr().out
+    report = json.load(open(tmp_path / "out/evaluation.json"))
+    assert 0 <= report["mIoU"] <= 1 and set(report["per_class_iou"]) >= {"Sky", "Road", "Car"}
+    matrix = np.array(report["confusion"])
+    assert matrix.shape == (11, 11) and matrix.sum() > 0.9 * 6 * 480 * 360  # void excluded only
+    assert (tmp_path / "out/class_iou.png").is_file()
+
+
+def test_empty_camvid_split_is_refused(tmp_path, caplog):
+    from fcn_tf.models import build_model
+
+    for folder in ("val", "valannot"):
+        (tmp_path / "camvid" / folder).mkdir(parents=True)
+    build_model("fcn8s", 11, **TINY).save(tmp_path / "m.keras")
+    code = main(
+        [str(tmp_path / "m.keras"), "--dataset", "camvid", "--data-dir", str(tmp_path / "camvid")]
+    )
+    assert code == 2 and "holds no labelled images" in errors(caplog)[0]
+
+
+def test_bev_submission_is_on_the_devkit_grid(calibrated_data_road, trained_run, tmp_path):
+    root = calibrated_data_road
+    for sub in ("image_2", "calib"):
+        shutil.copytree(root / "training" / sub, root / "testing" / sub)
+    code = main(
+        [
+            trained_run["run_dir"],
+            "--data-dir",
+            str(root),
+            "--split",
+            "all",
+            "--bev",
+            "--submission",
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0
+    bev = iio.imread(tmp_path / "out/submission/umm_road_000077.png")
+    assert bev.shape == BEV_SHAPE and bev.dtype == np.uint8
