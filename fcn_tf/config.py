@@ -18,7 +18,7 @@ import os
 import typing
 from pathlib import Path
 
-DATASETS = ("synthetic", "kitti")
+DATASETS = ("synthetic", "kitti", "camvid", "folder")
 RESIZE_MODES = ("resize", "pad")
 
 
@@ -29,6 +29,7 @@ class TrainConfig:
     # -- data
     dataset: str = "synthetic"
     data_dir: str | None = None
+    palette: str | None = None
     synthetic_images: int = 160
     image_shape: tuple[int, int] = (160, 576)
     resize_mode: str = "resize"
@@ -65,8 +66,11 @@ class TrainConfig:
 
 
 HELP = {
-    "dataset": "'synthetic' (built in, generated on first use) or 'kitti' (needs --data-dir)",
-    "data_dir": "a KITTI 'data_road' folder (with training/ and testing/); implies --dataset kitti",
+    "dataset": "'synthetic' (built in, generated on first use), 'kitti', 'camvid' or 'folder' "
+    "(images/ + masks/); all but synthetic need --data-dir",
+    "data_dir": "the dataset's folder (KITTI: data_road; CamVid: the folder with train/ and "
+    "trainannot/); alone it implies --dataset kitti",
+    "palette": "folder datasets: a JSON file naming each class and its mask colour",
     "synthetic_images": "number of labelled synthetic scenes to generate (train + validation)",
     "image_shape": "HEIGHTxWIDTH the network sees, multiples of 32 (e.g. 160x576)",
     "resize_mode": "'resize': bilinear resize to --image-shape (the exercise); 'pad': keep full "
@@ -108,12 +112,18 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Sizes that fit a dataset's images (CamVid is 480x360: padded to a multiple of 32).
+DATASET_DEFAULTS: dict[str, dict] = {
+    "camvid": {"image_shape": (384, 480), "resize_mode": "pad"},
+}
+
+
 def validate(config: TrainConfig) -> None:
     """Raise ValueError naming the offending value and what to do."""
     if config.dataset not in DATASETS:
         raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(DATASETS)}")
-    if config.dataset == "kitti" and not config.data_dir:
-        raise ValueError("--dataset kitti needs --data-dir pointing at a KITTI 'data_road' folder")
+    if config.dataset != "synthetic" and not config.data_dir:
+        raise ValueError(f"--dataset {config.dataset} needs --data-dir pointing at its folder")
     if config.resize_mode not in RESIZE_MODES:
         raise ValueError(
             f"unknown resize mode {config.resize_mode!r}; choose one of {', '.join(RESIZE_MODES)}"
@@ -230,4 +240,5 @@ def resolve(overrides: dict | None = None, config_file: str | None = None) -> Tr
         preset = "demo" if given.get("dataset", "synthetic") == "synthetic" else "exercise"
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose exercise, demo or auto")
-    return TrainConfig(**{**PRESETS[preset], **given, "preset": preset})
+    dataset_defaults = DATASET_DEFAULTS.get(given.get("dataset", "synthetic"), {})
+    return TrainConfig(**{**dataset_defaults, **PRESETS[preset], **given, "preset": preset})

@@ -34,6 +34,13 @@ def road_iou(ignore_label: int = IGNORE_LABEL) -> keras.metrics.Metric:
     )
 
 
+def mean_iou(num_classes: int, ignore_label: int = IGNORE_LABEL) -> keras.metrics.Metric:
+    """Streaming mean IoU over all classes from logits (reported as `miou`)."""
+    return keras.metrics.MeanIoU(
+        num_classes=num_classes, sparse_y_pred=False, ignore_class=ignore_label, name="miou"
+    )
+
+
 class RoadCounts:
     """False negatives / false positives per threshold, accumulated over images (devkit evalExp).
 

@@ -28,6 +28,13 @@ def overlay(
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def overlay_classes(image: np.ndarray, labels: np.ndarray, colours, alpha: float = 0.5):
+    """Blend each pixel with the colour of its class (`labels` (H, W) int, `colours` (C, 3))."""
+    palette = np.asarray(colours, np.float32)
+    out = (1.0 - alpha) * image.astype(np.float32) + alpha * palette[labels]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 def padded_shape(height: int, width: int, multiple: int = 32) -> tuple[int, int]:
     """The smallest shape >= (height, width) whose sides are multiples of `multiple`."""
     return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
@@ -76,12 +83,14 @@ def write_overlays(
     image_shape=None,
     resize_mode: str = "pad",
     threshold: float = 0.5,
+    colours=None,
     progress: bool = True,
 ) -> list[Path]:
-    """Write `<out_dir>/<name>` with the predicted road painted green, for each image in `paths`.
+    """Write `<out_dir>/<name>` with the prediction painted on each image in `paths`.
 
-    Returns the written paths. Files are written to a temporary name and renamed, so a reader
-    never sees half an image.
+    Road models (`colours` None): the road (probability >= `threshold`) painted green, as in the
+    exercise. Multi-class models: every pixel blended with its class's colour from `colours`.
+    Files are written to a temporary name and renamed, so a reader never sees half an image.
     """
     from tqdm.auto import tqdm
 
@@ -91,13 +100,17 @@ def write_overlays(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in tqdm(
-        list(paths), desc="painting road", unit="image", disable=None if progress else True
+        list(paths), desc="painting", unit="image", disable=None if progress else True
     ):
         image = read_rgb(path)
-        probability = road_probability(model, image, image_shape, resize_mode)
-        target = out_dir / Path(path).name
+        scores = probabilities(model, image, image_shape, resize_mode)
+        if colours is None:
+            painted = overlay(image, scores[..., 1] >= threshold)
+        else:
+            painted = overlay_classes(image, scores.argmax(-1), colours)
+        target = out_dir / f"{Path(path).stem}.png"
         partial = target.with_name(f".{target.name}.partial.png")
-        iio.imwrite(partial, overlay(image, probability > threshold))
+        iio.imwrite(partial, painted)
         os.replace(partial, target)
         written.append(target)
     return written

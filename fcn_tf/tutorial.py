@@ -36,7 +36,7 @@ from fcn_tf.config import TrainConfig
 from fcn_tf.data import kitti
 from fcn_tf.data.kitti import IGNORE_LABEL
 from fcn_tf.losses import pixel_cross_entropy
-from fcn_tf.metrics import RoadCounts, road_iou, road_scores
+from fcn_tf.metrics import RoadCounts, mean_iou, road_iou, road_scores
 from fcn_tf.models import MODELS
 from fcn_tf.models.backbones import vgg16
 from fcn_tf.models.fcn import fcn8s_decoder
@@ -77,18 +77,21 @@ def layers(
 
 
 def optimize(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
-    """Compile `model` for training: Adam, per-pixel cross-entropy, road IoU.
+    """Compile `model` for training: Adam, per-pixel cross-entropy, road IoU (or mean IoU).
 
     Replaces the exercise's `optimize(nn_last_layer, correct_label, learning_rate, num_classes)`,
     which returned `(logits, train_op, cross_entropy_loss)`. The cross-entropy ignores pixels
-    labelled `IGNORE_LABEL` (outside KITTI's valid area, padding). The decoder's L2 penalties are
-    layer regularizers, so Keras adds them to the loss it minimises: in the exercise they were
-    collected into `tf.GraphKeys.REGULARIZATION_LOSSES` and never added, so they did nothing.
+    labelled `IGNORE_LABEL` (outside KITTI's valid area, padding, void). The decoder's L2
+    penalties are layer regularizers, so Keras adds them to the loss it minimises: in the
+    exercise they were collected into `tf.GraphKeys.REGULARIZATION_LOSSES` and never added, so
+    they did nothing. Two-class models report `road_iou`, others `miou` (mean IoU).
     """
+    num_classes = model.output_shape[-1]
+    metric = road_iou() if num_classes == 2 else mean_iou(num_classes)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=pixel_cross_entropy(),
-        metrics=[road_iou()],
+        metrics=[metric],
     )
     return model
 
@@ -123,22 +126,25 @@ def train_nn(model, train_data, val_data, epochs: int, run_dir=None, verbose=Non
     """Train with `model.fit`; return the `keras.callbacks.History`.
 
     Replaces the exercise's `train_nn(sess, epochs, batch_size, get_batches_fn, ...)` loop. After
-    every epoch the benchmark's MaxF is computed on `val_data` (`val_maxf`). With a `run_dir`,
-    writes `checkpoints/best.keras` (the epoch with the best validation MaxF) and `history.csv`
+    every epoch the benchmark's MaxF is computed on `val_data` (`val_maxf`) for two-class models;
+    multi-class models report `val_miou`. With a `run_dir`, writes `checkpoints/best.keras` (the
+    epoch with the best validation MaxF, or mIoU) and `history.csv`
     (loss and metrics per epoch). `verbose` defaults to a progress bar on a terminal and one line
     per epoch otherwise.
     """
     callbacks = [keras.callbacks.TerminateOnNaN()]
-    if val_data is not None:
+    road = model.output_shape[-1] == 2
+    if val_data is not None and road:
         callbacks.append(RoadMaxF(val_data))
+    monitor = ("val_maxf" if road else "val_miou") if val_data is not None else "loss"
     if run_dir is not None:
         run_dir = Path(run_dir)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         callbacks += [
             keras.callbacks.ModelCheckpoint(
                 run_dir / "checkpoints" / "best.keras",
-                monitor="val_maxf" if val_data is not None else "loss",
-                mode="max" if val_data is not None else "min",
+                monitor=monitor,
+                mode="min" if monitor == "loss" else "max",
                 save_best_only=True,
             ),
             keras.callbacks.CSVLogger(run_dir / "history.csv"),
@@ -153,38 +159,6 @@ def train_nn(model, train_data, val_data, epochs: int, run_dir=None, verbose=Non
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles (seeded)
     )
-
-
-def prepare_data(config: TrainConfig):
-    """Locate (or generate) and check the data; return `(data_root, train, val, test_images)`."""
-    if config.dataset == "synthetic":
-        from fcn_tf.data.synthetic import ensure_synthetic
-
-        root = ensure_synthetic(config.synthetic_images, num_test=12, seed=config.seed)
-    else:
-        root = Path(config.data_dir)
-    pairs = kitti.find_pairs(root, "training")
-    sizes = kitti.check_pairs(pairs)
-    test_dir = root / "testing" / "image_2"
-    test_images = kitti.find_images(test_dir) if test_dir.is_dir() else []
-    test_sizes = kitti.check_images(test_images)
-    if config.resize_mode == "pad":
-        height, width = config.image_shape
-        for path, size in zip([p for p, _ in pairs] + test_images, sizes + test_sizes, strict=True):
-            if size[0] > height or size[1] > width:
-                raise ValueError(
-                    f"image {path} is {size[1]}x{size[0]}, larger than --image-shape "
-                    f"{height}x{width} in pad mode; use --image-shape 384x1248 for KITTI"
-                )
-    train, val = kitti.split_pairs(pairs, config.val_fraction, config.seed)
-    log.info(
-        "data %s: %d training, %d validation, %d test images",
-        root,
-        len(train),
-        len(val),
-        len(test_images),
-    )
-    return root, train, val, test_images
 
 
 def new_run_dir(config: TrainConfig) -> Path:
@@ -231,8 +205,44 @@ def plot_history(history_csv: Path, out_png: Path) -> None:
     plt.close(figure)
 
 
+def build(config: TrainConfig, num_classes: int) -> keras.Model:
+    """The model a config asks for; FCN-8s through the exercise's stages."""
+    image_input, layer3, layer4, layer7 = load_vgg(
+        config.weights, config.image_shape, config.width, config.fc_units, config.keep_prob
+    )
+    logits = layers(layer3, layer4, layer7, num_classes, decoder=config.decoder, l2=config.l2)
+    return keras.Model(image_input, logits, name=config.model)
+
+
+def held_out_scores(model, config: TrainConfig, data) -> dict:
+    """Scores on the validation images at their own size, as `fcn_tf.evaluate` computes them.
+
+    Road data: the KITTI benchmark's URBAN scores (MaxF, AP, threshold, ...). Multi-class data:
+    per-class IoU, mIoU, pixel accuracy, fwIoU.
+    """
+    from fcn_tf.evaluate import evaluate_classes, evaluate_road
+    from fcn_tf.predict import probabilities
+
+    def scores_of(path):
+        return probabilities(model, kitti.read_rgb(path), config.image_shape, config.resize_mode)
+
+    if data.is_road:
+        report = evaluate_road(data.val, lambda path: scores_of(path)[..., 1], progress=False)
+        return report["perspective"]["URBAN"]
+    from fcn_tf.data.pipeline import decode_masks
+
+    return evaluate_classes(
+        data.val,
+        lambda path: scores_of(path).argmax(-1),
+        decode_masks(data.label_decoder()),
+        data.num_classes,
+        data.class_names,
+        progress=False,
+    )
+
+
 def run(config: TrainConfig) -> dict:
-    """The whole exercise: data, model, training, held-out road IoU, overlays on the test images.
+    """The whole exercise: data, model, training, held-out scores, overlays on the test images.
 
     Everything is written into a temporary folder next to the run folder and renamed at the end,
     so a failed run never leaves a half-written run folder. Returns the metrics written to
@@ -244,24 +254,28 @@ def run(config: TrainConfig) -> dict:
         )
     keras.utils.set_random_seed(config.seed)
     run_dir = new_run_dir(config)
-    root, train, val, test_images = prepare_data(config)
-
+    from fcn_tf.data.datasets import load_data
     from fcn_tf.data.pipeline import make_dataset
 
+    data = load_data(config)
+    log.info(
+        "data %s: %d training, %d validation, %d test images, %d classes",
+        data.root,
+        len(data.train),
+        len(data.val),
+        len(data.test_images),
+        data.num_classes,
+    )
     common = dict(
         image_shape=config.image_shape,
         batch_size=config.batch_size,
         resize_mode=config.resize_mode,
         seed=config.seed,
+        label_decoder=data.label_decoder(),
     )
-    train_data = make_dataset(train, training=True, augment=config.augment, **common)
-    val_data = make_dataset(val, training=False, **common)
-
-    image_input, layer3, layer4, layer7 = load_vgg(
-        config.weights, config.image_shape, config.width, config.fc_units, config.keep_prob
-    )
-    logits = layers(layer3, layer4, layer7, num_classes=2, decoder=config.decoder, l2=config.l2)
-    model = optimize(keras.Model(image_input, logits, name=config.model), config.learning_rate)
+    train_data = make_dataset(data.train, training=True, augment=config.augment, **common)
+    val_data = make_dataset(data.val, training=False, **common)
+    model = optimize(build(config, data.num_classes), config.learning_rate)
     log.info("%s: %s parameters", config.model, f"{model.count_params():,}")
 
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -273,54 +287,60 @@ def run(config: TrainConfig) -> dict:
         start = time.perf_counter()
         history = train_nn(model, train_data, val_data, config.epochs, partial)
         train_seconds = time.perf_counter() - start
-        if (
-            not history.history.get("val_maxf")
-            or not (partial / "checkpoints" / "best.keras").exists()
-        ):
+        monitor = "val_maxf" if data.is_road else "val_miou"
+        if not history.history.get(monitor) or not (partial / "checkpoints/best.keras").exists():
             raise RuntimeError("training stopped before the first checkpoint (non-finite loss?)")
         best = keras.saving.load_model(partial / "checkpoints" / "best.keras")
-        scores = best.evaluate(val_data, verbose=0, return_dict=True)
-        # The benchmark's protocol on the held-out images at their own size: MaxF and its
-        # threshold, which is saved with the model and used for the overlays (not a fixed 0.5).
-        from fcn_tf.evaluate import evaluate_road
-        from fcn_tf.predict import road_probability, save_model_info, write_overlays
+        held_out = held_out_scores(best, config, data)
+        # Road models keep the MaxF threshold and use it instead of a fixed 0.5.
+        threshold = held_out["threshold"] if data.is_road else 0.5
+        from fcn_tf.predict import save_model_info, write_overlays
 
-        def confidence_of(path):
-            image = kitti.read_rgb(path)
-            return road_probability(best, image, config.image_shape, config.resize_mode)
-
-        held_out = evaluate_road(val, confidence_of, progress=False)["perspective"]["URBAN"]
         best.save(partial / "model.keras")
         save_model_info(
             partial / "model.keras",
-            held_out["threshold"],
-            kitti.CLASS_NAMES,
-            val_maxf=held_out["MaxF"],
+            threshold,
+            data.class_names,
+            colours=[list(c) for c in data.colours],
+            dataset=config.dataset,
         )
         plot_history(partial / "history.csv", partial / "history.png")
         write_overlays(
             best,
-            test_images,
+            data.test_images,
             partial / "overlays",
             config.image_shape,
             config.resize_mode,
-            threshold=held_out["threshold"],
+            threshold=threshold,
+            colours=None if data.is_road else data.colours,
         )
-        val_maxf = history.history["val_maxf"]
+        selected = history.history[monitor]
+        if data.is_road:
+            summary = {
+                "val_maxf": held_out["MaxF"],
+                "val_ap": held_out["AP"],
+                "val_maxf_threshold": held_out["threshold"],
+                "val_road_iou": float(
+                    best.evaluate(val_data, verbose=0, return_dict=True)["road_iou"]
+                ),
+            }
+        else:
+            summary = {
+                "val_miou": held_out["mIoU"],
+                "val_pixel_accuracy": held_out["pixel_accuracy"],
+                "val_fwiou": held_out["fwIoU"],
+                "val_class_iou": held_out["per_class_iou"],
+            }
         metrics = {
-            "val_maxf": held_out["MaxF"],
-            "val_ap": held_out["AP"],
-            "val_maxf_threshold": held_out["threshold"],
-            "val_road_iou": float(scores["road_iou"]),
-            "val_loss": float(scores["loss"]),
-            "best_epoch": int(max(range(len(val_maxf)), key=val_maxf.__getitem__)) + 1,
-            "epochs_run": len(val_maxf),
-            "train_images": len(train),
-            "val_images": len(val),
-            "test_overlays": len(test_images),
+            **summary,
+            "best_epoch": int(max(range(len(selected)), key=selected.__getitem__)) + 1,
+            "epochs_run": len(selected),
+            "train_images": len(data.train),
+            "val_images": len(data.val),
+            "test_overlays": len(data.test_images),
             "parameters": int(model.count_params()),
             "train_seconds": round(train_seconds, 1),
-            "data": str(root),
+            "data": str(data.root),
         }
         (partial / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         os.replace(partial, run_dir)
@@ -330,12 +350,10 @@ def run(config: TrainConfig) -> dict:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    log.info(
-        "held-out MaxF %.4f at threshold %.3f, road IoU %.4f (best epoch %d); run folder %s",
-        metrics["val_maxf"],
-        metrics["val_maxf_threshold"],
-        metrics["val_road_iou"],
-        metrics["best_epoch"],
-        run_dir,
+    headline = ", ".join(
+        f"{key} {metrics[key]:.4f}"
+        for key in ("val_maxf", "val_road_iou", "val_miou")
+        if key in metrics
     )
+    log.info("held-out %s (best epoch %d); run folder %s", headline, metrics["best_epoch"], run_dir)
     return {**metrics, "run_dir": str(run_dir)}

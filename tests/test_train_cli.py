@@ -49,7 +49,7 @@ def test_cli_trains_on_synthetic_data_and_leaves_a_complete_run(tmp_path):
     assert len(list((run / "overlays").glob("*.png"))) == metrics["test_overlays"] == 12
     config = json.loads((run / "config.json").read_text())
     assert config["image_shape"] == [64, 192] and config["preset"] == "demo"
-    assert "held-out road IoU" in result.stderr
+    assert "held-out val_maxf" in result.stderr
     assert [p.name for p in out.iterdir()] == ["smoke"]  # no partial folder left behind
 
 

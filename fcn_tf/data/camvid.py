@@ -66,3 +66,19 @@ def read_mask(path: str | os.PathLike, num_classes: int = len(CLASS_NAMES)) -> n
             f"0..{num_classes - 1} and not the void label {VOID}"
         )
     return mask
+
+
+# The SegNet tutorial's CamVid colours, one per class (RGB), for painting predictions.
+COLOURS = (
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
+)

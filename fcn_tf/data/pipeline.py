@@ -26,9 +26,40 @@ def decode_label_tf(rgb):
     return tf.where(valid, labels, tf.constant(IGNORE_LABEL, tf.uint8))
 
 
+def index_label_decoder(void_value: int | None = None):
+    """Label files that are index PNGs (one channel); `void_value` becomes IGNORE_LABEL."""
+
+    def decode(data):
+        labels = tf.io.decode_png(data, channels=1)[..., 0]
+        if void_value is None:
+            return labels
+        return tf.where(labels == void_value, tf.constant(IGNORE_LABEL, tf.uint8), labels)
+
+    return decode
+
+
+def palette_label_decoder(colours):
+    """RGB label files: the i-th colour of `colours` is class i; any other colour is ignored."""
+    palette = tf.constant(colours, tf.uint8)  # (C, 3)
+
+    def decode(data):
+        rgb = tf.io.decode_png(data, channels=3)
+        match = tf.reduce_all(rgb[:, :, None, :] == palette[None, None], axis=-1)  # (H, W, C)
+        labels = tf.cast(tf.argmax(tf.cast(match, tf.int32), axis=-1), tf.uint8)
+        return tf.where(tf.reduce_any(match, -1), labels, tf.constant(IGNORE_LABEL, tf.uint8))
+
+    return decode
+
+
+def kitti_label_decoder():
+    """KITTI road colour labels, decoded as the devkit does."""
+    return lambda data: decode_label_tf(tf.io.decode_png(data, channels=3))
+
+
 def read_image(path):
-    """PNG file -> float32 RGB `(H, W, 3)` in [0, 255]."""
-    return tf.cast(tf.io.decode_png(tf.io.read_file(path), channels=3), tf.float32)
+    """PNG or JPEG file -> float32 RGB `(H, W, 3)` in [0, 255]."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return tf.cast(image, tf.float32)
 
 
 def fit_to_shape(image, label, image_shape, resize_mode: str):
@@ -59,6 +90,7 @@ def make_dataset(
     augment: bool = True,
     seed: int = 0,
     cache: bool = True,
+    label_decoder=None,
 ) -> tf.data.Dataset:
     """Batches of `(images float32 (B, H, W, 3) in [0, 255], labels uint8 (B, H, W))`.
 
@@ -71,14 +103,17 @@ def make_dataset(
         augment: apply joint augmentation when training.
         seed: seed of the shuffle order and of the augmentation.
         cache: keep decoded, resized images in memory after the first epoch.
+        label_decoder: PNG bytes -> uint8 labels `(H, W)`; KITTI road colours by default
+            (see `index_label_decoder`, `palette_label_decoder`).
     """
+    label_decoder = label_decoder or kitti_label_decoder()
     images = [str(image) for image, _ in pairs]
     labels = [str(label) for _, label in pairs]
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
 
     def load(image_path, label_path):
         image = read_image(image_path)
-        label = decode_label_tf(tf.io.decode_png(tf.io.read_file(label_path), channels=3))
+        label = label_decoder(tf.io.read_file(label_path))
         return fit_to_shape(image, label, image_shape, resize_mode)
 
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -106,3 +141,8 @@ def image_dataset(paths, image_shape, batch_size: int, resize_mode: str = "resiz
         num_parallel_calls=AUTOTUNE,
     )
     return dataset.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def decode_masks(label_decoder):
+    """A numpy reader `path -> (H, W) uint8 labels` from a tf.data label decoder."""
+    return lambda path: label_decoder(tf.io.read_file(str(path))).numpy()
