@@ -1,4 +1,4 @@
-"""Multi-class datasets: CamVid and images/ + masks/ folders, end to end through the training CLI."""
+"""Multi-class datasets: CamVid and images/ + masks/ folders, through the training CLI."""
 
 import json
 import logging
