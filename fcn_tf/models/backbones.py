@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import keras
 
+from fcn_tf.models.layers import PadToMultiple
+
 # (convs per block, filters) of VGG16 (Simonyan & Zisserman 2015, configuration D).
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 # The per-channel RGB means that VGG16 was trained with (keras "caffe" preprocessing, in RGB
@@ -28,6 +30,8 @@ def vgg16(
     fc_units: int = 4096,
     keep_prob: float = 0.5,
     include_fc: bool = True,
+    pad_to: int | None = None,
+    batch_norm: bool = False,
 ):
     """VGG16 with fc6/fc7 as convolutions, for images in [0, 255] RGB.
 
@@ -37,24 +41,32 @@ def vgg16(
         fc_units: channels of fc6 (7x7 conv) and fc7 (1x1 conv), 4096 in VGG16.
         keep_prob: dropout keep-probability after fc6 and fc7 (the exercise's `keep_prob`).
         include_fc: add fc6/fc7 on top of P5.
+        pad_to: pad the input to a multiple of this (see `PadToMultiple`), so any size works.
+        batch_norm: batch normalization after every conv (VGG16-BN, as SegNet uses).
 
     Returns:
-        `(inputs, features)`: the `keras.Input` and a dict `P1`..`P5` (and `fc7`) of tensors.
+        `(inputs, features)`: the `keras.Input` and a dict of tensors: `P1`..`P5` (after each max
+        pooling, stride 2**n), `C1`..`C5` (the last conv of each block, before pooling) and
+        `fc7` with `include_fc`.
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Normalization(
         mean=list(IMAGENET_MEAN_RGB), variance=[1.0, 1.0, 1.0], name="preprocess"
     )(inputs)
+    if pad_to:
+        x = PadToMultiple(pad_to, name="pad")(x)
     features = {}
     for block, (num_convs, filters) in enumerate(VGG16_BLOCKS, start=1):
         for conv in range(1, num_convs + 1):
-            x = keras.layers.Conv2D(
+            x = conv_block(
+                x,
                 scaled(filters, width),
                 3,
-                padding="same",
-                activation="relu",
-                name=f"block{block}_conv{conv}",
-            )(x)
+                f"block{block}_conv{conv}",
+                batch_norm,
+                bn_name=f"block{block}_bn{conv}",
+            )
+        features[f"C{block}"] = x
         x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
         features[f"P{block}"] = x
     if include_fc:
@@ -64,4 +76,116 @@ def vgg16(
         x = keras.layers.Conv2D(fc_units, 1, padding="same", activation="relu", name="fc7")(x)
         x = keras.layers.Dropout(1.0 - keep_prob, name="drop7")(x)
         features["fc7"] = x
+    return inputs, features
+
+
+def conv_block(
+    x, filters, kernel, name, batch_norm=False, bn_name=None, padding="same", dilation=1, strides=1
+):
+    """Conv (+ batch norm) + ReLU; without batch norm the conv carries the ReLU and a bias."""
+    if not batch_norm:
+        return keras.layers.Conv2D(
+            filters,
+            kernel,
+            strides=strides,
+            padding=padding,
+            dilation_rate=dilation,
+            activation="relu",
+            name=name,
+        )(x)
+    x = keras.layers.Conv2D(
+        filters,
+        kernel,
+        strides=strides,
+        padding=padding,
+        dilation_rate=dilation,
+        use_bias=False,
+        name=name,
+    )(x)
+    x = keras.layers.BatchNormalization(name=bn_name or f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{bn_name or name}_relu")(x)
+
+
+# Blocks per stage of ResNet-50 and ResNet-101 (He et al. 2016), stages conv2..conv5.
+RESNET_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+
+
+def _bottleneck(x, filters, stride, dilation, shortcut_conv, name):
+    # keras.applications ResNet (v1) bottleneck, layer for layer, so its weights load by name.
+    bn = dict(axis=3, epsilon=1.001e-5)
+    if shortcut_conv:
+        shortcut = keras.layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(x)
+        shortcut = keras.layers.BatchNormalization(**bn, name=f"{name}_0_bn")(shortcut)
+    else:
+        shortcut = x
+    x = keras.layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
+    x = keras.layers.BatchNormalization(**bn, name=f"{name}_1_bn")(x)
+    x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
+    x = keras.layers.Conv2D(
+        filters, 3, padding="same", dilation_rate=dilation, name=f"{name}_2_conv"
+    )(x)
+    x = keras.layers.BatchNormalization(**bn, name=f"{name}_2_bn")(x)
+    x = keras.layers.Activation("relu", name=f"{name}_2_relu")(x)
+    x = keras.layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
+    x = keras.layers.BatchNormalization(**bn, name=f"{name}_3_bn")(x)
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
+    return keras.layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def resnet(
+    input_shape=(None, None, 3),
+    depth: str = "resnet50",
+    width: float = 1.0,
+    output_stride: int = 8,
+    pad_to: int | None = None,
+):
+    """Dilated ResNet-50/101 (v1, `keras.applications` layer names), for images in [0, 255] RGB.
+
+    With `output_stride=8` (PSPNet, DeepLab) stages conv4 and conv5 keep stride 8 and dilate their
+    3x3 convs by 2 and 4 instead of downsampling; 16 dilates conv5 only; 32 is the plain ResNet.
+
+    Returns:
+        `(inputs, features)` with `padded` (the preprocessed, padded input), `P1` (conv1,
+        stride 2), `P2` (conv2), `P3` (conv3), `C4` and `C5` (the outputs of stages conv4 and
+        conv5, at stride `min(16, output_stride)` and `output_stride`).
+    """
+    if depth not in RESNET_BLOCKS:
+        raise ValueError(f"unknown backbone {depth!r}; choose one of {', '.join(RESNET_BLOCKS)}")
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output stride must be 8, 16 or 32, got {output_stride}")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Normalization(
+        mean=list(IMAGENET_MEAN_RGB), variance=[1.0, 1.0, 1.0], name="preprocess"
+    )(inputs)
+    if pad_to:
+        x = PadToMultiple(pad_to, name="pad")(x)
+    padded = x
+    x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = keras.layers.Conv2D(scaled(64, width), 7, strides=2, name="conv1_conv")(x)
+    x = keras.layers.BatchNormalization(axis=3, epsilon=1.001e-5, name="conv1_bn")(x)
+    x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    features = {"padded": padded, "P1": x}
+    x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    dilation4 = 2 if output_stride == 8 else 1
+    dilation5 = {8: 4, 16: 2, 32: 1}[output_stride]
+    stages = (
+        (2, 64, 1, 1),
+        (3, 128, 2, 1),
+        (4, 256, 1 if output_stride == 8 else 2, dilation4),
+        (5, 512, 1 if output_stride < 32 else 2, dilation5),
+    )
+    for (stage, filters, stride, dilation), blocks in zip(
+        stages, RESNET_BLOCKS[depth], strict=True
+    ):
+        for block in range(1, blocks + 1):
+            x = _bottleneck(
+                x,
+                scaled(filters, width),
+                stride if block == 1 else 1,
+                dilation,
+                block == 1,
+                f"conv{stage}_block{block}",
+            )
+        features[{2: "P2", 3: "P3", 4: "C4", 5: "C5"}[stage]] = x
     return inputs, features

@@ -23,7 +23,7 @@ from __future__ import annotations
 import keras
 
 from fcn_tf.models.backbones import vgg16
-from fcn_tf.models.layers import BilinearUpsampling
+from fcn_tf.models.layers import BilinearUpsampling, CropLike
 from fcn_tf.models.weights import load_vgg16_weights
 
 DECODERS = ("exercise", "paper", "widened")
@@ -63,8 +63,9 @@ def fcn8s_decoder(
     decoder: str = "exercise",
     l2: float = 5e-4,
     trainable_upsampling: bool = True,
+    at_once: bool = False,
 ):
-    """The FCN-8s decoder on encoder tensors; returns logits `(batch, H, W, num_classes)`.
+    """The FCN-8s decoder on encoder tensors; returns logits at the (padded) input size.
 
     Args:
         pool3, pool4, fc7: encoder features at strides 8, 16 and 32.
@@ -72,28 +73,52 @@ def fcn8s_decoder(
         decoder: one of `DECODERS` (see module docstring).
         l2: L2 penalty on every decoder kernel; Keras adds it to the training loss.
         trainable_upsampling: False freezes the transposed convs at bilinear upsampling.
+        at_once: the paper's "at-once" FCN-8s: pool4 scaled by 0.01 and pool3 by 0.0001 before
+            scoring, so all skips can be trained together from the start.
     """
+    return fcn_decoder(
+        8, num_classes, fc7, pool4, pool3, decoder, l2, trainable_upsampling, at_once
+    )
+
+
+def fcn_decoder(
+    stride,
+    num_classes,
+    fc7,
+    pool4=None,
+    pool3=None,
+    decoder="exercise",
+    l2=5e-4,
+    trainable_upsampling=True,
+    at_once=False,
+):
+    """FCN-32s, -16s or -8s head (`stride` 32, 16 or 8) on VGG16 features."""
     if decoder not in DECODERS:
         raise ValueError(f"unknown FCN decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
+    if stride not in (8, 16, 32):
+        raise ValueError(f"FCN stride must be 32, 16 or 8, got {stride}")
     bias = decoder != "paper"
-    score_fr = _score(num_classes, "score_fr", l2)(fc7)
-    if decoder == "widened":
-        channels4, channels3 = pool4.shape[-1], pool3.shape[-1]
-        up2 = _upsample(channels4, 2, "upscore2", l2, True, trainable_upsampling)(score_fr)
-        fuse4 = keras.layers.Add(name="fuse_pool4")([up2, pool4])
-        up4 = _upsample(channels3, 2, "upscore_pool4", l2, True, trainable_upsampling)(fuse4)
-        fuse3 = keras.layers.Add(name="fuse_pool3")([up4, pool3])
-    else:
-        up2 = _upsample(num_classes, 2, "upscore2", l2, bias, trainable_upsampling)(score_fr)
-        score4 = _score(num_classes, "score_pool4", l2)(pool4)
-        fuse4 = keras.layers.Add(name="fuse_pool4")([up2, score4])
-        up4 = _upsample(num_classes, 2, "upscore_pool4", l2, bias, trainable_upsampling)(fuse4)
-        score3 = _score(num_classes, "score_pool3", l2)(pool3)
-        fuse3 = keras.layers.Add(name="fuse_pool3")([up4, score3])
-    return _upsample(num_classes, 8, "upscore8", l2, bias, trainable_upsampling)(fuse3)
+    x = _score(num_classes, "score_fr", l2)(fc7)
+    if stride == 32:
+        return _upsample(num_classes, 32, "upscore", l2, bias, trainable_upsampling)(x)
+    skips = [("pool4", pool4, 0.01)] + ([("pool3", pool3, 0.0001)] if stride == 8 else [])
+    for index, (name, skip, scale) in enumerate(skips):
+        up_name = "upscore2" if index == 0 else "upscore_pool4"
+        if decoder == "widened":
+            x = _upsample(skip.shape[-1], 2, up_name, l2, True, trainable_upsampling)(x)
+            scored = skip
+        else:
+            x = _upsample(num_classes, 2, up_name, l2, bias, trainable_upsampling)(x)
+            if at_once:
+                skip = keras.layers.Rescaling(scale, name=f"scale_{name}")(skip)
+            scored = _score(num_classes, f"score_{name}", l2)(skip)
+        x = keras.layers.Add(name=f"fuse_{name}")([x, scored])
+    final = {16: ("upscore16", 16), 8: ("upscore8", 8)}[stride]
+    return _upsample(num_classes, final[1], final[0], l2, bias, trainable_upsampling)(x)
 
 
-def build_fcn8s(
+def build_fcn(
+    stride: int,
     num_classes: int = 2,
     input_shape=(None, None, 3),
     weights: str | None = None,
@@ -103,21 +128,41 @@ def build_fcn8s(
     decoder: str = "exercise",
     l2: float = 5e-4,
     trainable_upsampling: bool = True,
+    at_once: bool = False,
 ) -> keras.Model:
-    """FCN-8s on VGG16: float RGB images in [0, 255] `(batch, H, W, 3)` -> logits.
+    """FCN-32s/16s/8s on VGG16: float RGB images in [0, 255] of any size -> logits, same size.
 
-    H and W must be multiples of 32. See `backbones.vgg16` and `fcn8s_decoder` for arguments.
+    The input is padded to a multiple of 32 inside the model and the logits are cropped back.
     """
-    inputs, features = vgg16(input_shape, width=width, fc_units=fc_units, keep_prob=keep_prob)
-    encoder = keras.Model(inputs, features["fc7"], name="vgg16_encoder")
-    load_vgg16_weights(encoder, weights)
-    logits = fcn8s_decoder(
-        features["P3"],
-        features["P4"],
-        features["fc7"],
+    inputs, features = vgg16(
+        input_shape, width=width, fc_units=fc_units, keep_prob=keep_prob, pad_to=32
+    )
+    load_vgg16_weights(keras.Model(inputs, features["fc7"], name="vgg16_encoder"), weights)
+    logits = fcn_decoder(
+        stride,
         num_classes,
+        features["fc7"],
+        features["P4"],
+        features["P3"],
         decoder,
         l2,
         trainable_upsampling,
+        at_once,
     )
-    return keras.Model(inputs, logits, name="fcn8s")
+    logits = CropLike(name="crop")([logits, inputs])
+    return keras.Model(inputs, logits, name=f"fcn{stride}s")
+
+
+def build_fcn32s(num_classes=2, input_shape=(None, None, 3), **kwargs) -> keras.Model:
+    """FCN-32s: score_fr upsampled x32 in one step."""
+    return build_fcn(32, num_classes, input_shape, **kwargs)
+
+
+def build_fcn16s(num_classes=2, input_shape=(None, None, 3), **kwargs) -> keras.Model:
+    """FCN-16s: x2, fused with scored pool4, then x16."""
+    return build_fcn(16, num_classes, input_shape, **kwargs)
+
+
+def build_fcn8s(num_classes=2, input_shape=(None, None, 3), **kwargs) -> keras.Model:
+    """FCN-8s: x2 + pool4, x2 + pool3, then x8 (the KITTI exercise's model)."""
+    return build_fcn(8, num_classes, input_shape, **kwargs)

@@ -41,3 +41,159 @@ class BilinearUpsampling(keras.initializers.Initializer):
 
     def get_config(self):
         return {}
+
+
+def _spatial(tensor):
+    shape = keras.ops.shape(tensor)
+    return shape[1], shape[2]
+
+
+@keras.saving.register_keras_serializable(package="fcn_tf")
+class PadToMultiple(keras.layers.Layer):
+    """Zero-pad `(B, H, W, C)` at the bottom and right so H and W become multiples of `multiple`.
+
+    Lets a model whose encoder downsamples by `multiple` take any input size; `CropLike` cuts its
+    output back to the input's size.
+    """
+
+    def __init__(self, multiple: int, **kwargs):
+        super().__init__(**kwargs)
+        self.multiple = int(multiple)
+
+    def call(self, inputs):
+        height, width = _spatial(inputs)
+        pad_h = (-height) % self.multiple
+        pad_w = (-width) % self.multiple
+        import tensorflow as tf
+
+        return tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+
+    def compute_output_shape(self, input_shape):
+        def up(size):
+            return None if size is None else -(-size // self.multiple) * self.multiple
+
+        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
+
+
+@keras.saving.register_keras_serializable(package="fcn_tf")
+class CropLike(keras.layers.Layer):
+    """Crop `[x, reference]` to the reference's height and width.
+
+    `centre=False` keeps the top-left corner (undoing `PadToMultiple`); `centre=True` cuts equal
+    margins, as U-Net's crop-and-concatenate skips do.
+    """
+
+    def __init__(self, centre: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.centre = bool(centre)
+
+    def call(self, inputs):
+        x, reference = inputs
+        height, width = _spatial(reference)
+        top = left = 0
+        if self.centre:
+            x_height, x_width = _spatial(x)
+            top, left = (x_height - height) // 2, (x_width - width) // 2
+        return x[:, top : top + height, left : left + width, :]
+
+    def compute_output_shape(self, input_shapes):
+        x, reference = input_shapes
+        return (x[0], reference[1], reference[2], x[3])
+
+    def get_config(self):
+        return {**super().get_config(), "centre": self.centre}
+
+
+@keras.saving.register_keras_serializable(package="fcn_tf")
+class ResizeLike(keras.layers.Layer):
+    """Bilinearly resize `[x, reference]` to the reference's height and width."""
+
+    def call(self, inputs):
+        x, reference = inputs
+        import tensorflow as tf
+
+        return tf.image.resize(x, _spatial(reference), method="bilinear")
+
+    def compute_output_shape(self, input_shapes):
+        x, reference = input_shapes
+        return (x[0], reference[1], reference[2], x[3])
+
+
+@keras.saving.register_keras_serializable(package="fcn_tf")
+class AdaptivePooling(keras.layers.Layer):
+    """Pool `(B, H, W, C)` into a `bins x bins` grid whatever H and W (PSPNet's pyramid bins).
+
+    Bin `i` spans rows `floor(i H / bins)` to `ceil((i + 1) H / bins)`, as adaptive pooling
+    does. `mode` is "avg" (the PSPNet paper) or "max".
+    """
+
+    def __init__(self, bins: int, mode: str = "avg", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("avg", "max"):
+            raise ValueError(f"pooling mode must be 'avg' or 'max', got {mode!r}")
+        self.bins, self.mode = int(bins), mode
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        height, width = _spatial(inputs)
+        reduce = tf.reduce_mean if self.mode == "avg" else tf.reduce_max
+        rows = []
+        for i in range(self.bins):
+            top = (i * height) // self.bins
+            bottom = -((-(i + 1) * height) // self.bins)
+            cells = []
+            for j in range(self.bins):
+                left = (j * width) // self.bins
+                right = -((-(j + 1) * width) // self.bins)
+                cells.append(reduce(inputs[:, top:bottom, left:right, :], axis=[1, 2]))
+            rows.append(tf.stack(cells, axis=1))
+        return tf.stack(rows, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.bins, self.bins, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "bins": self.bins, "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="fcn_tf")
+class MaxPoolingWithArgmax(keras.layers.Layer):
+    """2x2 max pooling that also returns where each maximum was (SegNet's pooling indices)."""
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        pooled, argmax = tf.nn.max_pool_with_argmax(
+            inputs, ksize=2, strides=2, padding="VALID", include_batch_in_index=True
+        )
+        return pooled, argmax
+
+    def compute_output_shape(self, input_shape):
+        def half(size):
+            return None if size is None else size // 2
+
+        shape = (input_shape[0], half(input_shape[1]), half(input_shape[2]), input_shape[3])
+        return shape, shape
+
+
+@keras.saving.register_keras_serializable(package="fcn_tf")
+class MaxUnpooling(keras.layers.Layer):
+    """SegNet's upsampling: `[x, argmax, reference]` puts each value back where its maximum was,
+    in a zero map of the reference's shape (the tensor that was pooled)."""
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        x, argmax, reference = inputs
+        shape = tf.shape(reference, out_type=tf.int64)
+        flat = tf.scatter_nd(
+            tf.reshape(argmax, [-1, 1]), tf.reshape(x, [-1]), [tf.reduce_prod(shape)]
+        )
+        return tf.reshape(flat, shape)
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[2]

@@ -156,3 +156,30 @@ def load_vgg16_weights(encoder: keras.Model, weights: str | None) -> None:
             ", ".join(missing),
         )
     log.info("loaded %d VGG16 layers from %s", len(loaded), path)
+
+
+def load_weights_by_name(model: keras.Model, weights, first_conv: str = "conv1_conv") -> None:
+    """Set every layer of `model` that a weights file names (e.g. keras.applications ResNet).
+
+    The file's first conv expects BGR (caffe) inputs; its input channels are reversed for RGB.
+    """
+    path = Path(weights)
+    source = read_weights(path)
+    loaded = 0
+    for layer in model.layers:
+        if not layer.weights or layer.name not in source:
+            continue
+        values = list(source[layer.name])
+        if layer.name == first_conv:
+            values[0] = values[0][:, :, ::-1, :]
+        expected = [tuple(w.shape) for w in layer.get_weights()]
+        if [tuple(v.shape) for v in values] != expected:
+            raise ValueError(
+                f"weights file {path}: layer {layer.name} has shapes "
+                f"{[v.shape for v in values]} but the model needs {expected} (width must be 1)"
+            )
+        layer.set_weights(values)
+        loaded += 1
+    if not loaded:
+        raise ValueError(f"weights file {path} names none of the model's layers")
+    log.info("loaded %d layers from %s", loaded, path)
