@@ -1,0 +1,143 @@
+"""One test base for every registered model (tiny widths): the contract every model keeps."""
+
+import keras
+import numpy as np
+import pytest
+
+from fcn_tf.models import MODELS, build_model, unet_output_size
+from fcn_tf.tutorial import optimize
+
+SAME_SIZE_MODELS = sorted(name for name in MODELS if name != "unet_paper")
+ODD_SIZES = ((37, 53), (64, 64), (75, 123))
+
+
+def tiny(name, num_classes=3, **kwargs):
+    options = {"width": 0.05}
+    if name.startswith("fcn"):
+        options["fc_units"] = 16
+    return build_model(name, num_classes, **options, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {name: tiny(name) for name in SAME_SIZE_MODELS}
+
+
+@pytest.mark.parametrize("name", SAME_SIZE_MODELS)
+def test_logits_have_the_input_size_for_odd_sizes(models, name):
+    rng = np.random.default_rng(0)
+    for height, width in ODD_SIZES:
+        images = rng.uniform(0, 255, (2, height, width, 3)).astype("float32")
+        logits = models[name](images, training=False)
+        assert logits.shape == (2, height, width, 3)
+        assert np.isfinite(keras.ops.convert_to_numpy(logits)).all()
+
+
+@pytest.mark.parametrize("name", SAME_SIZE_MODELS)
+def test_keras_round_trip_in_safe_mode_gives_identical_outputs(models, name, tmp_path):
+    model = models[name]
+    assert not [layer for layer in model.layers if isinstance(layer, keras.layers.Lambda)]
+    model.save(tmp_path / f"{name}.keras")
+    reloaded = keras.saving.load_model(tmp_path / f"{name}.keras", safe_mode=True)
+    images = np.random.default_rng(1).uniform(0, 255, (1, 45, 70, 3)).astype("float32")
+    np.testing.assert_allclose(
+        reloaded(images, training=False), model(images, training=False), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_few_steps_on_one_batch_lower_the_loss(name):
+    keras.utils.set_random_seed(0)
+    model = optimize(tiny(name, 3), learning_rate=2e-3)
+    model.run_eagerly = True  # a few steps: cheaper than tracing a train function per model
+    size = 188 if name == "unet_paper" else 64
+    out = unet_output_size(size) if name == "unet_paper" else size
+    images = np.random.default_rng(2).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    labels = np.zeros((2, out, out), "uint8")
+    labels[:, : out // 2] = 1
+    labels[:, :, : out // 3] = 2
+
+    def loss():
+        # training mode: batch statistics for batch norm (its moving averages barely move in a
+        # few steps); averaged over a few calls to smooth out dropout
+        return np.mean(
+            [
+                float(model.compute_loss(images, labels, model(images, training=True)))
+                for _ in range(2)
+            ]
+        )
+
+    before = loss()
+    for _ in range(6):
+        model.train_on_batch(images, labels)
+    assert loss() < before
+
+
+def test_unknown_model_lists_the_valid_names():
+    with pytest.raises(ValueError, match="choose one of fcn16s, fcn32s, fcn8s, pspnet"):
+        build_model("deeplab")
+
+
+def test_input_too_small_is_named():
+    with pytest.raises(ValueError, match="too small for fcn8s, which needs sides of at least 32"):
+        build_model("fcn8s", 2, input_shape=(16, 64, 3), width=0.05, fc_units=16)
+
+
+def test_paper_unet_maps_572_to_388_and_checks_its_size_rule():
+    model = tiny("unet_paper", 2)
+    out = model(np.zeros((1, 572, 572, 3), "float32"))
+    assert out.shape == (1, 388, 388, 2)
+    assert unet_output_size(572) == 388
+    with pytest.raises(ValueError, match="188 \\+ 16k pixels, not 570; use 556 or 572"):
+        build_model("unet_paper", 2, input_shape=(570, 570, 3))
+
+
+def test_unknown_backbone_is_named():
+    with pytest.raises(ValueError, match="unknown backbone 'resnet18'"):
+        build_model("pspnet", 2, backbone="resnet18", width=0.05)
+
+
+def test_pspnet_summary_shows_the_pyramid_pooling_module():
+    model = tiny("pspnet", 2)
+    lines = []
+    model.summary(print_fn=lines.append)
+    summary = "\n".join(lines)
+    for bins in (1, 2, 3, 6):
+        assert f"ppm_pool{bins}" in summary and f"ppm_conv{bins}" in summary
+    assert "ppm_concat" in summary
+    assert model.get_layer("conv4_block1_2_conv").dilation_rate == (2, 2)  # output stride 8
+    assert model.get_layer("conv5_block1_2_conv").dilation_rate == (4, 4)
+    # each branch reduces to 1/4 of the stage-5 channels
+    channels = model.get_layer("conv5_block3_out").output.shape[-1]
+    assert model.get_layer("ppm_conv6").filters == channels // 4
+
+
+def test_pspnet_aux_head_and_max_pooling():
+    model = tiny("pspnet", 2, aux_head=True, pooling="max")
+    logits, aux = model(np.zeros((1, 50, 70, 3), "float32"))
+    assert logits.shape == aux.shape == (1, 50, 70, 2)
+    assert model.get_layer("ppm_pool2").mode == "max"
+
+
+def test_segnet_upsamples_with_the_encoders_pooling_indices():
+    from fcn_tf.models import MaxPoolingWithArgmax, MaxUnpooling
+
+    x = np.random.default_rng(3).random((1, 4, 6, 2)).astype("float32")
+    pooled, indices = MaxPoolingWithArgmax()(x)
+    restored = keras.ops.convert_to_numpy(MaxUnpooling()([pooled, indices, x]))
+    kept = restored != 0
+    np.testing.assert_array_equal(restored[kept], x[kept])  # values go back where they were
+    assert kept.sum() == pooled.shape[1] * pooled.shape[2] * 2  # one per pooling window
+    assert "unpool1" in {layer.name for layer in tiny("segnet").layers}
+
+
+@pytest.mark.parametrize(
+    "name, expected, reference",
+    [
+        ("fcn8s", 134_271_436, "KITTI exercise decoder, 2 classes"),
+        ("segnet", 29_452_098, "SegNet paper: 29.5 M"),
+        ("unet_paper", 31_031_810, "no figure in the U-Net paper"),
+    ],
+)
+def test_full_size_parameter_counts(name, expected, reference):
+    assert build_model(name, 2).count_params() == expected, reference
