@@ -38,6 +38,8 @@ class TrainConfig:
     # -- model
     model: str = "fcn8s"
     decoder: str = "exercise"
+    at_once: bool = False
+    pooling: str = "avg"
     width: float = 1.0
     fc_units: int = 4096
     weights: str | None = None
@@ -72,16 +74,18 @@ HELP = {
     "trainannot/); alone it implies --dataset kitti",
     "palette": "folder datasets: a JSON file naming each class and its mask colour",
     "synthetic_images": "number of labelled synthetic scenes to generate (train + validation)",
-    "image_shape": "HEIGHTxWIDTH the network sees, multiples of 32 (e.g. 160x576)",
+    "image_shape": "HEIGHTxWIDTH the network sees (e.g. 160x576; any size the model can take)",
     "resize_mode": "'resize': bilinear resize to --image-shape (the exercise); 'pad': keep full "
     "resolution, pad to --image-shape (e.g. 384x1248) and ignore the padding",
     "val_fraction": "fraction of labelled images held out for validation (seeded split)",
     "augment": "joint image+label augmentation: flip, scale/crop, brightness/contrast",
-    "model": "architecture name (see fcn_tf.models.MODELS)",
+    "model": "architecture: fcn32s, fcn16s, fcn8s, unet, unet_vgg16, pspnet, pspnet101, segnet",
     "decoder": "FCN-8s decoder: 'exercise' (scored skips, biased transposed convs, as the "
     "original exercise), 'paper' (the reference Caffe net: bias-free transposed convs) or "
     "'widened' (transposed convs widened to 512/256 and added to raw pool4/pool3)",
-    "width": "multiplier for every VGG16 conv width (1.0 = the real VGG16)",
+    "at_once": "FCN: the paper's at-once training (pool4 scaled by 0.01, pool3 by 0.0001)",
+    "pooling": "PSPNet pyramid pooling: 'avg' (the paper) or 'max'",
+    "width": "multiplier for every conv width of the model (1.0 = the published network)",
     "fc_units": "width of fc6/fc7 (4096 in VGG16)",
     "weights": "encoder weights: none, 'imagenet' (keras download) or a local VGG16 .h5 file",
     "keep_prob": "dropout keep-probability after fc6 and fc7 (the exercise's keep_prob)",
@@ -131,10 +135,9 @@ def validate(config: TrainConfig) -> None:
     if config.preset not in (*PRESETS, "auto"):
         raise ValueError(f"unknown preset {config.preset!r}; choose exercise, demo or auto")
     height, width = config.image_shape
-    if height <= 0 or width <= 0 or height % 32 or width % 32:
+    if height <= 0 or width <= 0:
         raise ValueError(
-            f"image shape {height}x{width} cannot be taken by FCN-8s: both sides must be positive "
-            "multiples of 32 (the encoder downsamples 5 times), e.g. 160x576 or 384x1248"
+            f"image shape {height}x{width} is empty: both sides must be positive, e.g. 160x576"
         )
     positive = ("epochs", "batch_size", "learning_rate", "fc_units", "width", "synthetic_images")
     for name in positive:

@@ -36,10 +36,19 @@ from fcn_tf.config import TrainConfig
 from fcn_tf.data import kitti
 from fcn_tf.data.kitti import IGNORE_LABEL
 from fcn_tf.losses import pixel_cross_entropy
-from fcn_tf.metrics import RoadCounts, mean_iou, road_iou, road_scores
-from fcn_tf.models import MODELS
+from fcn_tf.metrics import (
+    RoadCounts,
+    class_scores,
+    confusion,
+    iou_from_confusion,
+    mean_iou,
+    road_iou,
+    road_scores,
+)
+from fcn_tf.models import MODELS, accepted_options, build_model
 from fcn_tf.models.backbones import vgg16
 from fcn_tf.models.fcn import fcn8s_decoder
+from fcn_tf.models.pspnet import AUX_WEIGHT
 from fcn_tf.models.weights import load_vgg16_weights
 
 log = logging.getLogger(__name__)
@@ -86,8 +95,16 @@ def optimize(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
     exercise they were collected into `tf.GraphKeys.REGULARIZATION_LOSSES` and never added, so
     they did nothing. Two-class models report `road_iou`, others `miou` (mean IoU).
     """
-    num_classes = model.output_shape[-1]
+    num_classes = model.outputs[0].shape[-1]
     metric = road_iou() if num_classes == 2 else mean_iou(num_classes)
+    if len(model.outputs) == 2:  # a training head (PSPNet's auxiliary loss, weight 0.4)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=[pixel_cross_entropy(), pixel_cross_entropy()],
+            loss_weights=[1.0, AUX_WEIGHT],
+            metrics=[[metric], []],
+        )
+        return model
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=pixel_cross_entropy(),
@@ -96,12 +113,12 @@ def optimize(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
     return model
 
 
-class RoadMaxF(keras.callbacks.Callback):
-    """Adds the KITTI benchmark's `val_maxf` (and its `val_maxf_threshold`) to each epoch's logs.
+class ValidationScores(keras.callbacks.Callback):
+    """Adds the selection score of each epoch to its logs, before the checkpoint callback runs.
 
-    Counts are accumulated over all validation pixels at the network's resolution, ignoring
-    `IGNORE_LABEL`, as `fcn_tf.metrics.RoadCounts` does for the benchmark. It runs before the
-    checkpoint callback, which then selects the best epoch by it.
+    Two classes: the KITTI benchmark's `val_maxf` (and `val_maxf_threshold`), counted over all
+    validation pixels as `fcn_tf.metrics.RoadCounts` does. More classes: `val_miou` from the
+    confusion matrix. `IGNORE_LABEL` pixels count nowhere. Only the main output is scored.
     """
 
     def __init__(self, val_data):
@@ -109,17 +126,25 @@ class RoadMaxF(keras.callbacks.Callback):
         self.val_data = val_data
 
     def on_epoch_end(self, epoch, logs=None):
-        counts = RoadCounts()
+        counts, matrix = RoadCounts(), None
         for images, labels in self.val_data:
             logits = self.model(images, training=False)
-            road = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1)[..., 1])
-            labels = keras.ops.convert_to_numpy(labels)
-            for confidence, label in zip(road, labels, strict=True):
-                counts.add(label == 1, confidence, label != IGNORE_LABEL)
-        scores = road_scores(counts)
-        if logs is not None and scores is not None:
-            logs["val_maxf"] = scores["MaxF"]
-            logs["val_maxf_threshold"] = scores["threshold"]
+            logits = logits[0] if isinstance(logits, (list, tuple)) else logits
+            labels = keras.ops.convert_to_numpy(labels[0] if isinstance(labels, tuple) else labels)
+            scores = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+            if scores.shape[-1] == 2:
+                for confidence, label in zip(scores[..., 1], labels, strict=True):
+                    counts.add(label == 1, confidence, label != IGNORE_LABEL)
+            else:
+                batch = confusion(labels, scores.argmax(-1), scores.shape[-1])
+                matrix = batch if matrix is None else matrix + batch
+        if logs is None:
+            return
+        if matrix is None:
+            road = road_scores(counts)
+            logs["val_maxf"], logs["val_maxf_threshold"] = road["MaxF"], road["threshold"]
+        else:
+            logs["val_miou"] = class_scores(matrix)["mIoU"]
 
 
 def train_nn(model, train_data, val_data, epochs: int, run_dir=None, verbose=None):
@@ -133,9 +158,9 @@ def train_nn(model, train_data, val_data, epochs: int, run_dir=None, verbose=Non
     per epoch otherwise.
     """
     callbacks = [keras.callbacks.TerminateOnNaN()]
-    road = model.output_shape[-1] == 2
-    if val_data is not None and road:
-        callbacks.append(RoadMaxF(val_data))
+    road = model.outputs[0].shape[-1] == 2
+    if val_data is not None:
+        callbacks.append(ValidationScores(val_data))
     monitor = ("val_maxf" if road else "val_miou") if val_data is not None else "loss"
     if run_dir is not None:
         run_dir = Path(run_dir)
@@ -206,39 +231,58 @@ def plot_history(history_csv: Path, out_png: Path) -> None:
 
 
 def build(config: TrainConfig, num_classes: int) -> keras.Model:
-    """The model a config asks for; FCN-8s through the exercise's stages."""
-    image_input, layer3, layer4, layer7 = load_vgg(
-        config.weights, config.image_shape, config.width, config.fc_units, config.keep_prob
-    )
-    logits = layers(layer3, layer4, layer7, num_classes, decoder=config.decoder, l2=config.l2)
-    return keras.Model(image_input, logits, name=config.model)
+    """The model a config asks for, with its training head when it has one (PSPNet's aux)."""
+    if config.model == "unet_paper":
+        raise ValueError(
+            "the paper U-Net's output is 184 pixels smaller than its input by design, so it is "
+            "built (build_model('unet_paper')) but not trained by this CLI; train 'unet', the "
+            "same network with padded convs"
+        )
+    options = {
+        "weights": config.weights,
+        "width": config.width,
+        "fc_units": config.fc_units,
+        "keep_prob": config.keep_prob,
+        "decoder": config.decoder,
+        "l2": config.l2,
+        "pooling": config.pooling,
+        "at_once": config.at_once,
+        "aux_head": True,
+    }
+    accepted = accepted_options(config.model, options)
+    if config.weights and "weights" not in accepted:
+        raise ValueError(f"model {config.model} takes no pretrained weights; drop --weights")
+    input_shape = (*config.image_shape, 3)
+    return build_model(config.model, num_classes, input_shape, **accepted)
 
 
 def held_out_scores(model, config: TrainConfig, data) -> dict:
     """Scores on the validation images at their own size, as `fcn_tf.evaluate` computes them.
 
-    Road data: the KITTI benchmark's URBAN scores (MaxF, AP, threshold, ...). Multi-class data:
-    per-class IoU, mIoU, pixel accuracy, fwIoU.
+    Road data: the KITTI benchmark's scores over all images (MaxF, AP, threshold, ...) and the
+    road IoU at probability 0.5. Multi-class data: per-class IoU, mIoU, pixel accuracy, fwIoU.
     """
-    from fcn_tf.evaluate import evaluate_classes, evaluate_road
+    import numpy as np
+
+    from fcn_tf.data.pipeline import decode_masks
+    from fcn_tf.evaluate import road_truth
     from fcn_tf.predict import probabilities
 
-    def scores_of(path):
-        return probabilities(model, kitti.read_rgb(path), config.image_shape, config.resize_mode)
-
-    if data.is_road:
-        report = evaluate_road(data.val, lambda path: scores_of(path)[..., 1], progress=False)
-        return report["perspective"]["URBAN"]
-    from fcn_tf.data.pipeline import decode_masks
-
-    return evaluate_classes(
-        data.val,
-        lambda path: scores_of(path).argmax(-1),
-        decode_masks(data.label_decoder()),
-        data.num_classes,
-        data.class_names,
-        progress=False,
-    )
+    counts = RoadCounts()
+    matrix = np.zeros((data.num_classes, data.num_classes), np.int64)
+    read_mask = decode_masks(data.label_decoder())
+    for image_path, label_path in data.val:
+        scores = probabilities(
+            model, kitti.read_rgb(image_path), config.image_shape, config.resize_mode
+        )
+        labels = read_mask(label_path)
+        matrix += confusion(labels, scores.argmax(-1), data.num_classes)
+        if data.is_road:
+            road, valid = road_truth(label_path)
+            counts.add(road, scores[..., 1], valid)
+    if not data.is_road:
+        return class_scores(matrix, data.class_names)
+    return {**road_scores(counts), "road_iou": float(iou_from_confusion(matrix)[1])}
 
 
 def run(config: TrainConfig) -> dict:
@@ -276,6 +320,9 @@ def run(config: TrainConfig) -> dict:
     train_data = make_dataset(data.train, training=True, augment=config.augment, **common)
     val_data = make_dataset(data.val, training=False, **common)
     model = optimize(build(config, data.num_classes), config.learning_rate)
+    if len(model.outputs) == 2:  # the auxiliary head learns from the same labels
+        train_data = train_data.map(lambda images, labels: (images, (labels, labels)))
+        val_data = val_data.map(lambda images, labels: (images, (labels, labels)))
     log.info("%s: %s parameters", config.model, f"{model.count_params():,}")
 
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -291,6 +338,8 @@ def run(config: TrainConfig) -> dict:
         if not history.history.get(monitor) or not (partial / "checkpoints/best.keras").exists():
             raise RuntimeError("training stopped before the first checkpoint (non-finite loss?)")
         best = keras.saving.load_model(partial / "checkpoints" / "best.keras")
+        if len(best.outputs) == 2:  # keep the main output only: the aux head is for training
+            best = keras.Model(best.inputs, best.outputs[0], name=best.name)
         held_out = held_out_scores(best, config, data)
         # Road models keep the MaxF threshold and use it instead of a fixed 0.5.
         threshold = held_out["threshold"] if data.is_road else 0.5
@@ -320,9 +369,7 @@ def run(config: TrainConfig) -> dict:
                 "val_maxf": held_out["MaxF"],
                 "val_ap": held_out["AP"],
                 "val_maxf_threshold": held_out["threshold"],
-                "val_road_iou": float(
-                    best.evaluate(val_data, verbose=0, return_dict=True)["road_iou"]
-                ),
+                "val_road_iou": held_out["road_iou"],
             }
         else:
             summary = {

@@ -43,7 +43,7 @@ def test_saved_config_reproduces_the_run(tmp_path):
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"image_shape": (100, 300)}, "multiples of 32"),
+        ({"image_shape": (0, 300)}, "must be positive"),
         ({"dataset": "cityscapes"}, "unknown dataset"),
         ({"keep_prob": 0.0}, "keep-prob"),
         ({"epochs": 0}, "--epochs"),

@@ -117,7 +117,7 @@ def test_bad_data_gets_one_line_naming_the_file(tmp_path, caplog, kind):
     "flags, expected",
     [
         (["--model", "fcn9s"], "unknown model 'fcn9s'"),
-        (["--image-shape", "100x300"], "must be positive multiples of 32"),
+        (["--image-shape", "16x64"], "too small for fcn8s"),
         (["--resize-mode", "pad", "--image-shape", "64x128"], "larger than --image-shape"),
         (["--decoder", "fancy"], "unknown FCN decoder"),
     ],
