@@ -1,6 +1,6 @@
 """Print the model table: parameters, forward GFLOPs and measured speed of every model.
 
-    python benchmarks/model_table.py [--size 360x480] [--classes 11] [--steps 3] [--out docs/models.md]
+    python benchmarks/model_table.py [--size 360x480] [--classes 11] [--steps 3] [--out FILE]
 
 Full-size models (width 1) are built at the stated size; speed is measured on this machine with
 batch 1 for the forward pass and batch 2 for training steps, after one untimed warm-up call.
