@@ -156,5 +156,7 @@ def test_pspnet_loads_resnet_weights_by_keras_applications_names(tmp_path):
     model = tiny("pspnet", 2, weights=str(tmp_path / "resnet50.h5"))
     expected = source.get_layer("conv1_conv").kernel.numpy()[:, :, ::-1, :]  # BGR -> RGB
     np.testing.assert_array_equal(model.get_layer("conv1_conv").kernel.numpy(), expected)
-    np.testing.assert_array_equal(model.get_layer("conv4_block6_3_conv").kernel.numpy(),
-                                  source.get_layer("conv4_block6_3_conv").kernel.numpy())
+    np.testing.assert_array_equal(
+        model.get_layer("conv4_block6_3_conv").kernel.numpy(),
+        source.get_layer("conv4_block6_3_conv").kernel.numpy(),
+    )
