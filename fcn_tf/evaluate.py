@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fcn_tf import metrics
+from fcn_tf.cli import run_command, setup_logging
 from fcn_tf.data import kitti
 
 log = logging.getLogger("fcn_tf.evaluate")
@@ -288,19 +289,8 @@ def _kitti_split(args, run):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
-    )
-    try:
-        report = evaluate_cli(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
-        log.error("%s", error)
-        return 2
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
-    log.info("wrote %s", report)
-    return 0
+    setup_logging()
+    return run_command(lambda: log.info("wrote %s", evaluate_cli(args)), log)
 
 
 def evaluate_cli(args) -> Path:

@@ -14,6 +14,7 @@ import logging
 import sys
 
 from fcn_tf import config as config_lib
+from fcn_tf.cli import run_command, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,25 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = vars(build_parser().parse_args(argv))
     config_file, quiet = args.pop("config"), args.pop("quiet")
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging(quiet)
     log = logging.getLogger("fcn_tf.train")
-    try:
+
+    def command():
         config = config_lib.resolve(args, config_file)
         from fcn_tf.tutorial import run  # imports TensorFlow: after the cheap checks
 
         metrics = run(config)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
-        log.error("%s", error)
-        return 2
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
-    log.info("done: overlays in %s/overlays", metrics["run_dir"])
-    return 0
+        log.info("done: overlays in %s/overlays", metrics["run_dir"])
+
+    return run_command(command, log)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,18 @@ def scaled(filters: int, width: float) -> int:
     return max(1, int(round(filters * width)))
 
 
+def image_input(input_shape, pad_to: int | None = None):
+    """`(inputs, x)`: the model's image input and its preprocessed (caffe-style mean removal,
+    as the ImageNet VGG16/ResNet weights expect), optionally padded, tensor."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Normalization(
+        mean=list(IMAGENET_MEAN_RGB), variance=[1.0, 1.0, 1.0], name="preprocess"
+    )(inputs)
+    if pad_to:
+        x = PadToMultiple(pad_to, name="pad")(x)
+    return inputs, x
+
+
 def vgg16(
     input_shape=(None, None, 3),
     width: float = 1.0,
@@ -49,12 +61,7 @@ def vgg16(
         pooling, stride 2**n), `C1`..`C5` (the last conv of each block, before pooling) and
         `fc7` with `include_fc`.
     """
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Normalization(
-        mean=list(IMAGENET_MEAN_RGB), variance=[1.0, 1.0, 1.0], name="preprocess"
-    )(inputs)
-    if pad_to:
-        x = PadToMultiple(pad_to, name="pad")(x)
+    inputs, x = image_input(input_shape, pad_to)
     features = {}
     for block, (num_convs, filters) in enumerate(VGG16_BLOCKS, start=1):
         for conv in range(1, num_convs + 1):
@@ -153,12 +160,7 @@ def resnet(
         raise ValueError(f"unknown backbone {depth!r}; choose one of {', '.join(RESNET_BLOCKS)}")
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output stride must be 8, 16 or 32, got {output_stride}")
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Normalization(
-        mean=list(IMAGENET_MEAN_RGB), variance=[1.0, 1.0, 1.0], name="preprocess"
-    )(inputs)
-    if pad_to:
-        x = PadToMultiple(pad_to, name="pad")(x)
+    inputs, x = image_input(input_shape, pad_to)
     padded = x
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = keras.layers.Conv2D(scaled(64, width), 7, strides=2, name="conv1_conv")(x)

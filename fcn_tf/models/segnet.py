@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import keras
 
-from fcn_tf.models.backbones import IMAGENET_MEAN_RGB, VGG16_BLOCKS, conv_block, scaled
-from fcn_tf.models.layers import CropLike, MaxPoolingWithArgmax, MaxUnpooling, PadToMultiple
+from fcn_tf.models.backbones import VGG16_BLOCKS, conv_block, image_input, scaled
+from fcn_tf.models.layers import CropLike, MaxPoolingWithArgmax, MaxUnpooling
 
 # Decoder conv widths per stage, from the deepest (mirrors VGG16; the last conv of each stage
 # narrows to the next stage's width, as in the reference SegNet prototxt).
@@ -27,11 +27,7 @@ DECODER_FILTERS = {
 
 def build_segnet(num_classes: int = 2, input_shape=(None, None, 3), width: float = 1.0):
     """SegNet: float RGB images in [0, 255] of any size -> logits of the same size."""
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Normalization(
-        mean=list(IMAGENET_MEAN_RGB), variance=[1.0, 1.0, 1.0], name="preprocess"
-    )(inputs)
-    x = PadToMultiple(32, name="pad")(x)
+    inputs, x = image_input(input_shape, pad_to=32)
     pooled = {}
     for block, (num_convs, filters) in enumerate(VGG16_BLOCKS, start=1):
         for conv in range(1, num_convs + 1):

@@ -1,0 +1,27 @@
+"""What every `python -m fcn_tf.<command>` shares: logging setup, errors as one line."""
+
+from __future__ import annotations
+
+import logging
+
+
+def setup_logging(quiet: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def run_command(command, log: logging.Logger) -> int:
+    """Call `command()`; bad input (ValueError, FileNotFoundError) becomes one logged line and
+    exit status 2, Ctrl-C exit status 130. Returns 0 on success."""
+    try:
+        command()
+    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+        log.error("%s", error)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    return 0
