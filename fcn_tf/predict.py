@@ -65,6 +65,10 @@ def probabilities(model, image: np.ndarray, image_shape=None, resize_mode: str =
                 "use a larger --image-shape or resize mode"
             )
         x = tf.pad(x, [[0, 0], [0, target[0] - height], [0, target[1] - width], [0, 0]])
+    if model.name == "unet_paper":  # its output is smaller by design: overlap-tile (the paper)
+        from fcn_tf.models.unet import overlap_tile
+
+        x = overlap_tile(x)
     result = tf.nn.softmax(model(x, training=False), axis=-1)
     if resize_mode == "resize":
         result = tf.image.resize(result, (height, width), method="bilinear")

@@ -232,12 +232,6 @@ def plot_history(history_csv: Path, out_png: Path) -> None:
 
 def build(config: TrainConfig, num_classes: int) -> keras.Model:
     """The model a config asks for, with its training head when it has one (PSPNet's aux)."""
-    if config.model == "unet_paper":
-        raise ValueError(
-            "the paper U-Net's output is 184 pixels smaller than its input by design, so it is "
-            "built (build_model('unet_paper')) but not trained by this CLI; train 'unet', the "
-            "same network with padded convs"
-        )
     options = {
         "weights": config.weights,
         "width": config.width,
@@ -253,6 +247,15 @@ def build(config: TrainConfig, num_classes: int) -> keras.Model:
     if config.weights and "weights" not in accepted:
         raise ValueError(f"model {config.model} takes no pretrained weights; drop --weights")
     input_shape = (*config.image_shape, 3)
+    if config.model == "unet_paper":  # trained on mirror-padded tiles (see overlap_tile)
+        from fcn_tf.models.unet import overlap_tile_padding
+
+        pads = overlap_tile_padding(*config.image_shape)
+        input_shape = (
+            config.image_shape[0] + sum(pads[0]),
+            config.image_shape[1] + sum(pads[1]),
+            3,
+        )
     return build_model(config.model, num_classes, input_shape, **accepted)
 
 
@@ -320,6 +323,13 @@ def run(config: TrainConfig) -> dict:
     train_data = make_dataset(data.train, training=True, augment=config.augment, **common)
     val_data = make_dataset(data.val, training=False, **common)
     model = optimize(build(config, data.num_classes), config.learning_rate)
+    if config.model == "unet_paper":
+        from fcn_tf.models.unet import overlap_tile
+
+        def tile(images, labels):
+            return overlap_tile(images, labels, config.image_shape)
+
+        train_data, val_data = train_data.map(tile), val_data.map(tile)
     if len(model.outputs) == 2:  # the auxiliary head learns from the same labels
         train_data = train_data.map(lambda images, labels: (images, (labels, labels)))
         val_data = val_data.map(lambda images, labels: (images, (labels, labels)))

@@ -122,3 +122,37 @@ def build_unet_vgg16(
     logits = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
     logits = CropLike(name="crop")([logits, inputs])
     return keras.Model(inputs, logits, name="unet_vgg16")
+
+
+PAPER_MARGIN = 92  # pixels the unpadded U-Net loses on each side: (572 - 388) / 2
+
+
+def overlap_tile_padding(height: int, width: int):
+    """Paddings `((top, bottom), (left, right))` for the paper's overlap-tile strategy.
+
+    The paper mirrors the image by 92 pixels on each side so the unpadded network's output covers
+    the whole image; the bottom/right get a few extra pixels so the size rule holds. The output
+    then has the image's size plus those extra pixels at the bottom/right.
+    """
+    extra_h, extra_w = (4 - height) % 16, (4 - width) % 16
+    return ((PAPER_MARGIN, PAPER_MARGIN + extra_h), (PAPER_MARGIN, PAPER_MARGIN + extra_w))
+
+
+def overlap_tile(images, labels=None, image_shape=None, ignore_label: int = 255):
+    """Mirror-pad a batch `(B, H, W, 3)` for the paper U-Net; pad labels `(B, H, W)` to its output.
+
+    Mirroring needs sides above 92 pixels; smaller images are zero-padded instead.
+    `image_shape` gives `(H, W)` where the tensor's static shape does not.
+    """
+    import tensorflow as tf
+
+    height, width = image_shape or (images.shape[1], images.shape[2])
+    (top, bottom), (left, right) = overlap_tile_padding(height, width)
+    mode = "REFLECT" if min(height, width) > bottom and min(height, width) > right else "CONSTANT"
+    images = tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]], mode=mode)
+    if labels is None:
+        return images
+    labels = tf.pad(
+        labels, [[0, 0], [0, bottom - top], [0, right - left]], constant_values=ignore_label
+    )
+    return images, labels

@@ -160,3 +160,11 @@ def test_pspnet_loads_resnet_weights_by_keras_applications_names(tmp_path):
         model.get_layer("conv4_block6_3_conv").kernel.numpy(),
         source.get_layer("conv4_block6_3_conv").kernel.numpy(),
     )
+
+
+def test_paper_unet_predicts_whole_images_by_overlap_tile():
+    from fcn_tf.predict import probabilities
+
+    image = np.random.default_rng(4).integers(0, 255, (100, 150, 3)).astype("uint8")
+    scores = probabilities(tiny("unet_paper", 2), image, None, "pad")
+    assert scores.shape == (100, 150, 2)
