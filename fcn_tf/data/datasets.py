@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -131,7 +129,7 @@ def _check_index_masks(pairs, num_classes: int, void_value: int | None) -> list:
             )
         return image.shape[:2]
 
-    return _parallel(check, pairs)
+    return kitti.parallel_map(check, pairs, "checking data", "pair")
 
 
 def _check_colour_masks(pairs, colours, void_colours) -> list:
@@ -154,23 +152,7 @@ def _check_colour_masks(pairs, colours, void_colours) -> list:
             )
         return image.shape[:2]
 
-    return _parallel(check, pairs)
-
-
-def _parallel(function, items) -> list:
-    from tqdm.auto import tqdm
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        return list(
-            tqdm(
-                pool.map(function, items),
-                total=len(items),
-                desc="checking data",
-                unit="pair",
-                leave=False,
-                disable=None,
-            )
-        )
+    return kitti.parallel_map(check, pairs, "checking data", "pair")
 
 
 def _camvid_data(config) -> SegmentationData:

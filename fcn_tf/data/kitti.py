@@ -147,43 +147,38 @@ def check_pair(pair: tuple[Path, Path]) -> tuple[int, int]:
     return image.shape[:2]
 
 
+def parallel_map(function, items, desc: str, unit: str, progress: bool = True) -> list:
+    """`[function(item) for item in items]` on a thread per core (decoding releases the GIL),
+    with a progress bar on a terminal; the first exception is raised as is."""
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = pool.map(function, items)
+        return list(
+            tqdm(
+                results,
+                total=len(items),
+                desc=desc,
+                unit=unit,
+                leave=False,
+                disable=None if progress else True,
+            )
+        )
+
+
 def check_pairs(pairs, progress: bool = True) -> list[tuple[int, int]]:
     """Fully decode every pair once, before training, so bad files fail up front with their name.
 
     Returns the list of image sizes `(height, width)`.
     """
-    from tqdm.auto import tqdm
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        sizes = list(
-            tqdm(
-                pool.map(check_pair, pairs),
-                total=len(pairs),
-                desc="checking data",
-                unit="pair",
-                disable=None if progress else True,
-                leave=False,
-            )
-        )
-    return sizes
+    return parallel_map(check_pair, pairs, "checking data", "pair", progress)
 
 
 def check_images(paths, progress: bool = True) -> list[tuple[int, int]]:
     """Fully decode unlabelled images; return their sizes `(height, width)`."""
-    from tqdm.auto import tqdm
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        images = pool.map(lambda p: read_rgb(p).shape[:2], paths)
-        return list(
-            tqdm(
-                images,
-                total=len(paths),
-                desc="checking images",
-                unit="image",
-                disable=None if progress else True,
-                leave=False,
-            )
-        )
+    return parallel_map(
+        lambda path: read_rgb(path).shape[:2], paths, "checking images", "image", progress
+    )
 
 
 def split_pairs(pairs, val_fraction: float, seed: int):
