@@ -362,6 +362,9 @@ def run(config: TrainConfig) -> dict:
             data.class_names,
             colours=[list(c) for c in data.colours],
             dataset=config.dataset,
+            model=config.model,
+            image_shape=list(config.image_shape),
+            resize_mode=config.resize_mode,
         )
         plot_history(partial / "history.csv", partial / "history.png")
         write_overlays(

@@ -29,3 +29,22 @@ def kitti_sample() -> Path:
 def isolated_cache(tmp_path_factory):
     """Generated synthetic data goes to a temporary cache, never the user's."""
     os.environ["FCN_TF_CACHE"] = str(tmp_path_factory.mktemp("fcn_tf_cache"))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny road model trained for 2 epochs on synthetic scenes: the run's metrics dict."""
+    from fcn_tf import config as config_lib
+    from fcn_tf.tutorial import run
+
+    out = tmp_path_factory.mktemp("runs")
+    settings = {
+        "synthetic_images": 16,
+        "epochs": 2,
+        "image_shape": (64, 192),
+        "batch_size": 4,
+        "output_dir": str(out),
+        "run_name": "tiny",
+        **TINY,
+    }
+    return run(config_lib.resolve(settings))

@@ -8,26 +8,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from fcn_tf import config as config_lib
 from fcn_tf.bev import BEV_SHAPE, BirdsEyeView
 from fcn_tf.evaluate import main
-from fcn_tf.tutorial import run
 from tests.conftest import TINY, shared_data
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    settings = {
-        "synthetic_images": 16,
-        "epochs": 2,
-        "image_shape": (64, 192),
-        "batch_size": 4,
-        "output_dir": str(out),
-        "run_name": "tiny",
-        **TINY,
-    }
-    return run(config_lib.resolve(settings))
 
 
 def errors(caplog):

@@ -87,7 +87,7 @@ def _damage(root, kind):
         return "outside the legend"
     if kind == "truncated":
         image.write_bytes(image.read_bytes()[:300])
-        return "corrupt or truncated"
+        return "corrupt, truncated or not an image"
     if kind == "grayscale":
         iio.imwrite(image, iio.imread(image)[..., 1])
         return "is grayscale"

@@ -233,7 +233,7 @@ def _folder_data(config) -> SegmentationData:
         if palette is None:
             top = int(max(np.max(iio.imread(m)) for _, m in pairs))
             names = tuple(str(i) for i in range(top + 1))
-            colours = tuple(tuple(int(v) for v in c) for c in _default_colours(len(names)))
+            colours = tuple(tuple(int(v) for v in c) for c in default_colours(len(names)))
             void = None
         else:
             names, colours, void = palette["names"], palette["colours"], palette["void"]
@@ -246,6 +246,6 @@ def _folder_data(config) -> SegmentationData:
     )
 
 
-def _default_colours(count: int) -> np.ndarray:
+def default_colours(count: int) -> np.ndarray:
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (count, 3))

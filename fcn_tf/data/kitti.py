@@ -109,8 +109,9 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     try:
         image = iio.imread(path)
     except Exception as error:  # noqa: BLE001 - imageio raises many types for broken files
+        reason = (str(error).splitlines() or [type(error).__name__])[0].rstrip(".")
         raise ValueError(
-            f"cannot read image {path} ({error}); it is corrupt or truncated"
+            f"cannot read image {path} ({reason}); it is corrupt, truncated or not an image"
         ) from None
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         kind = "grayscale" if image.ndim == 2 else f"{image.shape[-1]}-channel {image.dtype}"

@@ -62,8 +62,10 @@ class PadToMultiple(keras.layers.Layer):
 
     def call(self, inputs):
         height, width = _spatial(inputs)
-        pad_h = (-height) % self.multiple
-        pad_w = (-width) % self.multiple
+        # (m - h % m) % m rather than (-h) % m: the same number, but exporters that turn floor-mod
+        # into C-style remainder (tf2onnx) get it right too.
+        pad_h = (self.multiple - height % self.multiple) % self.multiple
+        pad_w = (self.multiple - width % self.multiple) % self.multiple
         import tensorflow as tf
 
         return tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])

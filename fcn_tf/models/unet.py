@@ -142,14 +142,31 @@ def overlap_tile(images, labels=None, image_shape=None, ignore_label: int = 255)
     """Mirror-pad a batch `(B, H, W, 3)` for the paper U-Net; pad labels `(B, H, W)` to its output.
 
     Mirroring needs sides above 92 pixels; smaller images are zero-padded instead.
-    `image_shape` gives `(H, W)` where the tensor's static shape does not.
+    `image_shape` gives `(H, W)` where the tensor's static shape does not; without either the
+    padding is computed in the graph (as the exported serving function needs).
     """
     import tensorflow as tf
 
     height, width = image_shape or (images.shape[1], images.shape[2])
-    (top, bottom), (left, right) = overlap_tile_padding(height, width)
-    mode = "REFLECT" if min(height, width) > bottom and min(height, width) > right else "CONSTANT"
-    images = tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]], mode=mode)
+    if height is None or width is None:  # dynamic: the same rule with TensorFlow ops
+        shape = tf.shape(images)
+        height, width = shape[1], shape[2]
+        extra_h, extra_w = (16 - (height - 4) % 16) % 16, (16 - (width - 4) % 16) % 16
+        top, bottom = PAPER_MARGIN, PAPER_MARGIN + extra_h
+        left, right = PAPER_MARGIN, PAPER_MARGIN + extra_w
+        paddings = [[0, 0], [top, bottom], [left, right], [0, 0]]
+        smallest = tf.minimum(height, width)
+        images = tf.cond(
+            tf.logical_and(smallest > bottom, smallest > right),
+            lambda: tf.pad(images, paddings, mode="REFLECT"),
+            lambda: tf.pad(images, paddings),
+        )
+    else:
+        (top, bottom), (left, right) = overlap_tile_padding(height, width)
+        mode = (
+            "REFLECT" if min(height, width) > bottom and min(height, width) > right else "CONSTANT"
+        )
+        images = tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]], mode=mode)
     if labels is None:
         return images
     labels = tf.pad(

@@ -64,7 +64,7 @@ def test_label_colours_outside_legend_are_named(tmp_path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        ("truncate", "corrupt or truncated"),
+        ("truncate", "corrupt, truncated or not an image"),
         ("grayscale", "is grayscale"),
         ("rgba", "4-channel"),
     ],

@@ -1,0 +1,253 @@
+"""`python -m fcn_tf.export`: SavedModel, TFLite and ONNX that compute what the Keras model does."""
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fcn_tf.data.kitti import read_rgb
+from fcn_tf.export import main as export_main
+from fcn_tf.predict import forward, load_model
+from tests.conftest import TINY
+
+
+def errors(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def one_image_per_size(kitti_sample) -> list[Path]:
+    """The real test images, one of each of the benchmark's sizes (4 sizes)."""
+    chosen = {}
+    for path in sorted((kitti_sample / "testing/image_2").glob("*.png")):
+        chosen.setdefault(read_rgb(path).shape, path)
+    return list(chosen.values())
+
+
+def keras_probabilities(model, info, images: np.ndarray) -> np.ndarray:
+    """The in-memory Keras model, run eagerly, on a uint8 batch."""
+    x = tf.convert_to_tensor(images, tf.float32)
+    return forward(model, x, info["image_shape"], info["resize_mode"]).numpy()
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    assert export_main([trained_run["run_dir"], "--output", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def keras_model(trained_run):
+    return load_model(trained_run["run_dir"])
+
+
+def test_export_writes_every_format_with_metadata(exported, keras_model):
+    _, info = keras_model
+    summary = json.loads((exported / "fcn_tf.json").read_text())
+    assert summary["files"] == {
+        "savedmodel": "saved_model",
+        "tflite_float32": "model_float32.tflite",
+        "tflite_float16": "model_float16.tflite",
+        "tflite_int8": "model_int8.tflite",
+        "onnx": "model.onnx",
+    }
+    for name in summary["files"].values():
+        assert (exported / name).exists()
+    assert summary["class_names"] == ["not road", "road"]
+    assert summary["threshold"] == pytest.approx(info["threshold"])
+    assert summary["tflite_size"] == [64, 192]  # the size the run trained at
+    assert not list(exported.parent.glob(".*partial*"))
+    # the int8 model is the smallest
+    sizes = {q: (exported / f"model_{q}.tflite").stat().st_size for q in ("float32", "int8")}
+    assert sizes["int8"] < sizes["float32"] / 2
+
+
+def test_savedmodel_in_a_fresh_process_matches_keras_on_real_images(
+    exported, keras_model, kitti_sample, tmp_path
+):
+    """Plain TensorFlow, no fcn_tf import, real KITTI images of 4 native sizes."""
+    paths = one_image_per_size(kitti_sample)
+    assert len({read_rgb(p).shape for p in paths}) == 4
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import imageio.v3 as iio
+        import numpy as np
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load({str(exported / "saved_model")!r})
+        serve = loaded.signatures["serving_default"]
+        meta = loaded.signatures["metadata"]()
+        results = {{"class_names": meta["class_names"].numpy().astype(str),
+                    "threshold": meta["threshold"].numpy()}}
+        for i, path in enumerate({[str(p) for p in paths]!r}):
+            out = serve(images=tf.constant(iio.imread(path)[None]))
+            results[f"p{{i}}"] = out["probabilities"].numpy()
+            results[f"m{{i}}"] = out["mask"].numpy()
+        assert not any(name.startswith("fcn_tf") for name in sys.modules)
+        np.savez({str(tmp_path / "out.npz")!r}, **results)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+    results = np.load(tmp_path / "out.npz")
+    model, info = keras_model
+    assert results["class_names"].tolist() == ["not road", "road"]
+    assert results["threshold"] == pytest.approx(info["threshold"])
+    for i, path in enumerate(paths):
+        image = read_rgb(path)
+        expected = keras_probabilities(model, info, image[None])
+        served = results[f"p{i}"]
+        assert served.shape == (1, *image.shape[:2], 2)
+        assert np.abs(served - expected).max() <= 1e-5
+        mask = (expected[..., 1] >= info["threshold"]).astype(np.uint8)
+        assert np.mean(results[f"m{i}"] == mask) > 0.9999  # ties at the threshold aside
+
+
+def test_savedmodel_takes_two_sizes_and_two_batch_sizes_in_one_process(exported, kitti_sample):
+    serve = tf.saved_model.load(str(exported / "saved_model")).signatures["serving_default"]
+    small, big = one_image_per_size(kitti_sample)[:2]
+    big = read_rgb(big)
+    crops = np.stack([big[:120, :300], big[-120:, -300:], big[100:220, 500:800]])
+    for batch in (big[None], crops, big[None], crops[:1]):
+        out = serve(images=tf.constant(batch))
+        assert out["probabilities"].shape == (*batch.shape[:3], 2)
+        assert out["mask"].shape == batch.shape[:3]
+        assert out["mask"].dtype == tf.uint8
+    # a batch computes what its images do one by one
+    alone = serve(images=tf.constant(crops[2:3]))["probabilities"].numpy()
+    together = serve(images=tf.constant(crops))["probabilities"].numpy()
+    np.testing.assert_allclose(together[2:3], alone, atol=1e-5)
+
+
+def tflite_run(path: Path, image: np.ndarray) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    return runner(images=image[None])
+
+
+def test_tflite_float32_matches_and_int8_agrees_on_a_real_image(
+    exported, keras_model, kitti_sample
+):
+    model, info = keras_model
+    image = read_rgb(kitti_sample / "testing/image_2/um_000000.png")
+    image = tf.image.resize(image[None].astype(np.float32), (64, 192)).numpy()[0]
+    image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    expected = keras_probabilities(model, info, image[None])[0]
+    results = {
+        q: tflite_run(exported / f"model_{q}.tflite", image) for q in ("float32", "float16", "int8")
+    }
+    assert np.abs(results["float32"]["probabilities"][0] - expected).max() <= 1e-4
+    assert results["float32"]["mask"].shape == (1, 64, 192)
+    float_mask = results["float32"]["mask"][0]
+    for quantization, minimum in (("int8", 0.95), ("float16", 0.99)):
+        agreement = np.mean(results[quantization]["mask"][0] == float_mask)
+        assert agreement >= minimum, f"{quantization}: {agreement:.4f}"
+
+
+def test_onnx_runtime_matches_keras_on_real_images_of_different_sizes(
+    exported, keras_model, kitti_sample
+):
+    import onnxruntime
+
+    model, info = keras_model
+    session = onnxruntime.InferenceSession(str(exported / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert sorted(o.name for o in session.get_outputs()) == ["mask", "probabilities"]
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["fcn_tf"])
+    assert meta["class_names"] == ["not road", "road"]
+    for path in one_image_per_size(kitti_sample)[:2]:
+        image = read_rgb(path)[None]
+        probabilities, mask = session.run(["probabilities", "mask"], {"images": image})
+        assert mask.shape == image.shape[:3]
+        expected = keras_probabilities(model, info, image)
+        assert np.abs(probabilities - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["fcn32s", "fcn16s", "unet", "unet_paper", "unet_vgg16", "pspnet", "pspnet101", "segnet"],
+)
+def test_every_model_exports_a_savedmodel_that_matches_keras(name, tmp_path):
+    from fcn_tf.models import build_model
+
+    options = TINY if name.startswith("fcn") else {"width": TINY["width"]}
+    model = build_model(name, 3, **options)
+    model.save(tmp_path / "model.keras")
+    out = tmp_path / "export"
+    assert (
+        export_main(
+            [str(tmp_path / "model.keras"), "--output", str(out), "--formats", "savedmodel"]
+        )
+        == 0
+    )
+    serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+    images = np.random.default_rng(0).integers(0, 256, (2, 197, 203, 3), dtype=np.uint8)
+    served = serve(images=tf.constant(images))
+    _, info = load_model(tmp_path / "model.keras")
+    expected = keras_probabilities(model, info, images)
+    assert served["probabilities"].shape == (2, 197, 203, 3)
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(served["mask"].numpy(), expected.argmax(-1))
+
+
+def test_export_refuses_to_overwrite(exported, trained_run, caplog):
+    before = sorted(p.name for p in exported.iterdir())
+    assert export_main([trained_run["run_dir"], "--output", str(exported)]) == 2
+    assert any("already exists" in m and "--overwrite" in m for m in errors(caplog))
+    assert sorted(p.name for p in exported.iterdir()) == before
+
+
+def test_a_failed_export_leaves_nothing(trained_run, tmp_path, monkeypatch):
+    import fcn_tf.export
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(fcn_tf.export, "onnx_model", broken)
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        export_main(
+            [
+                trained_run["run_dir"],
+                "--output",
+                str(tmp_path / "out"),
+                "--formats",
+                "savedmodel",
+                "onnx",
+            ]
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_of_a_file_that_is_not_a_model(tmp_path, caplog):
+    fake = tmp_path / "model.keras"
+    fake.write_text("not a model")
+    assert export_main([str(fake), "--output", str(tmp_path / "out")]) == 2
+    assert any("model.keras is not a Keras model" in m for m in errors(caplog))
+    assert not (tmp_path / "out").exists()
+
+
+def test_int8_without_calibration_images_is_an_error_up_front(tmp_path, caplog):
+    from fcn_tf.models import build_model
+
+    build_model("fcn8s", 2, **TINY).save(tmp_path / "m.keras")
+    status = export_main(
+        [
+            str(tmp_path / "m.keras"),
+            "--output",
+            str(tmp_path / "out"),
+            "--formats",
+            "tflite",
+            "--tflite-size",
+            "64x96",
+        ]
+    )
+    assert status == 2
+    assert any("--calibration" in m for m in errors(caplog))
+    assert not (tmp_path / "out").exists()
