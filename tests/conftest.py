@@ -48,3 +48,13 @@ def trained_run(tmp_path_factory):
         **TINY,
     }
     return run(config_lib.resolve(settings))
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory) -> Path:
+    """`trained_run` exported to every format by `python -m fcn_tf.export`."""
+    from fcn_tf.export import main as export_main
+
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    assert export_main([trained_run["run_dir"], "--output", str(out)]) == 0
+    return out

@@ -36,13 +36,6 @@ def keras_probabilities(model, info, images: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def exported(trained_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export") / "tiny"
-    assert export_main([trained_run["run_dir"], "--output", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def keras_model(trained_run):
     return load_model(trained_run["run_dir"])
 
@@ -172,7 +165,8 @@ def test_onnx_runtime_matches_keras_on_real_images_of_different_sizes(
 
 @pytest.mark.parametrize(
     "name",
-    ["fcn32s", "fcn16s", "unet", "unet_paper", "unet_vgg16", "pspnet", "pspnet101", "segnet"],
+    # pspnet101 is pspnet with more blocks (49 s here); benchmarks/export_check.py covers it
+    ["fcn32s", "fcn16s", "unet", "unet_paper", "unet_vgg16", "pspnet", "segnet"],
 )
 def test_every_model_exports_a_savedmodel_that_matches_keras(name, tmp_path):
     from fcn_tf.models import build_model
