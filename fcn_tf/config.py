@@ -50,6 +50,12 @@ class TrainConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     seed: int = 42
+    # -- scale and speed
+    strategy: str = "auto"
+    cpu_replicas: int = 0
+    mixed_precision: bool = False
+    jit_compile: str = "auto"
+    deterministic: bool = False
     # -- outputs
     output_dir: str = "runs"
     run_name: str | None = None
@@ -94,6 +100,13 @@ HELP = {
     "batch_size": "images per step",
     "learning_rate": "Adam learning rate",
     "seed": "seed for data generation, split, augmentation and initialisation",
+    "strategy": "tf.distribute strategy: auto (mirrored over all GPUs if more than one), "
+    "one_device, mirrored, multi_worker (cluster from TF_CONFIG) or tpu; --batch-size is global",
+    "cpu_replicas": "split the CPU into N logical devices (0: no split), e.g. to run "
+    "--strategy mirrored on a machine without GPUs",
+    "mixed_precision": "float16 compute on GPUs, bfloat16 on CPUs/TPUs (weights stay float32)",
+    "jit_compile": "XLA compilation of the train step: auto (Keras: on for GPUs), on or off",
+    "deterministic": "reproducible runs: TensorFlow op determinism and fixed seeds (slower)",
     "output_dir": "folder in which the run folder is created",
     "run_name": "name of the run folder (default: model-dataset-timestamp); must not exist",
     "preset": "'exercise' (the original's settings), 'demo' (light model, fast synthetic run) "
@@ -151,6 +164,18 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
     if config.l2 < 0:
         raise ValueError(f"--l2 must be >= 0, got {config.l2}")
+    from fcn_tf.distribute import JIT_CHOICES, STRATEGIES
+
+    if config.strategy not in STRATEGIES:
+        raise ValueError(
+            f"unknown strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}"
+        )
+    if config.jit_compile not in JIT_CHOICES:
+        raise ValueError(
+            f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {config.jit_compile!r}"
+        )
+    if config.cpu_replicas < 0:
+        raise ValueError(f"--cpu-replicas must be >= 0, got {config.cpu_replicas}")
 
 
 def parse_shape(text: str) -> tuple[int, int]:
@@ -193,11 +218,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(TrainConfig):
         default = field.default
         shown = "x".join(map(str, default)) if isinstance(default, tuple) else default
+        # switches work bare (--mixed-precision) or with a value (--mixed-precision false)
+        bare = {"jit_compile": "on"}.get(field.name, True if isinstance(default, bool) else None)
         group.add_argument(
             f"--{field.name.replace('_', '-')}",
             dest=field.name,
             type=_field_parser(field),
             default=argparse.SUPPRESS,
+            **({"nargs": "?", "const": bare} if bare is not None else {}),
             metavar=field.name.upper() if field.name != "image_shape" else "HxW",
             help=f"{HELP[field.name]} (default: {shown})",
         )

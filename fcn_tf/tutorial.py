@@ -85,7 +85,7 @@ def layers(
     return fcn8s_decoder(vgg_layer3_out, vgg_layer4_out, vgg_layer7_out, num_classes, decoder, l2)
 
 
-def optimize(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
+def optimize(model: keras.Model, learning_rate: float = 1e-3, jit_compile="auto") -> keras.Model:
     """Compile `model` for training: Adam, per-pixel cross-entropy, road IoU (or mean IoU).
 
     Replaces the exercise's `optimize(nn_last_layer, correct_label, learning_rate, num_classes)`,
@@ -94,6 +94,7 @@ def optimize(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
     penalties are layer regularizers, so Keras adds them to the loss it minimises: in the
     exercise they were collected into `tf.GraphKeys.REGULARIZATION_LOSSES` and never added, so
     they did nothing. Two-class models report `road_iou`, others `miou` (mean IoU).
+    `jit_compile`: XLA for the train step (Keras' "auto": on for GPUs, off on CPUs).
     """
     num_classes = model.outputs[0].shape[-1]
     metric = road_iou() if num_classes == 2 else mean_iou(num_classes)
@@ -103,12 +104,14 @@ def optimize(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
             loss=[pixel_cross_entropy(), pixel_cross_entropy()],
             loss_weights=[1.0, AUX_WEIGHT],
             metrics=[[metric], []],
+            jit_compile=jit_compile,
         )
         return model
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=pixel_cross_entropy(),
         metrics=[metric],
+        jit_compile=jit_compile,
     )
     return model
 
@@ -126,6 +129,8 @@ class ValidationScores(keras.callbacks.Callback):
         self.val_data = val_data
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and not _finite(logs.get("loss", 0.0)):
+            return  # diverged: nothing to score (StopOnNonFinite reports it)
         counts, matrix = RoadCounts(), None
         for images, labels in self.val_data:
             logits = self.model(images, training=False)
@@ -147,43 +152,194 @@ class ValidationScores(keras.callbacks.Callback):
             logs["val_miou"] = class_scores(matrix)["mIoU"]
 
 
-def train_nn(model, train_data, val_data, epochs: int, run_dir=None, verbose=None):
+def _finite(value) -> bool:
+    import math
+
+    return value is None or math.isfinite(float(value))
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the message says where and what was kept."""
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop at the first batch whose loss is NaN or infinite, and remember where."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.where = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.where is None and not _finite(loss):
+            self.where = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+
+STATE_FILE = "resume.json"
+
+
+class ResumableCheckpoint(keras.callbacks.Callback):
+    """The whole training state at the end of every epoch, for `run` to resume from.
+
+    `folder/state-EEEE.weights.h5` (weights, optimizer state, dropout seed states) is written
+    under a temporary name and renamed; then `folder/resume.json` (the epoch and the file) is
+    replaced the same way; then the previous state file is removed. A reader (or a process
+    killed at any instant) always finds a complete pair. Epochs whose loss is not finite are
+    never saved. Only the chief writes (`write=False` elsewhere).
+    """
+
+    def __init__(self, folder, write: bool = True):
+        super().__init__()
+        self.folder = Path(folder)
+        self.write = write
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.write or not _finite((logs or {}).get("loss", 0.0)):
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"state-{epoch + 1:04d}.weights.h5"
+        partial = self.folder / f".partial-{name}"
+        self.model.save_weights(partial)
+        os.replace(partial, self.folder / name)
+        previous = read_resume_state(self.folder)
+        state = {"epoch": epoch + 1, "weights": name, "seed_states": seed_states(self.model)}
+        _write_json_atomic(self.folder / STATE_FILE, state)
+        if previous and previous["weights"] != name:
+            (self.folder / previous["weights"]).unlink(missing_ok=True)
+
+
+def _seed_variables(model) -> list:
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def seed_states(model) -> list:
+    """The dropout layers' random-generator states, which `save_weights` leaves out."""
+    return [[int(x) for x in keras.ops.convert_to_numpy(v)] for v in _seed_variables(model)]
+
+
+def restore_state(model, folder) -> int:
+    """Load the last `ResumableCheckpoint` state of `folder` into a compiled `model`: weights,
+    optimizer state and dropout generator states. Returns the number of epochs done."""
+    state = read_resume_state(folder)
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(Path(folder) / state["weights"])
+    for variable, value in zip(_seed_variables(model), state["seed_states"], strict=True):
+        variable.assign(value)
+    return state["epoch"]
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def read_resume_state(folder) -> dict | None:
+    """`{"epoch": E, "weights": FILE}` of the last complete state in `folder`, or None."""
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    return state if (Path(folder) / state["weights"]).is_file() else None
+
+
+def train_nn(
+    model,
+    train_data,
+    val_data,
+    epochs: int,
+    run_dir=None,
+    verbose=None,
+    initial_epoch: int = 0,
+    steps_per_epoch: int | None = None,
+    chief: bool = True,
+    callbacks=(),
+):
     """Train with `model.fit`; return the `keras.callbacks.History`.
 
     Replaces the exercise's `train_nn(sess, epochs, batch_size, get_batches_fn, ...)` loop. After
     every epoch the benchmark's MaxF is computed on `val_data` (`val_maxf`) for two-class models;
     multi-class models report `val_miou`. With a `run_dir`, writes `checkpoints/best.keras` (the
-    epoch with the best validation MaxF, or mIoU) and `history.csv`
-    (loss and metrics per epoch). `verbose` defaults to a progress bar on a terminal and one line
-    per epoch otherwise.
+    epoch with the best validation MaxF, or mIoU), `history.csv` (loss and metrics per epoch)
+    and the resumable training state (`ResumableCheckpoint`); `initial_epoch` continues a run
+    (history appended, best score carried over). Only the `chief` writes. `verbose` defaults to
+    a progress bar on a terminal and one line per epoch otherwise. `callbacks` are added to
+    fcn_tf's own.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite (training stops at that batch).
     """
-    callbacks = [keras.callbacks.TerminateOnNaN()]
+    stop = StopOnNonFinite()
+    callbacks = [stop, *callbacks]
     road = model.outputs[0].shape[-1] == 2
     if val_data is not None:
         callbacks.append(ValidationScores(val_data))
     monitor = ("val_maxf" if road else "val_miou") if val_data is not None else "loss"
     if run_dir is not None:
         run_dir = Path(run_dir)
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        callbacks += [
-            keras.callbacks.ModelCheckpoint(
+        if chief:
+            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            best = keras.callbacks.ModelCheckpoint(
                 run_dir / "checkpoints" / "best.keras",
                 monitor=monitor,
                 mode="min" if monitor == "loss" else "max",
                 save_best_only=True,
-            ),
-            keras.callbacks.CSVLogger(run_dir / "history.csv"),
-        ]
+            )
+            previous = [row[monitor] for row in read_history(run_dir / "history.csv")]
+            if initial_epoch and previous:
+                best.best = (min if monitor == "loss" else max)(previous)
+            callbacks += [
+                best,
+                keras.callbacks.CSVLogger(run_dir / "history.csv", append=initial_epoch > 0),
+            ]
+        callbacks.append(ResumableCheckpoint(run_dir / "checkpoints", write=chief))
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    return model.fit(
+    history = model.fit(
         train_data,
         validation_data=val_data,
         epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
         verbose=verbose,
         shuffle=False,  # the tf.data pipeline shuffles (seeded)
     )
+    if stop.where:
+        epoch, step, loss = stop.where
+        raise TrainingDiverged(
+            f"the training loss became {loss} at epoch {epoch}, step {step}; training stopped"
+        )
+    return history
+
+
+def read_history(path, keep_epochs: int | None = None) -> list[dict]:
+    """Rows of a `history.csv` as floats; with `keep_epochs`, drop later rows from the file
+    (the epochs a resumed run is about to redo)."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    if keep_epochs is not None and len(rows) > keep_epochs:
+        rows = rows[:keep_epochs]
+        if not rows:
+            path.unlink()
+            return []
+        partial = path.with_name(f".{path.name}.partial")
+        with open(partial, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(partial, path)
+    return [{key: float(value) for key, value in row.items()} for row in rows]
 
 
 def new_run_dir(config: TrainConfig) -> Path:
@@ -195,6 +351,43 @@ def new_run_dir(config: TrainConfig) -> Path:
     if run_dir.exists():
         raise ValueError(f"run folder {run_dir} already exists; choose another --run-name")
     return run_dir
+
+
+# Settings a resumed run may change: train longer, or continue with a lower learning rate.
+RESUMABLE_CHANGES = ("epochs", "learning_rate", "run_name")
+
+
+def partial_dir(run_dir: Path) -> Path:
+    """Where a run is written until it is complete: `.NAME.partial` beside `NAME`."""
+    return run_dir.with_name(f".{run_dir.name}.partial")
+
+
+def find_unfinished(config: TrainConfig) -> tuple[Path, int] | None:
+    """An unfinished run of the same settings to resume: `(run_dir, epochs done)`, or None.
+
+    With `--run-name`, only that run; otherwise the newest `.MODEL-DATASET-*.partial` folder
+    whose config.json has the same settings (the epochs and learning rate may differ).
+    Raises ValueError if the named run was started with other settings.
+    """
+    root = Path(config.output_dir)
+    if config.run_name:
+        candidates = [partial_dir(root / config.run_name)]
+    else:
+        candidates = sorted(root.glob(f".{config.model}-{config.dataset}-*.partial"), reverse=True)
+    wanted = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    for folder in candidates:
+        state = read_resume_state(folder / "checkpoints")
+        if state is None or not (folder / "config.json").is_file():
+            continue
+        saved = json.loads((folder / "config.json").read_text())
+        if {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES} == wanted:
+            return root / folder.name[1 : -len(".partial")], state["epoch"]
+        if config.run_name:
+            raise ValueError(
+                f"run {config.run_name!r} was started with other settings ({folder}); resume it "
+                "with the same settings, or delete that folder, or choose another --run-name"
+            )
+    return None
 
 
 def plot_history(history_csv: Path, out_png: Path) -> None:
@@ -291,16 +484,37 @@ def held_out_scores(model, config: TrainConfig, data) -> dict:
 def run(config: TrainConfig) -> dict:
     """The whole exercise: data, model, training, held-out scores, overlays on the test images.
 
-    Everything is written into a temporary folder next to the run folder and renamed at the end,
-    so a failed run never leaves a half-written run folder. Returns the metrics written to
-    `metrics.json`, plus `run_dir`.
+    Everything is written into a hidden `.NAME.partial` folder next to the run folder and
+    renamed at the end, so a failed run never leaves a half-written run folder. The training
+    state is saved there after every epoch: running the same command again after a crash (or
+    a kill) resumes from the last saved epoch, with the same data order. Training runs under
+    `config.strategy` (see `fcn_tf.distribute`); only the chief writes files. Returns the
+    metrics written to `metrics.json`, plus `run_dir` (non-chief workers: `{}`).
     """
+    import math
+
+    from fcn_tf import distribute
+
     if config.model not in MODELS:
         raise ValueError(
             f"unknown model {config.model!r}; choose one of {', '.join(sorted(MODELS))}"
         )
+    if config.strategy == "multi_worker" and not config.run_name:
+        raise ValueError("--strategy multi_worker needs --run-name, the same on every worker")
+    # The strategy first: it decides how TensorFlow sets up its devices.
+    strategy = distribute.make_strategy(config.strategy, config.cpu_replicas)
+    chief = distribute.is_chief(strategy)
+    distribute.check_batch(config.batch_size, strategy)
+    policy = distribute.speed_settings(config.mixed_precision, config.deterministic, config.seed)
     keras.utils.set_random_seed(config.seed)
-    run_dir = new_run_dir(config)
+    unfinished = find_unfinished(config)
+    run_dir, initial_epoch = unfinished if unfinished else (new_run_dir(config), 0)
+    partial = partial_dir(run_dir)
+    if initial_epoch >= config.epochs:
+        raise ValueError(
+            f"the unfinished run {partial} already trained {initial_epoch} epochs; pass "
+            f"--epochs above {initial_epoch} to train on, or delete it to start afresh"
+        )
     from fcn_tf.data.datasets import load_data
     from fcn_tf.data.pipeline import make_dataset
 
@@ -320,9 +534,30 @@ def run(config: TrainConfig) -> dict:
         seed=config.seed,
         label_decoder=data.label_decoder(),
     )
-    train_data = make_dataset(data.train, training=True, augment=config.augment, **common)
+    train_data = make_dataset(
+        data.train,
+        training=True,
+        augment=config.augment,
+        epochs=config.epochs,
+        first_epoch=initial_epoch,
+        **common,
+    )
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
     val_data = make_dataset(data.val, training=False, **common)
-    model = optimize(build(config, data.num_classes), config.learning_rate)
+    with strategy.scope():
+        model = build(config, data.num_classes)
+        if policy != "float32":  # logits and loss in float32, for a stable softmax
+            outputs = [
+                keras.layers.Activation("linear", dtype="float32", name=name)(output)
+                for name, output in zip(
+                    ("logits_float32", "aux_logits_float32"), model.outputs, strict=False
+                )
+            ]
+            model = keras.Model(model.inputs, outputs, name=model.name)
+        model = optimize(model, config.learning_rate, distribute.jit_setting(config.jit_compile))
+        if initial_epoch:
+            restore_state(model, partial / "checkpoints")
+            model.optimizer.learning_rate.assign(config.learning_rate)
     if config.model == "unet_paper":
         from fcn_tf.models.unet import overlap_tile
 
@@ -333,21 +568,66 @@ def run(config: TrainConfig) -> dict:
     if len(model.outputs) == 2:  # the auxiliary head learns from the same labels
         train_data = train_data.map(lambda images, labels: (images, (labels, labels)))
         val_data = val_data.map(lambda images, labels: (images, (labels, labels)))
-    log.info("%s: %s parameters", config.model, f"{model.count_params():,}")
+    log.info(
+        "%s: %s parameters; %s, %d replica(s) of batch %d; dtype policy %s",
+        config.model,
+        f"{model.count_params():,}",
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
+        config.batch_size // strategy.num_replicas_in_sync,
+        policy,
+    )
+    if not chief:  # workers other than the chief train and write nothing
+        train_nn(
+            model,
+            train_data,
+            val_data,
+            config.epochs,
+            partial,
+            None,
+            initial_epoch,
+            steps_per_epoch,
+            chief=False,
+        )
+        return {}
 
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = run_dir.with_name(f".{run_dir.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    if initial_epoch:
+        log.info(
+            "resuming the unfinished run %s after epoch %d of %d (delete that folder to start "
+            "afresh)",
+            partial,
+            initial_epoch,
+            config.epochs,
+        )
+        read_history(partial / "history.csv", keep_epochs=initial_epoch)
+    else:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
     try:
         config.save(partial / "config.json")
         start = time.perf_counter()
-        history = train_nn(model, train_data, val_data, config.epochs, partial)
+        train_nn(
+            model,
+            train_data,
+            val_data,
+            config.epochs,
+            partial,
+            None,
+            initial_epoch,
+            steps_per_epoch,
+        )
         train_seconds = time.perf_counter() - start
         monitor = "val_maxf" if data.is_road else "val_miou"
-        if not history.history.get(monitor) or not (partial / "checkpoints/best.keras").exists():
-            raise RuntimeError("training stopped before the first checkpoint (non-finite loss?)")
+        rows = read_history(partial / "history.csv")
+        if not rows or not (partial / "checkpoints/best.keras").exists():
+            raise RuntimeError("training stopped before the first checkpoint")
         best = keras.saving.load_model(partial / "checkpoints" / "best.keras")
+        if policy != "float32":  # serve in float32: rebuild and copy the trained weights
+            keras.mixed_precision.set_global_policy("float32")
+            trained = best
+            best = build(config, data.num_classes)
+            best.set_weights(trained.get_weights()[: len(best.weights)])
         if len(best.outputs) == 2:  # keep the main output only: the aux head is for training
             best = keras.Model(best.inputs, best.outputs[0], name=best.name)
         held_out = held_out_scores(best, config, data)
@@ -376,7 +656,7 @@ def run(config: TrainConfig) -> dict:
             threshold=threshold,
             colours=None if data.is_road else data.colours,
         )
-        selected = history.history[monitor]
+        selected = [row[monitor] for row in rows]
         if data.is_road:
             summary = {
                 "val_maxf": held_out["MaxF"],
@@ -403,12 +683,30 @@ def run(config: TrainConfig) -> dict:
             "data": str(data.root),
         }
         (partial / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        # the resumable state (weights + optimizer: 3x the model) is only needed until now
+        (partial / "checkpoints" / STATE_FILE).unlink(missing_ok=True)
+        for state_file in (partial / "checkpoints").glob("state-*.weights.h5"):
+            state_file.unlink()
         os.replace(partial, run_dir)
+    except TrainingDiverged as error:
+        state = read_resume_state(partial / "checkpoints")
+        kept = (
+            f"the state after epoch {state['epoch']} is kept in {partial}: rerun with a lower "
+            "--learning-rate to continue from it"
+            if state
+            else "no epoch completed, nothing was kept; lower --learning-rate"
+        )
+        if not state:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise TrainingDiverged(f"{error}. {kept}") from None
     except KeyboardInterrupt:
-        log.warning("interrupted: the unfinished run is left in %s", partial)
+        log.warning("interrupted: the unfinished run is left in %s (rerun to resume)", partial)
         raise
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        if read_resume_state(partial / "checkpoints"):
+            log.error("the unfinished run is kept in %s: rerun the command to resume", partial)
+        else:
+            shutil.rmtree(partial, ignore_errors=True)
         raise
     headline = ", ".join(
         f"{key} {metrics[key]:.4f}"

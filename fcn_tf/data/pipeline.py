@@ -91,6 +91,8 @@ def make_dataset(
     seed: int = 0,
     cache: bool = True,
     label_decoder=None,
+    epochs: int | None = None,
+    first_epoch: int = 0,
 ) -> tf.data.Dataset:
     """Batches of `(images float32 (B, H, W, 3) in [0, 255], labels uint8 (B, H, W))`.
 
@@ -105,6 +107,11 @@ def make_dataset(
         cache: keep decoded, resized images in memory after the first epoch.
         label_decoder: PNG bytes -> uint8 labels `(H, W)`; KITTI road colours by default
             (see `index_label_decoder`, `palette_label_decoder`).
+        epochs, first_epoch: training only. With `epochs`, one dataset holds epochs
+            `first_epoch .. epochs-1` back to back (pass `steps_per_epoch` to `fit`); the order
+            and augmentation of epoch `e` depend only on `(seed, e)`, so a run resumed at epoch
+            `e` sees exactly the batches an uninterrupted run would have. Without it, the
+            dataset is one epoch, reshuffled on every pass.
     """
     label_decoder = label_decoder or kitti_label_decoder()
     images = [str(image) for image, _ in pairs]
@@ -119,6 +126,33 @@ def make_dataset(
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
     if cache:
         dataset = dataset.cache()
+    if training and epochs is not None:
+        decoded = dataset
+
+        def one_epoch(epoch):
+            # A full-size shuffle buffer seeded by (seed, epoch): a permutation per epoch.
+            order = decoded.shuffle(
+                len(images), seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False
+            )
+            if augment:
+                # One stateless seed per (epoch, position): the same after a resume.
+                order = order.enumerate(start=epoch * len(images)).map(
+                    lambda index, pair: augment_pair(
+                        *pair, tf.stack([index, tf.constant(seed, tf.int64)])
+                    ),
+                    num_parallel_calls=AUTOTUNE,
+                    deterministic=True,
+                )
+            return order.batch(batch_size)  # batches never straddle two epochs
+
+        options = tf.data.Options()
+        # Multi-worker training: every worker reads the (file-name) dataset and keeps its share
+        # of the batches; the file-based policy does not apply to a list of names.
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+        return dataset.prefetch(AUTOTUNE).with_options(options)
     if training:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         if augment:

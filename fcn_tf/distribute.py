@@ -1,0 +1,146 @@
+"""Where training runs: tf.distribute strategies, and the speed switches that go with them.
+
+`--strategy`:
+
+=============  =================================================================================
+auto           MirroredStrategy when more than one GPU is visible, else the default (one device)
+one_device     OneDeviceStrategy on the first GPU, or the CPU
+mirrored       MirroredStrategy over every GPU; without GPUs, over the CPU's logical devices
+               (`--cpu-replicas N` splits the CPU into N, which is how the tests run it)
+multi_worker   MultiWorkerMirroredStrategy, the cluster read from the `TF_CONFIG` variable
+tpu            TPUStrategy, where a TPU exists
+=============  =================================================================================
+
+The batch size a run is given is the global batch: each of the N replicas gets batch/N images
+per step, and the gradients are averaged across them. Only the chief (worker 0, or the only
+process) writes logs, checkpoints and the final model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+JIT_CHOICES = ("auto", "on", "off")
+
+
+def split_cpu(replicas: int) -> None:
+    """Make the CPU appear as `replicas` logical devices (before TensorFlow starts working)."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current and len(current) == replicas:
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)]
+        )
+    except RuntimeError:
+        raise ValueError(
+            f"--cpu-replicas {replicas} must be set before TensorFlow initialises its devices; "
+            "use it from the command line (python -m fcn_tf.train), not after TensorFlow ran"
+        ) from None
+
+
+def make_strategy(name: str, cpu_replicas: int = 0):
+    """The `tf.distribute.Strategy` for `--strategy name` (see the module docstring)."""
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError(
+                "--strategy multi_worker needs the TF_CONFIG environment variable describing the "
+                'cluster, e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                '"task": {"type": "worker", "index": 0}}'
+            )
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except json.JSONDecodeError as error:
+            raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
+        if cpu_replicas:
+            split_cpu(cpu_replicas)
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if cpu_replicas:
+        split_cpu(cpu_replicas)
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(f"--strategy tpu: no TPU found ({error})") from None
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    # auto
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy) -> bool:
+    """True in the process that writes files: worker 0 (or "chief") of a cluster, or the only."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def check_batch(batch_size: int, strategy) -> int:
+    """The per-replica batch; the global `batch_size` must split evenly over the replicas."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(
+            f"--batch-size {batch_size} is the global batch and must be divisible by the "
+            f"{replicas} replicas of this strategy; use a multiple of {replicas}"
+        )
+    return batch_size // replicas
+
+
+def speed_settings(mixed_precision: bool, deterministic: bool, seed: int) -> str:
+    """Set the dtype policy and determinism; return the policy name.
+
+    Mixed precision: float16 on GPUs (with loss scaling, which Keras adds), bfloat16 on CPUs and
+    TPUs. On a CPU without native bfloat16 arithmetic it is usually slower: a warning says so.
+    """
+    import keras
+    import tensorflow as tf
+
+    policy = "float32"
+    if mixed_precision:
+        if tf.config.list_logical_devices("GPU"):
+            policy = "mixed_float16"
+        else:
+            policy = "mixed_bfloat16"
+            if not tf.config.list_logical_devices("TPU"):
+                log.warning(
+                    "--mixed-precision on a CPU uses bfloat16, which is usually slower than "
+                    "float32 on CPUs without native bfloat16 units (measure with "
+                    "python -m fcn_tf.benchmark --mixed-precision)"
+                )
+    keras.mixed_precision.set_global_policy(policy)
+    if deterministic:
+        keras.utils.set_random_seed(seed)
+        tf.config.experimental.enable_op_determinism()
+    return policy
+
+
+def jit_setting(value: str):
+    """`--jit-compile` auto/on/off -> Keras' `compile(jit_compile=...)` ("auto": XLA on GPUs)."""
+    if value not in JIT_CHOICES:
+        raise ValueError(f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {value!r}")
+    return {"auto": "auto", "on": True, "off": False}[value]

@@ -1,0 +1,139 @@
+"""tf.distribute on CPU: 2 logical devices (MirroredStrategy) and 2 worker processes on loopback
+(MultiWorkerMirroredStrategy). Each case runs in its own process: TensorFlow's devices can only be
+split before it starts, and each worker is a process of its own."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+
+from fcn_tf.data.synthetic import ensure_synthetic
+from fcn_tf.distribute import check_batch
+
+TINY_CLI = ["--width", "0.05", "--fc-units", "16", "--image-shape", "64x192"]
+
+
+def train_command(*args):
+    return [sys.executable, "-m", "fcn_tf.train", *TINY_CLI, *args]
+
+
+def test_the_global_batch_must_split_evenly_over_the_replicas():
+    two = types.SimpleNamespace(num_replicas_in_sync=2)
+    assert check_batch(8, two) == 4
+    with pytest.raises(ValueError, match="--batch-size 5 is the global batch .* 2 replicas"):
+        check_batch(5, two)
+
+
+def test_one_step_on_two_replicas_updates_the_weights_as_one_replica_does(tmp_path):
+    script = textwrap.dedent(
+        """
+        import numpy as np, keras, tensorflow as tf
+        from fcn_tf.distribute import make_strategy
+        mirrored = make_strategy("mirrored", cpu_replicas=2)
+        assert mirrored.num_replicas_in_sync == 2
+        from fcn_tf.losses import pixel_cross_entropy
+        from fcn_tf.models import build_model
+
+        rng = np.random.default_rng(0)
+        images = rng.uniform(0, 255, (4, 64, 96, 3)).astype("float32")
+        labels = (rng.uniform(size=(4, 64, 96)) < 0.3).astype("uint8")
+        keras.utils.set_random_seed(0)
+        start = build_model("fcn8s", 2, width=0.05, fc_units=16, keep_prob=1.0).get_weights()
+
+        def one_step(strategy):
+            with strategy.scope():
+                model = build_model("fcn8s", 2, width=0.05, fc_units=16, keep_prob=1.0)
+                model.set_weights(start)
+                model.compile(keras.optimizers.SGD(1.0), loss=pixel_cross_entropy())
+            data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)  # global batch
+            model.fit(data, epochs=1, verbose=0)
+            return model.get_weights()
+
+        one = one_step(tf.distribute.get_strategy())
+        two = one_step(mirrored)
+        moved = max(np.abs(a - b).max() for a, b in zip(one, start))
+        gap = max(np.abs(a - b).max() for a, b in zip(one, two))
+        print(f"RESULT moved={moved:.3e} gap={gap:.3e}")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT"))
+    values = dict(part.split("=") for part in line.split()[1:])
+    assert float(values["moved"]) > 1e-3  # the step really changed the weights
+    assert float(values["gap"]) <= 1e-6
+
+
+def test_training_with_mirrored_strategy_on_two_cpu_devices(tmp_path):
+    command = train_command(
+        "--strategy", "mirrored", "--cpu-replicas", "2", "--batch-size", "4",
+        "--synthetic-images", "16", "--epochs", "1", "--output-dir", str(tmp_path),
+        "--run-name", "mirrored",
+    )  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy, 2 replica(s) of batch 2" in result.stderr
+    assert json.loads((tmp_path / "mirrored/metrics.json").read_text())["epochs_run"] == 1
+
+
+def test_a_batch_the_replicas_do_not_divide_is_refused_up_front(tmp_path):
+    command = train_command(
+        "--strategy", "mirrored", "--cpu-replicas", "2", "--batch-size", "3",
+        "--output-dir", str(tmp_path),
+    )  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "--batch-size 3 is the global batch and must be divisible by the 2" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_training_with_two_processes_on_loopback(tmp_path):
+    ensure_synthetic(16, 12, 42)  # generated once, before two processes would race for it
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    command = train_command(
+        "--strategy", "multi_worker", "--batch-size", "4", "--synthetic-images", "16",
+        "--epochs", "2", "--output-dir", str(tmp_path), "--run-name", "cluster",
+    )  # fmt: skip
+    processes = []
+    for index in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(config)}
+        processes.append(
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    outputs = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            for p in processes:
+                p.kill()
+            raise
+        outputs.append(out + err)
+        assert process.returncode == 0, err[-3000:]
+    for output in outputs:  # both workers trained, as one 2-replica cluster
+        assert "MultiWorkerMirroredStrategy, 2 replica(s) of batch 2" in output
+        assert "Epoch 2/2" in output
+    # only the chief (worker 0) wrote: one finished run, nothing else
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster"]
+    metrics = json.loads((tmp_path / "cluster/metrics.json").read_text())
+    assert metrics["epochs_run"] == 2

@@ -1,0 +1,117 @@
+"""Crash-safe training: a run killed mid-training resumes where it stopped, with the same result
+(in deterministic mode) as a run that was never interrupted; a diverging loss stops cleanly."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from fcn_tf import config as config_lib
+from fcn_tf.tutorial import STATE_FILE, TrainingDiverged, run
+from tests.conftest import TINY
+
+EPOCHS = 4
+COMMAND = [
+    sys.executable, "-m", "fcn_tf.train", "--width", "0.05", "--fc-units", "16",
+    "--image-shape", "64x192", "--synthetic-images", "40", "--batch-size", "4",
+    "--epochs", str(EPOCHS), "--deterministic",
+]  # fmt: skip
+
+
+def weights_of(run_dir):
+    return keras.saving.load_model(run_dir / "model.keras").get_weights()
+
+
+def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*COMMAND, "--output-dir", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 180
+    state = None
+    while time.monotonic() < deadline and process.poll() is None:
+        found = list(killed.glob(".fcn8s-synthetic-*.partial/checkpoints/" + STATE_FILE))
+        if found:
+            state = json.loads(found[0].read_text())
+            time.sleep(0.5)  # into the next epoch
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state is not None, "the run never saved a state to resume from"
+    partial = next(killed.glob(".*.partial"))
+    saved = json.loads((partial / "checkpoints" / STATE_FILE).read_text())
+    assert 1 <= saved["epoch"] < EPOCHS  # killed before the end
+    assert not list(killed.glob("fcn8s-*"))  # no finished run folder
+
+    resumed = subprocess.run([*COMMAND, "--output-dir", str(killed)], capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"after epoch {saved['epoch']} of {EPOCHS}" in resumed.stderr
+    (run_dir,) = killed.iterdir()  # the partial folder became the run folder
+    assert not run_dir.name.startswith(".")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_run"] == EPOCHS
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == [str(e) for e in range(EPOCHS)]
+    assert not [p for p in run_dir.rglob("*") if "partial" in p.name or p.name == STATE_FILE]
+
+    straight = tmp_path / "straight"
+    subprocess.run([*COMMAND, "--output-dir", str(straight)], check=True, capture_output=True)
+    (straight_dir,) = straight.iterdir()
+    expected = (straight_dir / "history.csv").read_text().splitlines()
+    assert history == expected  # every epoch's loss and scores, to the last digit
+    for a, b in zip(weights_of(run_dir), weights_of(straight_dir), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_diverging_loss_stops_with_a_clear_message(tmp_path):
+    settings = {
+        "synthetic_images": 16, "epochs": 3, "image_shape": (64, 192), "batch_size": 4,
+        "output_dir": str(tmp_path), "run_name": "nan", "learning_rate": 1e30, **TINY,
+    }  # fmt: skip
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch \d+, step \d+"):
+        run(config_lib.resolve(settings))
+    assert not (tmp_path / "nan").exists()
+
+
+class PoisonAt(keras.callbacks.Callback):
+    """Make the weights NaN at the start of one epoch (a stand-in for a diverging step)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.at = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            kernel = self.model.trainable_weights[0]
+            kernel.assign(kernel * np.nan)
+
+
+def test_divergence_keeps_the_last_good_state(tmp_path):
+    import tensorflow as tf
+
+    from fcn_tf.models import build_model
+    from fcn_tf.tutorial import optimize, read_resume_state, restore_state, train_nn
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8, 64, 64, 3)).astype("float32")
+    labels = (rng.uniform(size=(8, 64, 64)) < 0.5).astype("uint8")
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+    model = optimize(build_model("fcn8s", 2, **TINY))
+    model.run_eagerly = True  # a few steps: no tracing
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch 2, step 1;"):
+        train_nn(model, data, None, 3, tmp_path, verbose=0, callbacks=[PoisonAt(1)])
+    state = read_resume_state(tmp_path / "checkpoints")
+    assert state["epoch"] == 1  # the last good epoch, not the diverged one
+    restored = optimize(build_model("fcn8s", 2, **TINY))
+    assert restore_state(restored, tmp_path / "checkpoints") == 1
+    assert all(np.isfinite(w).all() for w in restored.get_weights())
+    assert int(restored.optimizer.iterations.numpy()) == 2  # the optimizer state came back too
