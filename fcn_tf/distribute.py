@@ -89,6 +89,21 @@ def make_strategy(name: str, cpu_replicas: int = 0):
     return tf.distribute.get_strategy()
 
 
+def describe(strategy) -> str:
+    """The strategy's public name (MultiWorkerMirroredStrategy's class has another name)."""
+    import tensorflow as tf
+
+    for name in (
+        "MultiWorkerMirroredStrategy",
+        "MirroredStrategy",
+        "OneDeviceStrategy",
+        "TPUStrategy",
+    ):
+        if isinstance(strategy, getattr(tf.distribute, name)):
+            return name
+    return "the default strategy"
+
+
 def is_chief(strategy) -> bool:
     """True in the process that writes files: worker 0 (or "chief") of a cluster, or the only."""
     resolver = getattr(strategy, "cluster_resolver", None)

@@ -51,7 +51,10 @@ def main(argv=None) -> int:
         from fcn_tf.tutorial import run  # imports TensorFlow: after the cheap checks
 
         metrics = run(config)
-        log.info("done: overlays in %s/overlays", metrics["run_dir"])
+        if metrics:  # the chief; other workers of a cluster write nothing
+            log.info("done: overlays in %s/overlays", metrics["run_dir"])
+        else:
+            log.info("done: this worker's part of the training is over")
 
     return run_command(command, log)
 

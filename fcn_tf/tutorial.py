@@ -493,6 +493,8 @@ def run(config: TrainConfig) -> dict:
     """
     import math
 
+    import tensorflow as tf
+
     from fcn_tf import distribute
 
     if config.model not in MODELS:
@@ -558,6 +560,13 @@ def run(config: TrainConfig) -> dict:
         if initial_epoch:
             restore_state(model, partial / "checkpoints")
             model.optimizer.learning_rate.assign(config.learning_rate)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 fails in fit() under this strategy (keras-team/keras#20585: its eager
+            # "symbolic build" reduces a distributed batch, which the collective ops reject).
+            # Without a recorded strategy Keras builds while tracing the train step instead;
+            # fit() then runs inside the strategy's scope, where Keras finds it.
+            model.optimizer.build(model.trainable_variables)
+            model._distribute_strategy = None
     if config.model == "unet_paper":
         from fcn_tf.models.unet import overlap_tile
 
@@ -572,7 +581,7 @@ def run(config: TrainConfig) -> dict:
         "%s: %s parameters; %s, %d replica(s) of batch %d; dtype policy %s",
         config.model,
         f"{model.count_params():,}",
-        type(strategy).__name__,
+        distribute.describe(strategy),
         strategy.num_replicas_in_sync,
         config.batch_size // strategy.num_replicas_in_sync,
         policy,
