@@ -18,6 +18,7 @@ process) writes logs, checkpoints and the final model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -159,3 +160,46 @@ def jit_setting(value: str):
     if value not in JIT_CHOICES:
         raise ValueError(f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {value!r}")
     return {"auto": "auto", "on": True, "off": False}[value]
+
+
+@contextlib.contextmanager
+def keras_multi_worker_fixes(model, strategy):
+    """Let Keras 3 `fit()` run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    Keras 3.x fails twice there: its eager "symbolic build" before the first step reduces a
+    distributed data batch (the collective ops reject it), and the train step reduces each
+    scalar log with `axis=0`. Inside this context the model does not record the strategy (Keras
+    then builds while tracing the train step, and finds the strategy from the scope, so `fit()`
+    must run inside `strategy.scope()`), and scalar logs are averaged over all replicas with
+    `axis=None`. Other strategies are left untouched.
+    """
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        yield
+        return
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction="auto"):
+        if reduction not in ("auto", "mean"):
+            return original(values, strategy, reduction)
+
+        def mean(value):
+            if isinstance(value, tf.distribute.DistributedValues):
+                return strategy.reduce("MEAN", value, axis=None)
+            return value
+
+        return tf.nest.map_structure(mean, values)
+
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+    model._distribute_strategy = None
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        with strategy.scope():
+            yield
+    finally:
+        tf_trainer.reduce_per_replica = original
+        model._distribute_strategy = strategy

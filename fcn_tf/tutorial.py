@@ -122,6 +122,8 @@ class ValidationScores(keras.callbacks.Callback):
     Two classes: the KITTI benchmark's `val_maxf` (and `val_maxf_threshold`), counted over all
     validation pixels as `fcn_tf.metrics.RoadCounts` does. More classes: `val_miou` from the
     confusion matrix. `IGNORE_LABEL` pixels count nowhere. Only the main output is scored.
+    When Keras did not validate (multi-replica runs), also `val_loss`: the mean cross-entropy
+    over the valid pixels.
     """
 
     def __init__(self, val_data):
@@ -131,12 +133,19 @@ class ValidationScores(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and not _finite(logs.get("loss", 0.0)):
             return  # diverged: nothing to score (StopOnNonFinite reports it)
+        import numpy as np
+
         counts, matrix = RoadCounts(), None
+        loss_sum, pixels = 0.0, 0
         for images, labels in self.val_data:
             logits = self.model(images, training=False)
             logits = logits[0] if isinstance(logits, (list, tuple)) else logits
             labels = keras.ops.convert_to_numpy(labels[0] if isinstance(labels, tuple) else labels)
             scores = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+            valid = labels != IGNORE_LABEL
+            picked = np.take_along_axis(scores, np.where(valid, labels, 0)[..., None], -1)
+            loss_sum += float(-np.log(np.maximum(picked[..., 0][valid], 1e-12)).sum())
+            pixels += int(valid.sum())
             if scores.shape[-1] == 2:
                 for confidence, label in zip(scores[..., 1], labels, strict=True):
                     counts.add(label == 1, confidence, label != IGNORE_LABEL)
@@ -145,6 +154,8 @@ class ValidationScores(keras.callbacks.Callback):
                 matrix = batch if matrix is None else matrix + batch
         if logs is None:
             return
+        if "val_loss" not in logs and pixels:
+            logs["val_loss"] = loss_sum / pixels
         if matrix is None:
             road = road_scores(counts)
             logs["val_maxf"], logs["val_maxf_threshold"] = road["MaxF"], road["threshold"]
@@ -259,6 +270,7 @@ def train_nn(
     steps_per_epoch: int | None = None,
     chief: bool = True,
     callbacks=(),
+    keras_validation: bool = True,
 ):
     """Train with `model.fit`; return the `keras.callbacks.History`.
 
@@ -269,7 +281,8 @@ def train_nn(
     and the resumable training state (`ResumableCheckpoint`); `initial_epoch` continues a run
     (history appended, best score carried over). Only the `chief` writes. `verbose` defaults to
     a progress bar on a terminal and one line per epoch otherwise. `callbacks` are added to
-    fcn_tf's own.
+    fcn_tf's own. `keras_validation=False` leaves validation to `ValidationScores` alone (it
+    runs on one device, so any validation batch size works with several replicas).
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite (training stops at that batch).
@@ -302,7 +315,7 @@ def train_nn(
         verbose = 1 if sys.stdout.isatty() else 2
     history = model.fit(
         train_data,
-        validation_data=val_data,
+        validation_data=val_data if keras_validation else None,
         epochs=epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
@@ -493,8 +506,6 @@ def run(config: TrainConfig) -> dict:
     """
     import math
 
-    import tensorflow as tf
-
     from fcn_tf import distribute
 
     if config.model not in MODELS:
@@ -536,15 +547,24 @@ def run(config: TrainConfig) -> dict:
         seed=config.seed,
         label_decoder=data.label_decoder(),
     )
+    # With several replicas a batch smaller than the replica count would leave one empty (Keras
+    # fails on that): the last, partial batch of each epoch is dropped (another one each epoch).
+    replicated = strategy.num_replicas_in_sync > 1
     train_data = make_dataset(
         data.train,
         training=True,
         augment=config.augment,
         epochs=config.epochs,
         first_epoch=initial_epoch,
+        drop_remainder=replicated,
         **common,
     )
-    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    steps_per_epoch = (math.floor if replicated else math.ceil)(len(data.train) / config.batch_size)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{len(data.train)} training images make no full batch of {config.batch_size}; "
+            "lower --batch-size"
+        )
     val_data = make_dataset(data.val, training=False, **common)
     with strategy.scope():
         model = build(config, data.num_classes)
@@ -560,13 +580,6 @@ def run(config: TrainConfig) -> dict:
         if initial_epoch:
             restore_state(model, partial / "checkpoints")
             model.optimizer.learning_rate.assign(config.learning_rate)
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            # Keras 3 fails in fit() under this strategy (keras-team/keras#20585: its eager
-            # "symbolic build" reduces a distributed batch, which the collective ops reject).
-            # Without a recorded strategy Keras builds while tracing the train step instead;
-            # fit() then runs inside the strategy's scope, where Keras finds it.
-            model.optimizer.build(model.trainable_variables)
-            model._distribute_strategy = None
     if config.model == "unet_paper":
         from fcn_tf.models.unet import overlap_tile
 
@@ -586,18 +599,21 @@ def run(config: TrainConfig) -> dict:
         config.batch_size // strategy.num_replicas_in_sync,
         policy,
     )
-    if not chief:  # workers other than the chief train and write nothing
-        train_nn(
-            model,
-            train_data,
-            val_data,
-            config.epochs,
-            partial,
-            None,
-            initial_epoch,
-            steps_per_epoch,
-            chief=False,
-        )
+
+    def train(folder):
+        with distribute.keras_multi_worker_fixes(model, strategy):
+            train_nn(
+                model, train_data, val_data, config.epochs, folder, None, initial_epoch,
+                steps_per_epoch, keras_validation=not replicated,
+            )  # fmt: skip
+
+    if not chief:
+        # Saving runs collective ops, so every worker saves what the chief saves, but into a
+        # scratch folder that is thrown away: only the chief's files remain.
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="fcn_tf-worker-") as scratch:
+            train(Path(scratch))
         return {}
 
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -616,16 +632,7 @@ def run(config: TrainConfig) -> dict:
     try:
         config.save(partial / "config.json")
         start = time.perf_counter()
-        train_nn(
-            model,
-            train_data,
-            val_data,
-            config.epochs,
-            partial,
-            None,
-            initial_epoch,
-            steps_per_epoch,
-        )
+        train(partial)
         train_seconds = time.perf_counter() - start
         monitor = "val_maxf" if data.is_road else "val_miou"
         rows = read_history(partial / "history.csv")

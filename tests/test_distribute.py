@@ -74,7 +74,7 @@ def test_one_step_on_two_replicas_updates_the_weights_as_one_replica_does(tmp_pa
 def test_training_with_mirrored_strategy_on_two_cpu_devices(tmp_path):
     command = train_command(
         "--strategy", "mirrored", "--cpu-replicas", "2", "--batch-size", "4",
-        "--synthetic-images", "16", "--epochs", "1", "--output-dir", str(tmp_path),
+        "--synthetic-images", "8", "--epochs", "1", "--output-dir", str(tmp_path),
         "--run-name", "mirrored",
     )  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)

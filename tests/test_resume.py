@@ -15,10 +15,10 @@ from fcn_tf import config as config_lib
 from fcn_tf.tutorial import STATE_FILE, TrainingDiverged, run
 from tests.conftest import TINY
 
-EPOCHS = 4
+EPOCHS = 3
 COMMAND = [
     sys.executable, "-m", "fcn_tf.train", "--width", "0.05", "--fc-units", "16",
-    "--image-shape", "64x192", "--synthetic-images", "40", "--batch-size", "4",
+    "--image-shape", "64x192", "--synthetic-images", "24", "--batch-size", "4",
     "--epochs", str(EPOCHS), "--deterministic",
 ]  # fmt: skip
 
@@ -40,7 +40,7 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
         found = list(killed.glob(".fcn8s-synthetic-*.partial/checkpoints/" + STATE_FILE))
         if found:
             state = json.loads(found[0].read_text())
-            time.sleep(0.5)  # into the next epoch
+            time.sleep(0.2)  # into the next epoch
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
@@ -115,3 +115,16 @@ def test_divergence_keeps_the_last_good_state(tmp_path):
     assert restore_state(restored, tmp_path / "checkpoints") == 1
     assert all(np.isfinite(w).all() for w in restored.get_weights())
     assert int(restored.optimizer.iterations.numpy()) == 2  # the optimizer state came back too
+
+
+def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path, caplog):
+    settings = {
+        "synthetic_images": 8, "epochs": 1, "image_shape": (64, 192), "batch_size": 4,
+        "output_dir": str(tmp_path), "run_name": "mixed", "mixed_precision": True, **TINY,
+    }  # fmt: skip
+    metrics = run(config_lib.resolve(settings))
+    assert any("bfloat16" in r.getMessage() and "slower" in r.getMessage() for r in caplog.records)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after training
+    model = keras.saving.load_model(tmp_path / "mixed/model.keras")
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert np.isfinite(metrics["val_maxf"])

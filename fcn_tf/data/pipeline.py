@@ -93,6 +93,7 @@ def make_dataset(
     label_decoder=None,
     epochs: int | None = None,
     first_epoch: int = 0,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Batches of `(images float32 (B, H, W, 3) in [0, 255], labels uint8 (B, H, W))`.
 
@@ -111,7 +112,8 @@ def make_dataset(
             `first_epoch .. epochs-1` back to back (pass `steps_per_epoch` to `fit`); the order
             and augmentation of epoch `e` depend only on `(seed, e)`, so a run resumed at epoch
             `e` sees exactly the batches an uninterrupted run would have. Without it, the
-            dataset is one epoch, reshuffled on every pass.
+            dataset is one epoch, reshuffled on every pass. `drop_remainder`: drop each epoch's
+            last, partial batch (multi-replica training).
     """
     label_decoder = label_decoder or kitti_label_decoder()
     images = [str(image) for image, _ in pairs]
@@ -143,7 +145,8 @@ def make_dataset(
                     num_parallel_calls=AUTOTUNE,
                     deterministic=True,
                 )
-            return order.batch(batch_size)  # batches never straddle two epochs
+            # batches never straddle two epochs
+            return order.batch(batch_size, drop_remainder=drop_remainder)
 
         options = tf.data.Options()
         # Multi-worker training: every worker reads the (file-name) dataset and keeps its share

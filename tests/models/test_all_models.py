@@ -45,7 +45,8 @@ def test_keras_round_trip_in_safe_mode_gives_identical_outputs(models, name, tmp
     )
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+# pspnet101 is pspnet with 17 more bottleneck blocks (36 s here); its build and reload are tested
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"pspnet101"}))
 def test_a_few_steps_on_one_batch_lower_the_loss(name):
     keras.utils.set_random_seed(0)
     model = optimize(tiny(name, 3), learning_rate=2e-3)
