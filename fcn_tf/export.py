@@ -217,6 +217,78 @@ def _rename_tensors(graph, renames: dict) -> None:
         value.name = renames.get(value.name, value.name)
 
 
+# Largest difference from the Keras graph that a float conversion may show before the export is
+# refused (float16 weights move probabilities by ~1e-3 at most; a wrong conversion by ~0.1-1).
+FLOAT_TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "onnx": 1e-4}
+
+
+def _converted(kind: str, model_name: str, convert):
+    """Run a converter; its failure becomes a ValueError naming the model and the format."""
+    try:
+        return convert()
+    except Exception as error:  # noqa: BLE001 - converters raise many types
+        reason = next(
+            (line for line in str(error).splitlines() if "error" in line.lower()),
+            str(error).splitlines()[0] if str(error) else type(error).__name__,
+        )
+        raise ValueError(
+            f"{model_name} cannot be exported to {kind}: {reason.strip()[:300]} "
+            "(leave that format out with --formats / --quantize)"
+        ) from None
+
+
+def _check_parity(kind: str, difference: float, tolerance: float | None) -> dict:
+    if tolerance is not None and not difference <= tolerance:
+        raise ValueError(
+            f"the {kind} conversion does not reproduce the model (max difference of "
+            f"probabilities {difference:.3g} > {tolerance:g}); nothing was written. Leave that "
+            "format out (--formats / --quantize) and report it"
+        )
+    log.info("  %s: max difference from the Keras model %.2g", kind, difference)
+    return {"max_abs_difference": float(difference)}
+
+
+def _probe(size, batch: int = 1, seed: int = 0):
+    return np.random.default_rng(seed).integers(0, 256, (batch, *size, 3), dtype=np.uint8)
+
+
+def verify_tflite(data: bytes, module, size, quantization: str) -> dict:
+    """Run the TFLite model (LiteRT) on a test image; compare with the serving graph.
+
+    Float models must match (`FLOAT_TOLERANCE`); int8 is reported (mask agreement), not judged
+    on noise, since quantization error depends on the data.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        log.warning("ai-edge-litert is not installed: the TFLite model was not checked")
+        return {}
+    images = _probe(size)
+    expected = module.serve(images)
+    got = Interpreter(model_content=data).get_signature_runner()(images=images)
+    difference = float(np.abs(got["probabilities"] - expected["probabilities"].numpy()).max())
+    result = _check_parity(f"TFLite {quantization}", difference, FLOAT_TOLERANCE.get(quantization))
+    result["mask_agreement"] = float(np.mean(got["mask"] == expected["mask"].numpy()))
+    return result
+
+
+def verify_onnx(proto, module) -> dict:
+    """Run the ONNX model (ONNX Runtime) at two sizes; compare with the serving graph."""
+    try:
+        import onnxruntime
+    except ImportError:
+        log.warning("onnxruntime is not installed: the ONNX model was not checked")
+        return {}
+    session = onnxruntime.InferenceSession(proto.SerializeToString())
+    difference = 0.0
+    for size, batch in (((97, 131), 2), ((160, 224), 1)):
+        images = _probe(size, batch)
+        expected = module.serve(images)["probabilities"].numpy()
+        (got,) = session.run(["probabilities"], {"images": images})
+        difference = max(difference, float(np.abs(got - expected).max()))
+    return _check_parity("ONNX", difference, FLOAT_TOLERANCE["onnx"])
+
+
 def calibration_images(paths, size, count: int = 32, seed: int = 0):
     """Up to `count` images from `paths` (a random, seeded choice), resized to `size` uint8."""
     import tensorflow as tf
@@ -306,7 +378,7 @@ def export(
     try:
         with _quiet_converters():
             module = serving_module(model, metadata)
-            files = {}
+            files, parity = {}, {}
             if "savedmodel" in formats:
                 log.info("writing the SavedModel")
                 save_savedmodel(module, partial / "saved_model", metadata)
@@ -315,15 +387,27 @@ def export(
                 for quantization in quantizations:
                     log.info("converting to TFLite %s at %dx%d", quantization, size[1], size[0])
                     name = f"model_{quantization}.tflite"
-                    data = tflite_model(module, size, quantization, calibration)
+                    data = _converted(
+                        f"TFLite {quantization}", model.name,
+                        lambda q=quantization: tflite_model(module, size, q, calibration),
+                    )  # fmt: skip
+                    parity[f"tflite_{quantization}"] = verify_tflite(
+                        data, module, size, quantization
+                    )
                     (partial / name).write_bytes(data)
                     files[f"tflite_{quantization}"] = name
             if "onnx" in formats:
                 log.info("converting to ONNX (opset %d)", ONNX_OPSET)
-                proto = onnx_model(module, metadata)
+                proto = _converted("ONNX", model.name, lambda: onnx_model(module, metadata))
+                parity["onnx"] = verify_onnx(proto, module)
                 (partial / "model.onnx").write_bytes(proto.SerializeToString())
                 files["onnx"] = "model.onnx"
-        summary = {**metadata, "files": files, "tflite_size": list(size) if size else None}
+        summary = {
+            **metadata,
+            "files": files,
+            "tflite_size": list(size) if size else None,
+            "parity": parity,
+        }
         (partial / METADATA_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         if output.exists():  # --overwrite: replaced only now that the new export is complete
             shutil.rmtree(output)

@@ -199,25 +199,20 @@ def test_export_refuses_to_overwrite(exported, trained_run, caplog):
     assert sorted(p.name for p in exported.iterdir()) == before
 
 
-def test_a_failed_export_leaves_nothing(trained_run, tmp_path, monkeypatch):
+def test_a_failed_conversion_is_named_and_leaves_nothing(
+    trained_run, tmp_path, monkeypatch, caplog
+):
     import fcn_tf.export
 
     def broken(*args, **kwargs):
         raise RuntimeError("converter crashed")
 
     monkeypatch.setattr(fcn_tf.export, "onnx_model", broken)
-    with pytest.raises(RuntimeError, match="converter crashed"):
-        export_main(
-            [
-                trained_run["run_dir"],
-                "--output",
-                str(tmp_path / "out"),
-                "--formats",
-                "savedmodel",
-                "onnx",
-            ]
-        )
-    assert list(tmp_path.iterdir()) == []
+    status = export_main([trained_run["run_dir"], "--output", str(tmp_path / "out"),
+                          "--formats", "savedmodel", "onnx"])  # fmt: skip
+    assert status == 2
+    assert any("cannot be exported to ONNX: converter crashed" in m for m in errors(caplog))
+    assert list(tmp_path.iterdir()) == []  # not even the SavedModel written before
 
 
 def test_export_of_a_file_that_is_not_a_model(tmp_path, caplog):
@@ -246,3 +241,23 @@ def test_int8_without_calibration_images_is_an_error_up_front(tmp_path, caplog):
     assert status == 2
     assert any("--calibration" in m for m in errors(caplog))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_conversion_that_does_not_reproduce_the_model_is_refused(
+    trained_run, tmp_path, monkeypatch, caplog
+):
+    import fcn_tf.export
+
+    monkeypatch.setitem(fcn_tf.export.FLOAT_TOLERANCE, "onnx", -1.0)  # nothing can pass
+    out = tmp_path / "out"
+    status = export_main([trained_run["run_dir"], "--output", str(out), "--formats", "onnx"])
+    assert status == 2
+    assert any("ONNX conversion does not reproduce the model" in m for m in errors(caplog))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_records_the_parity_it_checked(exported):
+    parity = json.loads((exported / "fcn_tf.json").read_text())["parity"]
+    assert parity["onnx"]["max_abs_difference"] <= 1e-4
+    assert parity["tflite_float32"]["max_abs_difference"] <= 1e-4
+    assert 0.0 <= parity["tflite_int8"]["mask_agreement"] <= 1.0

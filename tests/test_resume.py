@@ -51,8 +51,9 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     assert 1 <= saved["epoch"] < EPOCHS  # killed before the end
     assert not list(killed.glob("fcn8s-*"))  # no finished run folder
 
-    resumed = subprocess.run([*COMMAND, "--output-dir", str(killed)], capture_output=True,
-                             text=True)
+    resumed = subprocess.run(
+        [*COMMAND, "--output-dir", str(killed)], capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"after epoch {saved['epoch']} of {EPOCHS}" in resumed.stderr
     (run_dir,) = killed.iterdir()  # the partial folder became the run folder

@@ -146,11 +146,13 @@ class AdaptivePooling(keras.layers.Layer):
         rows = []
         for i in range(self.bins):
             top = (i * height) // self.bins
-            bottom = -((-(i + 1) * height) // self.bins)
+            # ceil((i + 1) H / bins) with non-negative operands: exporters that turn floor
+            # division into C-style division (tf2onnx) compute the same bins
+            bottom = ((i + 1) * height + self.bins - 1) // self.bins
             cells = []
             for j in range(self.bins):
                 left = (j * width) // self.bins
-                right = -((-(j + 1) * width) // self.bins)
+                right = ((j + 1) * width + self.bins - 1) // self.bins
                 cells.append(reduce(inputs[:, top:bottom, left:right, :], axis=[1, 2]))
             rows.append(tf.stack(cells, axis=1))
         return tf.stack(rows, axis=1)
