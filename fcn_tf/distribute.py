@@ -144,9 +144,10 @@ def speed_settings(mixed_precision: bool, deterministic: bool, seed: int) -> str
             policy = "mixed_bfloat16"
             if not tf.config.list_logical_devices("TPU"):
                 log.warning(
-                    "--mixed-precision on a CPU uses bfloat16, which is usually slower than "
-                    "float32 on CPUs without native bfloat16 units (measure with "
-                    "python -m fcn_tf.benchmark --mixed-precision)"
+                    "--mixed-precision on a CPU uses bfloat16, which is much slower than "
+                    "float32 on CPUs without native bfloat16 units (FCN-8s training: more "
+                    "than 8x slower on a 2-core AMD CPU); measure with "
+                    "python -m fcn_tf.benchmark --mixed-precision"
                 )
     keras.mixed_precision.set_global_policy(policy)
     if deterministic:

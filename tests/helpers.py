@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -23,3 +24,8 @@ def make_data_road(
         else:
             iio.imwrite(root / "testing/image_2" / f"uu_{index:06d}.png", image)
     return root
+
+
+def errors(caplog) -> list[str]:
+    """The messages logged at ERROR level or above."""
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

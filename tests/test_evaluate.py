@@ -1,7 +1,6 @@
 """`python -m fcn_tf.evaluate` on a run, on benchmark-format predictions, in BEV, on CamVid."""
 
 import json
-import logging
 import shutil
 
 import imageio.v3 as iio
@@ -11,10 +10,7 @@ import pytest
 from fcn_tf.bev import BEV_SHAPE, BirdsEyeView
 from fcn_tf.evaluate import main
 from tests.conftest import TINY, shared_data
-
-
-def errors(caplog):
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+from tests.helpers import errors
 
 
 def test_evaluating_a_run_reproduces_its_held_out_maxf(trained_run, capsys):

@@ -1,7 +1,6 @@
 """`python -m fcn_tf.export`: SavedModel, TFLite and ONNX that compute what the Keras model does."""
 
 import json
-import logging
 import subprocess
 import sys
 import textwrap
@@ -15,10 +14,7 @@ from fcn_tf.data.kitti import read_rgb
 from fcn_tf.export import main as export_main
 from fcn_tf.predict import forward, load_model
 from tests.conftest import TINY
-
-
-def errors(caplog):
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+from tests.helpers import errors
 
 
 def one_image_per_size(kitti_sample) -> list[Path]:

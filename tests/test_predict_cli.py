@@ -10,10 +10,7 @@ import pytest
 
 from fcn_tf.data.synthetic import render_scene
 from fcn_tf.predict import main
-
-
-def errors(caplog):
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+from tests.helpers import errors
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Multi-class datasets: CamVid and images/ + masks/ folders, through the training CLI."""
 
 import json
-import logging
 import shutil
 
 import imageio.v3 as iio
@@ -10,6 +9,7 @@ import pytest
 
 from fcn_tf.train import main
 from tests.conftest import shared_data
+from tests.helpers import errors
 
 TINY_FLAGS = ["--width", "0.05", "--fc-units", "16", "--epochs", "1", "--batch-size", "4"]
 COLOURS = [(128, 64, 128), (70, 130, 180), (107, 142, 35)]
@@ -37,10 +37,6 @@ def make_folder_dataset(root, count=8, rgb=False, size=(64, 96)):
     }
     (root / "palette.json").write_text(json.dumps(palette))
     return root
-
-
-def errors(caplog):
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize("rgb", [False, True])

@@ -1,0 +1,27 @@
+"""`python -m fcn_tf.benchmark` runs end to end and reports every figure (on a tiny model; the
+speed figures themselves are measured by hand and recorded in docs/scale.md)."""
+
+import json
+
+from fcn_tf.benchmark import main
+
+
+def test_benchmark_reports_speed_peak_memory_and_pipeline_gap(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    status = main(["--width", "0.05", "--sizes", "64x96", "--steps", "2", "--json", str(out)])
+    assert status == 0
+    report = json.loads(out.read_text())
+    assert report["matmul_peak_gflop_per_s"] > 0
+    (result,) = report["results"]
+    for key in (
+        "forward_images_per_s",
+        "train_images_per_s",
+        "forward_gflop_per_s",
+        "train_percent_of_peak",
+        "pipeline_gap_percent",
+        "peak_memory_gb",
+    ):
+        assert key in result
+    assert result["forward_gflops_per_image"] > 0 and result["train_images_per_s"] > 0
+    table = capsys.readouterr().out
+    assert "| fcn8s | 64x96 |" in table and "% peak" in table
