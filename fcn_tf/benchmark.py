@@ -113,7 +113,7 @@ def pipeline_data(size, batch: int, images: int, seed: int = 0):
     from fcn_tf.data.synthetic import ensure_synthetic
 
     pairs = kitti.find_pairs(ensure_synthetic(images, 0, seed), "training")[:images]
-    return make_dataset(pairs, size, batch, "resize", training=True, epochs=10_000, seed=seed)
+    return make_dataset(pairs, size, batch, "resize", training=True, epochs=50, seed=seed)
 
 
 def benchmark_one(name, size, args, peak) -> dict:

@@ -154,7 +154,11 @@ def make_dataset(
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA
         )
-        dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+        # One dataset per epoch, chained (Python seeds: shuffle() cannot take a tensor seed
+        # before a global seed is set); all of them read the same cache.
+        dataset = one_epoch(first_epoch)
+        for epoch in range(first_epoch + 1, epochs):
+            dataset = dataset.concatenate(one_epoch(epoch))
         return dataset.prefetch(AUTOTUNE).with_options(options)
     if training:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
