@@ -352,7 +352,13 @@ def read_history(path, keep_epochs: int | None = None) -> list[dict]:
             writer.writeheader()
             writer.writerows(rows)
         os.replace(partial, path)
-    return [{key: float(value) for key, value in row.items()} for row in rows]
+    return [
+        {
+            key: float(value) if value not in ("", None) else float("nan")
+            for key, value in row.items()
+        }
+        for row in rows
+    ]
 
 
 def new_run_dir(config: TrainConfig) -> Path:
