@@ -201,16 +201,15 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     under a temporary name and renamed; then `folder/resume.json` (the epoch and the file) is
     replaced the same way; then the previous state file is removed. A reader (or a process
     killed at any instant) always finds a complete pair. Epochs whose loss is not finite are
-    never saved. Only the chief writes (`write=False` elsewhere).
+    never saved.
     """
 
-    def __init__(self, folder, write: bool = True):
+    def __init__(self, folder):
         super().__init__()
         self.folder = Path(folder)
-        self.write = write
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.write or not _finite((logs or {}).get("loss", 0.0)):
+        if not _finite((logs or {}).get("loss", 0.0)):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"state-{epoch + 1:04d}.weights.h5"
@@ -268,7 +267,6 @@ def train_nn(
     verbose=None,
     initial_epoch: int = 0,
     steps_per_epoch: int | None = None,
-    chief: bool = True,
     callbacks=(),
     keras_validation: bool = True,
 ):
@@ -279,7 +277,7 @@ def train_nn(
     multi-class models report `val_miou`. With a `run_dir`, writes `checkpoints/best.keras` (the
     epoch with the best validation MaxF, or mIoU), `history.csv` (loss and metrics per epoch)
     and the resumable training state (`ResumableCheckpoint`); `initial_epoch` continues a run
-    (history appended, best score carried over). Only the `chief` writes. `verbose` defaults to
+    (history appended, best score carried over). `verbose` defaults to
     a progress bar on a terminal and one line per epoch otherwise. `callbacks` are added to
     fcn_tf's own. `keras_validation=False` leaves validation to `ValidationScores` alone (it
     runs on one device, so any validation batch size works with several replicas).
@@ -295,22 +293,21 @@ def train_nn(
     monitor = ("val_maxf" if road else "val_miou") if val_data is not None else "loss"
     if run_dir is not None:
         run_dir = Path(run_dir)
-        if chief:
-            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            best = keras.callbacks.ModelCheckpoint(
-                run_dir / "checkpoints" / "best.keras",
-                monitor=monitor,
-                mode="min" if monitor == "loss" else "max",
-                save_best_only=True,
-            )
-            previous = [row[monitor] for row in read_history(run_dir / "history.csv")]
-            if initial_epoch and previous:
-                best.best = (min if monitor == "loss" else max)(previous)
-            callbacks += [
-                best,
-                keras.callbacks.CSVLogger(run_dir / "history.csv", append=initial_epoch > 0),
-            ]
-        callbacks.append(ResumableCheckpoint(run_dir / "checkpoints", write=chief))
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        best = keras.callbacks.ModelCheckpoint(
+            run_dir / "checkpoints" / "best.keras",
+            monitor=monitor,
+            mode="min" if monitor == "loss" else "max",
+            save_best_only=True,
+        )
+        previous = [row[monitor] for row in read_history(run_dir / "history.csv")]
+        if initial_epoch and previous:
+            best.best = (min if monitor == "loss" else max)(previous)
+        callbacks += [
+            best,
+            keras.callbacks.CSVLogger(run_dir / "history.csv", append=initial_epoch > 0),
+            ResumableCheckpoint(run_dir / "checkpoints"),
+        ]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     history = model.fit(

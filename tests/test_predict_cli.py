@@ -76,16 +76,8 @@ def write_video(path, frames=9, size=(75, 249)):
 def test_predict_on_a_video_writes_an_overlaid_video(trained_run, tmp_path):
     write_video(tmp_path / "drive.mp4")
     out = tmp_path / "out"
-    status = main(
-        [
-            trained_run["run_dir"],
-            str(tmp_path / "drive.mp4"),
-            "--output",
-            str(out),
-            "--batch-size",
-            "4",
-        ]
-    )
+    status = main([trained_run["run_dir"], str(tmp_path / "drive.mp4"), "--output", str(out),
+                   "--batch-size", "4"])  # fmt: skip
     assert status == 0
     frames = [frame for frame in iio2.get_reader(out / "drive_overlay.mp4", format="FFMPEG")]
     assert len(frames) == 9
@@ -96,16 +88,8 @@ def test_predict_on_a_video_writes_an_overlaid_video(trained_run, tmp_path):
 def test_an_unavailable_codec_is_named_before_any_work(trained_run, tmp_path, caplog):
     write_video(tmp_path / "drive.mp4", frames=2)
     out = tmp_path / "out"
-    status = main(
-        [
-            trained_run["run_dir"],
-            str(tmp_path / "drive.mp4"),
-            "--output",
-            str(out),
-            "--codec",
-            "h264_nonexistent",
-        ]
-    )
+    status = main([trained_run["run_dir"], str(tmp_path / "drive.mp4"), "--output", str(out),
+                   "--codec", "h264_nonexistent"])  # fmt: skip
     assert status == 2
     assert any(
         "'h264_nonexistent' is not available" in m and "libx264" in m for m in errors(caplog)
