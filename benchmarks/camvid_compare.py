@@ -43,7 +43,7 @@ def main() -> None:
                 "image_shape": (192, 256),
                 "resize_mode": "resize",
                 "width": 0.25,
-                "fc_units": 512,
+                **({"fc_units": 512} if name.startswith("fcn") else {}),
                 "epochs": args.epochs,
                 "batch_size": 8,
                 "output_dir": out,

@@ -30,15 +30,10 @@ def main(argv=None) -> None:
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from fcn_tf.export import (
-        export_metadata,
-        onnx_model,
-        save_savedmodel,
-        serving_module,
-        tflite_model,
-    )
+    from fcn_tf.export import onnx_model, save_savedmodel, tflite_model
+    from fcn_tf.inference import export_metadata, forward, serving_module
     from fcn_tf.models import build_model
-    from fcn_tf.predict import forward
+    from fcn_tf.task import task_for
 
     rng = np.random.default_rng(0)
     sizes = [(1, *size), (2, 131, 205)]
@@ -52,16 +47,10 @@ def main(argv=None) -> None:
     for name in args.models:
         options = {"width": 0.05, "fc_units": 16} if name.startswith("fcn") else {"width": 0.05}
         model = build_model(name, 3, **options)
-        info = {
-            "class_names": ["a", "b", "c"],
-            "colours": [[0, 0, 0]] * 3,
-            "threshold": 0.5,
-            "image_shape": list(size),
-            "resize_mode": "pad",
-        }
-        metadata = export_metadata(model, info)
-        module = serving_module(model, metadata)
-        expected = [forward(model, tf.cast(b, tf.float32), size).numpy() for b in batches]
+        task = task_for(["a", "b", "c"], image_shape=size, resize_mode="pad", model=name)
+        metadata = export_metadata(task)
+        module = serving_module(model, task)
+        expected = [forward(model, tf.cast(b, tf.float32), task).numpy() for b in batches]
         row = [name]
         with tempfile.TemporaryDirectory() as scratch:
             try:

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 
-def measure(model, size, steps, batch, train):
+def measure(model, size, steps, batch, train, name=None):
     import keras
 
     images = np.random.default_rng(0).uniform(0, 255, (batch, *size, 3)).astype("float32")
@@ -27,9 +27,11 @@ def measure(model, size, steps, batch, train):
         for _ in range(steps):
             predict(model(images, training=False))
         return batch * steps / (time.perf_counter() - start)
-    from fcn_tf.tutorial import optimize
+    from fcn_tf.engine import compile_model
+    from fcn_tf.task import task_for
 
-    optimize(model)
+    classes = model.outputs[0].shape[-1]
+    compile_model(model, task_for([str(i) for i in range(classes)], model=name), 1e-3)
     outputs = len(model.outputs)
     labels = np.zeros((batch, *size), "uint8")
     targets = labels if outputs == 1 else (labels,) * outputs
@@ -62,12 +64,11 @@ def main() -> None:
     rows = []
     print(header, flush=True)
     for name in args.models.split(","):
-        options = {"aux_head": True} if name.startswith("pspnet") else {}
         model = build_model(name, args.classes, (*size, 3))
         flops = forward_flops(model)
         forward = measure(model, size, args.steps, 1, train=False)
-        trainer = build_model(name, args.classes, (*size, 3), **options)
-        training = measure(trainer, size, args.steps, 2, train=True)
+        trainer = build_model(name, args.classes, (*size, 3), training_head=True)
+        training = measure(trainer, size, args.steps, 2, train=True, name=name)
         row = (
             f"| {name} | {model.count_params():,} | {flops / 1e9:.1f} | {forward:.2f} | "
             f"{training:.2f} |"

@@ -49,26 +49,21 @@ def main(argv=None) -> None:
 
     import tensorflow as tf
 
-    from fcn_tf.export import export_metadata, onnx_model, save_savedmodel, serving_module
+    from fcn_tf.data.kitti import road_task
+    from fcn_tf.export import onnx_model, save_savedmodel
+    from fcn_tf.inference import export_metadata, forward, serving_module
     from fcn_tf.models import build_model
-    from fcn_tf.predict import forward
 
     model = build_model(args.model, 2)
-    info = {
-        "class_names": ["not road", "road"],
-        "colours": [[0, 0, 0], [0, 255, 0]],
-        "threshold": 0.5,
-        "image_shape": None,
-        "resize_mode": "pad",
-    }
-    metadata = export_metadata(model, info)
-    module = serving_module(model, metadata)
+    task = road_task(None, "pad", args.model)
+    metadata = export_metadata(task)
+    module = serving_module(model, task)
     rng = np.random.default_rng(0)
     batch1 = rng.integers(0, 256, (1, *size, 3), dtype=np.uint8)
     batch4 = rng.integers(0, 256, (4, *size, 3), dtype=np.uint8)
 
     def eager(images):
-        probabilities = forward(model, tf.cast(images, tf.float32))
+        probabilities = forward(model, tf.cast(images, tf.float32), task)
         return probabilities.numpy(), (probabilities[..., 1] >= 0.5).numpy()
 
     def traced(images):

@@ -15,19 +15,18 @@ same model fed from in-memory tensors. Prints a table and writes the figures as 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
 import resource
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
 from fcn_tf.cli import run_command, setup_logging
 from fcn_tf.config import parse_shape
+from fcn_tf.files import write_json
 
 log = logging.getLogger("fcn_tf.benchmark")
 
@@ -237,9 +236,7 @@ def main(argv=None) -> int:
             "matmul_peak_gflop_per_s": peak,
             "results": results,
         }
-        partial = Path(args.json).with_name(f".{Path(args.json).name}.partial")
-        partial.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(partial, args.json)
+        write_json(args.json, report)
         log.info("wrote %s", args.json)
 
     return run_command(command, log)

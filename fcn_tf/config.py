@@ -18,8 +18,16 @@ import os
 import typing
 from pathlib import Path
 
+from fcn_tf.models.registry import MODELS, check_options, get_spec
+from fcn_tf.task import RESIZE_MODES
+
 DATASETS = ("synthetic", "kitti", "camvid", "folder")
-RESIZE_MODES = ("resize", "pad")
+# Fields that are options of some models only (see fcn_tf.models.registry). None means "the
+# model's own default"; a value given for a model that does not take it is an error.
+MODEL_OPTIONS = (
+    "weights", "fc_units", "keep_prob", "decoder", "at_once", "l2", "upsampling", "batch_norm",
+    "dropout", "pooling", "output_stride",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,16 +43,20 @@ class TrainConfig:
     resize_mode: str = "resize"
     val_fraction: float = 0.1
     augment: bool = True
-    # -- model
+    # -- model (options other than width apply to some models only; None: the model's default)
     model: str = "fcn8s"
-    decoder: str = "exercise"
-    at_once: bool = False
-    pooling: str = "avg"
     width: float = 1.0
-    fc_units: int = 4096
     weights: str | None = None
-    keep_prob: float = 0.5
-    l2: float = 5e-4
+    decoder: str | None = None
+    at_once: bool | None = None
+    upsampling: str | None = None
+    fc_units: int | None = None
+    keep_prob: float | None = None
+    l2: float | None = None
+    batch_norm: bool | None = None
+    dropout: float | None = None
+    pooling: str | None = None
+    output_stride: int | None = None
     # -- optimisation
     epochs: int = 40
     batch_size: int = 16
@@ -70,7 +82,15 @@ class TrainConfig:
         return data
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        from fcn_tf.files import write_json
+
+        write_json(path, self.to_dict())
+
+    def model_options(self) -> dict:
+        """The options given for the model (width and every model option that is not None)."""
+        options = {"width": self.width}
+        options.update({k: getattr(self, k) for k in MODEL_OPTIONS if getattr(self, k) is not None})
+        return options
 
 
 HELP = {
@@ -85,17 +105,24 @@ HELP = {
     "resolution, pad to --image-shape (e.g. 384x1248) and ignore the padding",
     "val_fraction": "fraction of labelled images held out for validation (seeded split)",
     "augment": "joint image+label augmentation: flip, scale/crop, brightness/contrast",
-    "model": "architecture: fcn32s, fcn16s, fcn8s, unet, unet_vgg16, pspnet, pspnet101, segnet",
-    "decoder": "FCN-8s decoder: 'exercise' (scored skips, biased transposed convs, as the "
-    "original exercise), 'paper' (the reference Caffe net: bias-free transposed convs) or "
+    "model": f"architecture: {', '.join(MODELS)}",
+    "width": "multiplier for every conv width of the model (1.0 = the published network)",
+    "weights": "FCN, unet_vgg16, PSPNet: encoder weights: none, 'imagenet' (keras download) or "
+    "a local weights file (VGG16 .h5; PSPNet: keras.applications ResNet)",
+    "decoder": "FCN: 'exercise' (scored skips, biased transposed convs, as the original "
+    "exercise; default), 'paper' (the reference Caffe net: bias-free transposed convs) or "
     "'widened' (transposed convs widened to 512/256 and added to raw pool4/pool3)",
     "at_once": "FCN: the paper's at-once training (pool4 scaled by 0.01, pool3 by 0.0001)",
-    "pooling": "PSPNet pyramid pooling: 'avg' (the paper) or 'max'",
-    "width": "multiplier for every conv width of the model (1.0 = the published network)",
-    "fc_units": "width of fc6/fc7 (4096 in VGG16)",
-    "weights": "encoder weights: none, 'imagenet' (keras download) or a local VGG16 .h5 file",
-    "keep_prob": "dropout keep-probability after fc6 and fc7 (the exercise's keep_prob)",
-    "l2": "L2 penalty on decoder kernels, added to the loss (5e-4 = TF1 l2_regularizer(1e-3))",
+    "upsampling": "FCN: transposed convs start bilinear and are 'learned' (default) or stay "
+    "'bilinear' (frozen)",
+    "fc_units": "FCN: width of fc6/fc7 (4096 in VGG16)",
+    "keep_prob": "FCN: dropout keep-probability after fc6 and fc7 (the exercise's keep_prob)",
+    "l2": "FCN: L2 penalty on decoder kernels, added to the loss (5e-4 = TF1 l2_regularizer(1e-3))",
+    "batch_norm": "U-Net: batch normalization after every conv",
+    "dropout": "U-Net (end of the contracting path, 0.5) and PSPNet (before the classifier, "
+    "0.1): dropout rate",
+    "pooling": "PSPNet: pyramid pooling 'avg' (the paper) or 'max'",
+    "output_stride": "PSPNet: 8 (the paper; default) or 16 (less work, coarser features)",
     "epochs": "number of passes over the training split",
     "batch_size": "images per step",
     "learning_rate": "Adam learning rate",
@@ -116,7 +143,7 @@ HELP = {
 # The original exercise's settings, and a light configuration that trains on 2 CPU cores in a
 # few minutes. Only fields that differ from the dataclass defaults are listed.
 PRESETS: dict[str, dict] = {
-    "exercise": {},
+    "exercise": {"decoder": "exercise", "fc_units": 4096, "keep_prob": 0.5, "l2": 5e-4},
     "demo": {
         "width": 0.125,
         "fc_units": 256,
@@ -147,6 +174,8 @@ def validate(config: TrainConfig) -> None:
         )
     if config.preset not in (*PRESETS, "auto"):
         raise ValueError(f"unknown preset {config.preset!r}; choose exercise, demo or auto")
+    get_spec(config.model)
+    check_options(config.model, [k for k in MODEL_OPTIONS if getattr(config, k) is not None])
     height, width = config.image_shape
     if height <= 0 or width <= 0:
         raise ValueError(
@@ -154,15 +183,16 @@ def validate(config: TrainConfig) -> None:
         )
     positive = ("epochs", "batch_size", "learning_rate", "fc_units", "width", "synthetic_images")
     for name in positive:
-        if getattr(config, name) <= 0:
-            raise ValueError(
-                f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}"
-            )
-    if not 0.0 < config.keep_prob <= 1.0:
+        value = getattr(config, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if config.keep_prob is not None and not 0.0 < config.keep_prob <= 1.0:
         raise ValueError(f"--keep-prob must be in (0, 1], got {config.keep_prob}")
+    if config.dropout is not None and not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"--dropout must be in [0, 1), got {config.dropout}")
     if not 0.0 < config.val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in (0, 1), got {config.val_fraction}")
-    if config.l2 < 0:
+    if config.l2 is not None and config.l2 < 0:
         raise ValueError(f"--l2 must be >= 0, got {config.l2}")
     from fcn_tf.distribute import JIT_CHOICES, STRATEGIES
 
@@ -179,12 +209,12 @@ def validate(config: TrainConfig) -> None:
 
 
 def parse_shape(text: str) -> tuple[int, int]:
-    """'160x576' -> (160, 576)."""
+    """'160x576' -> (160, 576): the one HxW parser of every command line."""
     try:
         height, width = (int(part) for part in str(text).lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"image shape {text!r} is not HEIGHTxWIDTH, e.g. 160x576"
+            f"size {text!r} is not HEIGHTxWIDTH, e.g. 160x576"
         ) from None
     return height, width
 
@@ -203,12 +233,13 @@ def _parse_optional_str(text: str) -> str | None:
 
 def _field_parser(field: dataclasses.Field):
     hint = typing.get_type_hints(TrainConfig)[field.name]
+    kinds = set(typing.get_args(hint)) - {type(None)} or {hint}
     if hint == tuple[int, int]:
         return parse_shape
-    if hint is bool:
+    if bool in kinds:
         return _parse_bool
-    if hint in (int, float):
-        return hint
+    if kinds & {int, float}:
+        return kinds.pop()
     return _parse_optional_str if field.default is None else str
 
 
@@ -218,8 +249,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(TrainConfig):
         default = field.default
         shown = "x".join(map(str, default)) if isinstance(default, tuple) else default
+        if default is None and field.name in MODEL_OPTIONS:
+            shown = "the model's"
         # switches work bare (--mixed-precision) or with a value (--mixed-precision false)
-        bare = {"jit_compile": "on"}.get(field.name, True if isinstance(default, bool) else None)
+        switch = _field_parser(field) is _parse_bool
+        bare = {"jit_compile": "on"}.get(field.name, True if switch else None)
         group.add_argument(
             f"--{field.name.replace('_', '-')}",
             dest=field.name,
@@ -260,10 +294,14 @@ def load_json(path: str | os.PathLike) -> dict:
 
 
 def resolve(overrides: dict | None = None, config_file: str | None = None) -> TrainConfig:
-    """Build a TrainConfig from defaults, preset, an optional JSON file and explicit overrides."""
+    """Build a TrainConfig from defaults, preset, an optional JSON file and explicit overrides.
+
+    A preset's model options that the chosen model does not take are left out (the exercise
+    preset is FCN-8s's); the same options given explicitly are an error naming them.
+    """
     explicit = _coerce(dict(overrides or {}), "command line")
     from_file = load_json(config_file) if config_file else {}
-    given = {**from_file, **explicit}
+    given = {k: v for k, v in {**from_file, **explicit}.items() if v is not None}
     if given.get("data_dir") and "dataset" not in given:
         given["dataset"] = "kitti"
     preset = given.get("preset", "auto")
@@ -272,4 +310,20 @@ def resolve(overrides: dict | None = None, config_file: str | None = None) -> Tr
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose exercise, demo or auto")
     dataset_defaults = DATASET_DEFAULTS.get(given.get("dataset", "synthetic"), {})
-    return TrainConfig(**{**dataset_defaults, **PRESETS[preset], **given, "preset": preset})
+    model = get_spec(given.get("model", "fcn8s"))
+    preset_values = {
+        k: v for k, v in PRESETS[preset].items() if k not in MODEL_OPTIONS or k in model.options
+    }
+    return TrainConfig(**{**dataset_defaults, **preset_values, **given, "preset": preset})
+
+
+def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The resolved config a run saved (`RUN/config.json`), as a TrainConfig.
+
+    Runs of fcn_tf 0.1 saved every model option whatever the model; those that the model does
+    not take were not used then and are dropped here.
+    """
+    values = load_json(Path(run_dir) / "config.json")
+    spec = get_spec(values.get("model", "fcn8s"))
+    values = {k: v for k, v in values.items() if k not in MODEL_OPTIONS or k in spec.options}
+    return TrainConfig(**values)

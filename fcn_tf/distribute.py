@@ -163,6 +163,39 @@ def jit_setting(value: str):
     return {"auto": "auto", "on": True, "off": False}[value]
 
 
+# The Keras versions whose internals the multi-worker workaround was written and tested against.
+KERAS_TESTED = ((3, 3), (3, 15))
+
+
+def _keras_trainer_internals():
+    """Keras' TensorFlow trainer module, if it still has what the workaround replaces."""
+    import keras
+
+    version = tuple(int(part) for part in keras.__version__.split(".")[:2])
+    try:
+        from keras.src.backend.tensorflow import trainer as tf_trainer
+
+        found = callable(getattr(tf_trainer, "reduce_per_replica", None))
+    except ImportError:
+        found = False
+    low, high = KERAS_TESTED
+    tested = ".".join(map(str, low)) + " to " + ".".join(map(str, high))
+    if not found:
+        raise ValueError(
+            f"--strategy multi_worker relies on a workaround for keras-team/keras#20585 written "
+            f"for Keras {tested}; Keras {keras.__version__} lacks what it replaces: install "
+            f'"keras>={tested.split()[0]},<{high[0]}.{high[1] + 1}" for multi-worker training'
+        )
+    if not low <= version <= high:
+        log.warning(
+            "multi-worker training: Keras %s is outside the versions (%s) its workaround for "
+            "keras-team/keras#20585 was tested with; trying it anyway",
+            keras.__version__,
+            tested,
+        )
+    return tf_trainer
+
+
 @contextlib.contextmanager
 def keras_multi_worker_fixes(model, strategy):
     """Let Keras 3 `fit()` run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
@@ -179,7 +212,7 @@ def keras_multi_worker_fixes(model, strategy):
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         yield
         return
-    from keras.src.backend.tensorflow import trainer as tf_trainer
+    tf_trainer = _keras_trainer_internals()
 
     original = tf_trainer.reduce_per_replica
 

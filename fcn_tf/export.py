@@ -3,19 +3,20 @@
     python -m fcn_tf.export runs/fcn8s-...            # -> runs/fcn8s-.../export/
     python -m fcn_tf.export model.keras --output exported --formats savedmodel onnx
 
-Every format runs the same graph (`fcn_tf.predict.forward`): `uint8` RGB images in, and out
+Every format runs the same graph (`fcn_tf.inference.forward`): `uint8` RGB images in, and out
 
 - `probabilities` `[batch, H, W, classes]` float32, at the input's own size;
-- `mask` `[batch, H, W]` uint8 class indices (road models: road where its probability reaches
-  the validation MaxF threshold saved with the model).
+- `mask` `[batch, H, W]` uint8 class indices (binary tasks: class 1 where its probability
+  reaches the validation MaxF threshold saved with the model).
 
 Preprocessing, padding or resizing and cropping back are inside the graph, so a client needs
 nothing from fcn_tf. The SavedModel takes any height, width and batch; TFLite models take one
 fixed size (`--tflite-size`, default the size the model was trained at), as float32, float16 or
 int8 (post-training quantization calibrated on training images); the ONNX model (tf2onnx) takes
-any size. Class names, colours and threshold travel with the export: `fcn_tf.json` beside the
-files, the SavedModel's `metadata` signature and `assets/fcn_tf.json`, and the ONNX model's
-metadata (`fcn_tf` key).
+any size. The model's task (`fcn_tf.task`: class names, colours, threshold, how labels were
+read; one versioned schema) travels with the export: `fcn_tf.json` beside the files, the
+SavedModel's `metadata` signature and `assets/fcn_tf.json`, and the ONNX model's metadata
+(`fcn_tf` key).
 
 The export is written to a hidden `.NAME.partial` folder and renamed when complete, so a failed
 export leaves nothing behind; an existing export is only replaced with `--overwrite`.
@@ -27,7 +28,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import warnings
@@ -36,72 +36,15 @@ from pathlib import Path
 import numpy as np
 
 from fcn_tf.cli import run_command, setup_logging
+from fcn_tf.config import parse_shape
+from fcn_tf.files import replace_folder, write_bytes, write_json
+from fcn_tf.inference import METADATA_FILE, export_metadata, load_model, serving_module
 
 log = logging.getLogger("fcn_tf.export")
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("float32", "float16", "int8")
-METADATA_FILE = "fcn_tf.json"
 ONNX_OPSET = 17
-
-
-def export_metadata(model, info: dict) -> dict:
-    """What a client needs to interpret the outputs, as saved with every format."""
-    names = list(info["class_names"])
-    return {
-        "model": model.name,
-        "num_classes": len(names),
-        "class_names": names,
-        "colours": [[int(v) for v in c] for c in info["colours"]],
-        "threshold": float(info.get("threshold", 0.5)),
-        "image_shape": list(info["image_shape"]) if info.get("image_shape") else None,
-        "resize_mode": info.get("resize_mode") or "pad",
-        "inputs": {"images": "uint8 [batch, height, width, 3] RGB"},
-        "outputs": {
-            "probabilities": "float32 [batch, height, width, num_classes]",
-            "mask": "uint8 [batch, height, width] class index"
-            + (" (road where probability >= threshold)" if len(names) == 2 else " (argmax)"),
-        },
-    }
-
-
-def serving_module(model, metadata: dict):
-    """A `tf.Module` whose `serve` maps uint8 images of any size to probabilities and mask."""
-    import tensorflow as tf
-
-    from fcn_tf.predict import forward
-
-    image_shape = tuple(metadata["image_shape"]) if metadata["image_shape"] else None
-    resize_mode = metadata["resize_mode"]
-    threshold = metadata["threshold"]
-    binary = metadata["num_classes"] == 2
-
-    def serve(images):
-        probabilities = forward(model, tf.cast(images, tf.float32), image_shape, resize_mode)
-        if binary:
-            mask = probabilities[..., 1] >= threshold
-        else:
-            mask = tf.argmax(probabilities, axis=-1)
-        return {"probabilities": probabilities, "mask": tf.cast(mask, tf.uint8)}
-
-    def describe():
-        return {
-            "class_names": tf.constant(metadata["class_names"]),
-            "colours": tf.constant(metadata["colours"], tf.int32),
-            "threshold": tf.constant(threshold, tf.float32),
-            "image_shape": tf.constant(metadata["image_shape"] or [0, 0], tf.int32),
-            "resize_mode": tf.constant(resize_mode),
-            "model": tf.constant(metadata["model"]),
-        }
-
-    module = tf.Module()
-    module.model = model
-    module.serve_python = serve  # not tracked by tf.Module: used for fixed-size TFLite graphs
-    module.serve = tf.function(
-        serve, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]
-    )
-    module.describe = tf.function(describe, input_signature=[])
-    return module
 
 
 def save_savedmodel(module, path: Path, metadata: dict) -> None:
@@ -308,31 +251,13 @@ def _training_images(model_path: Path):
     run = model_path if model_path.is_dir() else model_path.parent
     if not (run / "config.json").is_file():
         return None
-    from fcn_tf.config import TrainConfig, load_json
+    from fcn_tf.config import load_run_config
     from fcn_tf.data.datasets import load_data
 
-    config = TrainConfig(**load_json(run / "config.json"))
-    return [image for image, _ in load_data(config).train]
+    return [image for image, _ in load_data(load_run_config(run), training=False).train]
 
 
-def export(
-    model_path,
-    output,
-    formats=FORMATS,
-    quantizations=QUANTIZATIONS,
-    tflite_size=None,
-    calibration_dir=None,
-    calibration_count: int = 32,
-    overwrite: bool = False,
-) -> Path:
-    """Export the model at `model_path` (a `.keras` file or a run folder) into folder `output`.
-
-    Returns the output folder, which holds `saved_model/`, `model_<quantization>.tflite`,
-    `model.onnx` (as asked for) and `fcn_tf.json` (metadata and the file list).
-    """
-    from fcn_tf.predict import load_model
-
-    output = Path(output)
+def _check_request(output: Path, formats, quantizations, overwrite: bool) -> None:
     unknown = set(formats) - set(FORMATS) or set(quantizations) - set(QUANTIZATIONS)
     if unknown:
         raise ValueError(
@@ -348,90 +273,102 @@ def export(
             raise ValueError(
                 'ONNX export needs tf2onnx: pip install "fcn_tf[export]" (or leave out onnx)'
             ) from None
-    model_path = Path(model_path)
-    model, info = load_model(model_path)
-    metadata = export_metadata(model, info)
-    size = None
-    calibration = None
+
+
+def _calibration(model_path: Path, calibration_dir, size, count: int) -> list:
+    """The int8 calibration images: `calibration_dir`, else the run's training images."""
+    if calibration_dir:
+        from fcn_tf.data.kitti import find_images
+
+        paths = find_images(calibration_dir)
+    else:
+        paths = _training_images(model_path)
+    if not paths:
+        raise ValueError(
+            "int8 quantization is calibrated on training images, and none were found "
+            f"for {model_path}; pass --calibration DIR (a folder of images) or leave "
+            "int8 out of --quantize"
+        )
+    return list(calibration_images(paths, size, count))
+
+
+def _write_formats(folder: Path, module, metadata, formats, quantizations, size, calibration):
+    """Convert, check and write each format into `folder`; return `(files, parity)`."""
+    name_of = metadata.get("model") or module.model.name
+    files, parity = {}, {}
+    with _quiet_converters():
+        if "savedmodel" in formats:
+            log.info("writing the SavedModel")
+            save_savedmodel(module, folder / "saved_model", metadata)
+            files["savedmodel"] = "saved_model"
+        for quantization in quantizations if "tflite" in formats else ():
+            log.info("converting to TFLite %s at %dx%d", quantization, size[1], size[0])
+            data = _converted(
+                f"TFLite {quantization}", name_of,
+                lambda q=quantization: tflite_model(module, size, q, calibration),
+            )  # fmt: skip
+            parity[f"tflite_{quantization}"] = verify_tflite(data, module, size, quantization)
+            files[f"tflite_{quantization}"] = f"model_{quantization}.tflite"
+            write_bytes(folder / files[f"tflite_{quantization}"], data)
+        if "onnx" in formats:
+            log.info("converting to ONNX (opset %d)", ONNX_OPSET)
+            proto = _converted("ONNX", name_of, lambda: onnx_model(module, metadata))
+            parity["onnx"] = verify_onnx(proto, module)
+            write_bytes(folder / "model.onnx", proto.SerializeToString())
+            files["onnx"] = "model.onnx"
+    return files, parity
+
+
+def _log_sizes(output: Path, files: dict) -> None:
+    for name in sorted(files.values()):
+        target = output / name
+        paths = [f for f in target.rglob("*") if f.is_file()] if target.is_dir() else [target]
+        log.info("  %-22s %8.1f MB", name, sum(f.stat().st_size for f in paths) / 1e6)
+
+
+def export(
+    model_path,
+    output,
+    formats=FORMATS,
+    quantizations=QUANTIZATIONS,
+    tflite_size=None,
+    calibration_dir=None,
+    calibration_count: int = 32,
+    overwrite: bool = False,
+) -> Path:
+    """Export the model at `model_path` (a `.keras` file or a run folder) into folder `output`.
+
+    Returns the output folder, which holds `saved_model/`, `model_<quantization>.tflite`,
+    `model.onnx` (as asked for) and `fcn_tf.json` (the task, the file list, the parity checked).
+    The export is built in a hidden `.NAME.partial` folder and renamed when complete.
+    """
+    output, model_path = Path(output), Path(model_path)
+    _check_request(output, formats, quantizations, overwrite)
+    model, task = load_model(model_path)
+    metadata = export_metadata(task)
+    size = calibration = None
     if "tflite" in formats:
-        size = tuple(tflite_size or metadata["image_shape"] or ())
+        size = tuple(tflite_size or task.image_shape or ())
         if len(size) != 2:
             raise ValueError("this model has no training size on record; pass --tflite-size HxW")
         if "int8" in quantizations:
-            if calibration_dir:
-                from fcn_tf.data.kitti import find_images
-
-                paths = find_images(calibration_dir)
-            else:
-                paths = _training_images(model_path)
-            if not paths:
-                raise ValueError(
-                    "int8 quantization is calibrated on training images, and none were found "
-                    f"for {model_path}; pass --calibration DIR (a folder of images) or leave "
-                    "int8 out of --quantize"
-                )
-            calibration = list(calibration_images(paths, size, calibration_count))
-
+            calibration = _calibration(model_path, calibration_dir, size, calibration_count)
     partial = output.with_name(f".{output.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        with _quiet_converters():
-            module = serving_module(model, metadata)
-            files, parity = {}, {}
-            if "savedmodel" in formats:
-                log.info("writing the SavedModel")
-                save_savedmodel(module, partial / "saved_model", metadata)
-                files["savedmodel"] = "saved_model"
-            if "tflite" in formats:
-                for quantization in quantizations:
-                    log.info("converting to TFLite %s at %dx%d", quantization, size[1], size[0])
-                    name = f"model_{quantization}.tflite"
-                    data = _converted(
-                        f"TFLite {quantization}", model.name,
-                        lambda q=quantization: tflite_model(module, size, q, calibration),
-                    )  # fmt: skip
-                    parity[f"tflite_{quantization}"] = verify_tflite(
-                        data, module, size, quantization
-                    )
-                    (partial / name).write_bytes(data)
-                    files[f"tflite_{quantization}"] = name
-            if "onnx" in formats:
-                log.info("converting to ONNX (opset %d)", ONNX_OPSET)
-                proto = _converted("ONNX", model.name, lambda: onnx_model(module, metadata))
-                parity["onnx"] = verify_onnx(proto, module)
-                (partial / "model.onnx").write_bytes(proto.SerializeToString())
-                files["onnx"] = "model.onnx"
-        summary = {
-            **metadata,
-            "files": files,
-            "tflite_size": list(size) if size else None,
-            "parity": parity,
-        }
-        (partial / METADATA_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        if output.exists():  # --overwrite: replaced only now that the new export is complete
-            shutil.rmtree(output)
-        os.replace(partial, output)
+        module = serving_module(model, task)
+        files, parity = _write_formats(
+            partial, module, metadata, formats, quantizations, size, calibration
+        )
+        summary = {**metadata, "files": files, "tflite_size": list(size) if size else None}
+        write_json(partial / METADATA_FILE, {**summary, "parity": parity})
+        replace_folder(partial, output)  # --overwrite: the old one goes only now
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    for name in sorted(files.values()):
-        target = output / name
-        bytes_ = (
-            sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
-            if target.is_dir()
-            else target.stat().st_size
-        )
-        log.info("  %-22s %8.1f MB", name, bytes_ / 1e6)
+    _log_sizes(output, files)
     return output
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} is not HxW, e.g. 160x576") from None
-    return height, width
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -452,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--tflite-size",
-        type=_size,
+        type=parse_shape,
         metavar="HxW",
         help="TFLite input size (default: the size the model was trained at)",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from fcn_tf.data.kitti import IGNORE_LABEL
+from fcn_tf.task import IGNORE_LABEL
 
 
 def pixel_cross_entropy(ignore_label: int = IGNORE_LABEL) -> keras.losses.Loss:

@@ -1,7 +1,7 @@
 """Segmentation metrics. Pixels labelled `IGNORE_LABEL` (outside KITTI's valid area, padding,
 CamVid's void) count nowhere.
 
-* `road_iou`: a Keras metric for training logs.
+* `positive_iou`, `mean_iou`: Keras metrics for training logs.
 * `RoadCounts` / `road_scores`: the KITTI road benchmark's pixel evaluation, as its devkit
   (`helper.py`: `evalExp`, `pxEval_maximizeFMeasure`) computes it: per image a road confidence in
   [0, 1]; over all images of a category, false negatives and false positives counted for the 256
@@ -17,20 +17,21 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from fcn_tf.data.kitti import IGNORE_LABEL
+from fcn_tf.task import IGNORE_LABEL
 
 THRESHOLDS = np.arange(256) / 255.0
 CATEGORIES = ("um", "umm", "uu")  # KITTI road: urban marked, urban multiple marked, unmarked
 
 
-def road_iou(ignore_label: int = IGNORE_LABEL) -> keras.metrics.Metric:
-    """Streaming IoU of class 1 (road) from logits, accumulated over all pixels of an epoch."""
+def positive_iou(name: str = "road_iou", ignore_label: int = IGNORE_LABEL) -> keras.metrics.Metric:
+    """Streaming IoU of class 1 of a binary task (KITTI: the road) from logits, accumulated over
+    all pixels of an epoch (argmax, i.e. probability 0.5), logged as `name`."""
     return keras.metrics.IoU(
         num_classes=2,
         target_class_ids=[1],
         sparse_y_pred=False,
         ignore_class=ignore_label,
-        name="road_iou",
+        name=name,
     )
 
 

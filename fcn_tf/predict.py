@@ -1,259 +1,31 @@
-"""Running a trained model on images: road probabilities at each image's own size, and overlays.
+"""`python -m fcn_tf.predict`: segment images, folders (recursively) and videos.
 
-The exercise ended by painting the predicted road semi-transparent green on every test image;
-`write_overlays` does that, at the image's native resolution whatever size the network ran at.
+    python -m fcn_tf.predict runs/NAME data_road/testing/image_2
+    python -m fcn_tf.predict runs/NAME/export drive.mp4 --panels
+
+Any fcn_tf model works (a `.keras` file, a run folder, an export folder or a SavedModel); every
+kind runs the same serving graph (`fcn_tf.inference`). Writes `masks/` (class-index PNGs),
+`overlays/` (the prediction painted in the task's colours), `confidence/` (binary tasks: the
+KITTI benchmark's 8-bit confidence PNGs), `panels/` with `--panels`, and `NAME_overlay.mp4` for
+each video. Files are written under temporary names and renamed, so a reader never sees half of
+one.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
+
+from fcn_tf.files import partial_path, write_image
+from fcn_tf.inference import Predictor, paint
 
 log = logging.getLogger("fcn_tf.predict")
 
-ROAD_GREEN = (0, 255, 0)
-
-
-def overlay(
-    image: np.ndarray, mask: np.ndarray, colour=ROAD_GREEN, alpha: float = 0.5
-) -> np.ndarray:
-    """Paint `mask` (H, W) bool semi-transparently in `colour` on `image` (H, W, 3) uint8."""
-    out = image.astype(np.float32)
-    out[mask] = (1.0 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def overlay_classes(image: np.ndarray, labels: np.ndarray, colours, alpha: float = 0.5):
-    """Blend each pixel with the colour of its class (`labels` (H, W) int, `colours` (C, 3))."""
-    palette = np.asarray(colours, np.float32)
-    out = (1.0 - alpha) * image.astype(np.float32) + alpha * palette[labels]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def padded_shape(height: int, width: int, multiple: int = 32) -> tuple[int, int]:
-    """The smallest shape >= (height, width) whose sides are multiples of `multiple`."""
-    return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
-
-
-def forward(model, images, image_shape=None, resize_mode: str = "pad", multiple: int = 32):
-    """Class probabilities `(B, H, W, C)` for float images `(B, H, W, 3)` in [0, 255], any size.
-
-    Graph-friendly (dynamic shapes, TensorFlow ops only), so the exported SavedModel, TFLite and
-    ONNX models run exactly this. With "resize" the batch is resized bilinearly to `image_shape`
-    and the probabilities resized back; with "pad" it is zero-padded at the bottom/right to
-    `image_shape` (or further, to a multiple of `multiple`, for larger images) and cropped back.
-    """
-    import tensorflow as tf
-
-    shape = tf.shape(images)
-    height, width = shape[1], shape[2]
-    if resize_mode == "resize":
-        x = tf.image.resize(images, image_shape, method="bilinear")
-    else:
-        # (m - h % m) % m: the padding to the next multiple, in a form every exporter converts.
-        target_h = height + (multiple - height % multiple) % multiple
-        target_w = width + (multiple - width % multiple) % multiple
-        if image_shape:
-            target_h = tf.maximum(target_h, image_shape[0])
-            target_w = tf.maximum(target_w, image_shape[1])
-        x = tf.pad(images, [[0, 0], [0, target_h - height], [0, target_w - width], [0, 0]])
-    if model.name == "unet_paper":  # its output is smaller by design: overlap-tile (the paper)
-        from fcn_tf.models.unet import overlap_tile
-
-        x = overlap_tile(x)
-    result = tf.nn.softmax(model(x, training=False), axis=-1)
-    if resize_mode == "resize":
-        result = tf.image.resize(result, (height, width), method="bilinear")
-    return result[:, :height, :width]
-
-
-def probabilities(model, image: np.ndarray, image_shape=None, resize_mode: str = "pad"):
-    """Class probabilities `(H, W, C)` float32 for one uint8 RGB image `(H, W, 3)`.
-
-    Args:
-        model: a Keras model from images in [0, 255] to per-pixel logits.
-        image: the image at its native size.
-        image_shape: `(h, w)` the network runs at. With "resize" the image is resized to it and
-            the probabilities resized back bilinearly; with "pad" the image is padded (to
-            `image_shape`, or to the next multiple of 32 when None) and the result cropped.
-        resize_mode: "resize" or "pad".
-
-    Raises:
-        ValueError: in "pad" mode, the image is larger than `image_shape`.
-    """
-    import tensorflow as tf
-
-    height, width = image.shape[:2]
-    if resize_mode != "resize" and image_shape:
-        if image_shape[0] < height or image_shape[1] < width:
-            raise ValueError(
-                f"image of {width}x{height} does not fit the padded shape "
-                f"{image_shape[1]}x{image_shape[0]}; use a larger --image-shape or resize mode"
-            )
-    x = tf.convert_to_tensor(image[None], tf.float32)
-    return forward(model, x, image_shape, resize_mode)[0].numpy()
-
-
-def road_probability(model, image: np.ndarray, image_shape=None, resize_mode: str = "pad"):
-    """Road probability `(H, W)` in [0, 1] at the image's own size (see `probabilities`)."""
-    return probabilities(model, image, image_shape, resize_mode)[..., 1]
-
-
-def write_overlays(
-    model,
-    paths,
-    out_dir,
-    image_shape=None,
-    resize_mode: str = "pad",
-    threshold: float = 0.5,
-    colours=None,
-    progress: bool = True,
-) -> list[Path]:
-    """Write `<out_dir>/<name>` with the prediction painted on each image in `paths`.
-
-    Road models (`colours` None): the road (probability >= `threshold`) painted green, as in the
-    exercise. Multi-class models: every pixel blended with its class's colour from `colours`.
-    Files are written to a temporary name and renamed, so a reader never sees half an image.
-    """
-    from tqdm.auto import tqdm
-
-    from fcn_tf.data.kitti import read_rgb
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in tqdm(
-        list(paths), desc="painting", unit="image", disable=None if progress else True
-    ):
-        image = read_rgb(path)
-        scores = probabilities(model, image, image_shape, resize_mode)
-        if colours is None:
-            painted = overlay(image, scores[..., 1] >= threshold)
-        else:
-            painted = overlay_classes(image, scores.argmax(-1), colours)
-        target = out_dir / f"{Path(path).stem}.png"
-        partial = target.with_name(f".{target.name}.partial.png")
-        iio.imwrite(partial, painted)
-        os.replace(partial, target)
-        written.append(target)
-    return written
-
-
-def info_path(model_path: str | os.PathLike) -> Path:
-    """The JSON file saved beside a model: `model.keras` -> `model.json`."""
-    return Path(model_path).with_suffix(".json")
-
-
-def save_model_info(model_path, threshold: float, class_names, **extra) -> None:
-    """Save what predict and export need beside the model: threshold and class names."""
-    info = {"threshold": float(threshold), "class_names": list(class_names), **extra}
-    path = info_path(model_path)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(partial, path)
-
-
-def load_model(path: str | os.PathLike):
-    """Load a `.keras` model (or a run folder's `model.keras`); return `(model, info)`.
-
-    `info` holds `threshold` (the validation MaxF threshold for road models, else 0.5),
-    `class_names`, `colours`, and the `image_shape` and `resize_mode` the network runs at, from
-    the JSON saved beside the model (or the run's config.json) when there is one.
-    """
-    import keras
-
-    import fcn_tf.models  # noqa: F401 - registers fcn_tf's custom objects for safe loading
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"model {path} does not exist; pass a .keras file or a run folder")
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # noqa: BLE001 - keras raises many types for foreign files
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"{path} is not a Keras model fcn_tf can load ({reason})") from None
-    info = {"threshold": 0.5, "class_names": None, "image_shape": None, "resize_mode": "pad"}
-    config_path = path.parent / "config.json"
-    if config_path.is_file():  # runs saved before model.json carried these
-        config = json.loads(config_path.read_text())
-        info.update({key: config[key] for key in ("image_shape", "resize_mode") if key in config})
-    if info_path(path).is_file():
-        info.update(json.loads(info_path(path).read_text()))
-    if info["class_names"] is None:
-        classes = model.output_shape[-1]
-        names = ["not road", "road"] if classes == 2 else [str(i) for i in range(classes)]
-        info["class_names"] = names
-    if not info.get("colours"):
-        from fcn_tf.data.datasets import ROAD_COLOURS, default_colours
-
-        count = len(info["class_names"])
-        colours = ROAD_COLOURS if count == 2 else default_colours(count)
-        info["colours"] = [[int(v) for v in c] for c in colours]
-    return model, info
-
-
-# --------------------------------------------------------------------------------------------
-# python -m fcn_tf.predict: images, folders and videos, with a .keras model or a SavedModel.
-
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-
-
-def _savedmodel_dir(path: Path) -> Path | None:
-    for candidate in (path, path / "saved_model"):
-        if (candidate / "saved_model.pb").is_file():
-            return candidate
-    return None
-
-
-class Predictor:
-    """uint8 image batches `(B, H, W, 3)` -> `(probabilities, mask)`, from any fcn_tf model.
-
-    `path`: a `.keras` file, a run folder, an export folder or a SavedModel folder. Both kinds
-    run the exported serving function, so a Keras model predicts exactly what its export will.
-    `metadata` holds class names, colours and the threshold.
-    """
-
-    def __init__(self, path):
-        import tensorflow as tf
-
-        path = Path(path)
-        saved = _savedmodel_dir(path) if path.is_dir() else None
-        if saved is not None:
-            loaded = tf.saved_model.load(str(saved))
-            if "serving_default" not in loaded.signatures or "metadata" not in loaded.signatures:
-                raise ValueError(f"{saved} is a SavedModel but not one fcn_tf.export wrote")
-            described = {k: v.numpy() for k, v in loaded.signatures["metadata"]().items()}
-            self.metadata = {
-                "model": described["model"].decode(),
-                "class_names": [n.decode() for n in described["class_names"]],
-                "colours": described["colours"].tolist(),
-                "threshold": float(described["threshold"]),
-            }
-            self._loaded = loaded  # keeps the variables alive
-            signature = loaded.signatures["serving_default"]
-            self._serve = lambda images: signature(images=images)
-            self.kind = "SavedModel"
-        else:
-            from fcn_tf.export import export_metadata, serving_module
-
-            model, info = load_model(path)
-            self.metadata = export_metadata(model, info)
-            self._module = serving_module(model, self.metadata)
-            self._serve = self._module.serve
-            self.kind = "Keras"
-        self.num_classes = len(self.metadata["class_names"])
-
-    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = self._serve(np.ascontiguousarray(images, dtype=np.uint8))
-        return outputs["probabilities"].numpy(), outputs["mask"].numpy()
 
 
 def find_inputs(path: Path) -> list[Path]:
@@ -274,20 +46,6 @@ def find_inputs(path: Path) -> list[Path]:
     return found
 
 
-def _write_atomic(target: Path, image: np.ndarray) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial{target.suffix}")
-    iio.imwrite(partial, image)
-    os.replace(partial, target)
-
-
-def paint(image, mask, colours, binary: bool) -> np.ndarray:
-    """The overlay: road green (binary models) or every class in its palette colour."""
-    if binary:
-        return overlay(image, mask.astype(bool), colours[1])
-    return overlay_classes(image, mask, colours)
-
-
 def _confidence_name(path: Path) -> str:
     from fcn_tf.data.kitti import IMAGE_PATTERN, label_name
 
@@ -297,24 +55,23 @@ def _confidence_name(path: Path) -> str:
 class ImageWriter:
     """Writes what `predict` produces for one image, under `out_dir` mirroring the input tree."""
 
-    def __init__(self, out_dir: Path, metadata: dict, panels: bool, confidence: bool):
+    def __init__(self, out_dir: Path, task, panels: bool, confidence: bool):
         self.out_dir = out_dir
-        self.colours = np.asarray(metadata["colours"], np.float32)
-        self.binary = len(metadata["class_names"]) == 2
+        self.task = task
         self.panels = panels
-        self.confidence = confidence and self.binary
+        self.confidence = confidence and task.binary
 
     def __call__(self, relative: Path, image, probabilities, mask) -> None:
         stem = relative.with_suffix(".png")
-        painted = paint(image, mask, self.colours, self.binary)
-        _write_atomic(self.out_dir / "masks" / stem, mask.astype(np.uint8))
-        _write_atomic(self.out_dir / "overlays" / stem, painted)
+        painted = paint(image, mask, self.task)
+        write_image(self.out_dir / "masks" / stem, mask.astype(np.uint8))
+        write_image(self.out_dir / "overlays" / stem, painted)
         if self.panels:
-            _write_atomic(self.out_dir / "panels" / stem, np.concatenate([image, painted], 1))
+            write_image(self.out_dir / "panels" / stem, np.concatenate([image, painted], 1))
         if self.confidence:
             confidence = np.round(probabilities[..., 1] * 255).astype(np.uint8)
             name = relative.parent / _confidence_name(relative)
-            _write_atomic(self.out_dir / "confidence" / name, confidence)
+            write_image(self.out_dir / "confidence" / name, confidence)
 
 
 def _read_or_warn(path: Path):
@@ -418,10 +175,8 @@ def predict_video(
     total = None
     if meta.get("duration") and meta.get("fps"):
         total = int(round(meta["duration"] * meta["fps"]))
-    colours = np.asarray(predictor.metadata["colours"], np.float32)
-    binary = predictor.num_classes == 2
     target = out_dir / f"{path.stem}_overlay.mp4"
-    partial = target.with_name(f".{target.name}.partial.mp4")
+    partial = partial_path(target)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = 0
     writer = None
@@ -432,7 +187,7 @@ def predict_video(
             nonlocal writer
             probabilities, masks = predictor(np.stack(batch))
             for frame, mask in zip(batch, masks, strict=True):
-                painted = paint(frame, mask, colours, binary)
+                painted = paint(frame, mask, predictor.task)
                 if panels:
                     painted = np.concatenate([frame, painted], 1)
                 if writer is None:
@@ -510,17 +265,19 @@ def predict_cli(args) -> dict:
     images = [p for p in inputs if p.suffix.lower() not in VIDEO_SUFFIXES]
     if videos:
         check_codec(args.codec)
-    model_path = Path(args.model)
-    if not model_path.exists():
-        raise FileNotFoundError(f"model {model_path} does not exist")
-    predictor = Predictor(model_path)
+    predictor = Predictor(args.model)
+    task = predictor.task
     log.info(
-        "%s model %s, %d classes",
+        "%s model %s, %d classes (%s)%s",
         predictor.kind,
-        predictor.metadata["model"],
-        predictor.num_classes,
+        predictor.name,
+        task.num_classes,
+        ", ".join(task.class_names),
+        f"; {task.class_names[1]} where its probability >= {task.threshold:.3f}"
+        if task.binary
+        else "",
     )
-    writer = ImageWriter(out_dir, predictor.metadata, args.panels, not args.no_confidence)
+    writer = ImageWriter(out_dir, task, args.panels, not args.no_confidence)
     progress = not args.quiet
     start = time.perf_counter()
     done, skipped = predict_images(predictor, images, source, writer, args.batch_size, progress)

@@ -71,3 +71,32 @@ def test_bad_shape_flag_is_rejected_by_argparse():
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().epochs = 3  # type: ignore[misc]
+
+
+def test_a_flag_the_model_does_not_take_is_an_error_naming_both():
+    with pytest.raises(ValueError, match="--decoder does not apply to model unet"):
+        config_lib.resolve(parse(["--model", "unet", "--decoder", "paper"]))
+    with pytest.raises(ValueError, match="--batch-norm does not apply to model fcn8s"):
+        config_lib.resolve(parse(["--batch-norm"]))
+
+
+def test_a_presets_fcn_options_are_left_out_for_other_models():
+    unet = config_lib.resolve({"model": "unet", "data_dir": "somewhere"})  # exercise preset
+    assert unet.fc_units is None and unet.keep_prob is None and unet.decoder is None
+    assert unet.model_options() == {"width": 1.0}
+    demo = config_lib.resolve(parse(["--model", "pspnet", "--output-stride", "16"]))
+    assert demo.model_options() == {"width": 0.125, "output_stride": 16}
+
+
+def test_model_flags_reach_the_config():
+    config = config_lib.resolve(parse(["--model", "unet", "--batch-norm", "--dropout", "0.2"]))
+    assert config.model_options() == {"width": 0.125, "batch_norm": True, "dropout": 0.2}
+    fcn = config_lib.resolve(parse(["--upsampling", "bilinear"]))
+    assert fcn.model_options()["upsampling"] == "bilinear"
+
+
+def test_a_run_config_of_fcn_tf_0_1_still_loads(tmp_path):
+    old = config_lib.resolve({"model": "unet"}).to_dict()
+    old.update({"decoder": "exercise", "fc_units": 4096, "keep_prob": 0.5, "l2": 5e-4})
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert config_lib.load_run_config(tmp_path).model_options() == {"width": 0.125}

@@ -137,3 +137,18 @@ def test_multi_worker_training_with_two_processes_on_loopback(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster"]
     metrics = json.loads((tmp_path / "cluster/metrics.json").read_text())
     assert metrics["epochs_run"] == 2
+
+
+def test_the_multi_worker_workaround_is_guarded_by_keras_version(monkeypatch, caplog):
+    import keras
+    from keras.src.backend.tensorflow import trainer
+
+    from fcn_tf import distribute
+
+    assert distribute._keras_trainer_internals() is trainer  # the Keras it was written for
+    monkeypatch.setattr(keras, "__version__", "3.99.0")
+    assert distribute._keras_trainer_internals() is trainer
+    assert "outside the versions" in caplog.text  # tried, with a warning
+    monkeypatch.delattr(trainer, "reduce_per_replica")
+    with pytest.raises(ValueError, match="keras-team/keras#20585.*lacks what it replaces"):
+        distribute._keras_trainer_internals()

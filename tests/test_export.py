@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from fcn_tf.data.kitti import read_rgb
 from fcn_tf.export import main as export_main
-from fcn_tf.predict import forward, load_model
+from fcn_tf.inference import forward, load_model
 from tests.conftest import TINY
 from tests.helpers import errors
 
@@ -25,10 +25,10 @@ def one_image_per_size(kitti_sample) -> list[Path]:
     return list(chosen.values())
 
 
-def keras_probabilities(model, info, images: np.ndarray) -> np.ndarray:
+def keras_probabilities(model, task, images: np.ndarray) -> np.ndarray:
     """The in-memory Keras model, run eagerly, on a uint8 batch."""
     x = tf.convert_to_tensor(images, tf.float32)
-    return forward(model, x, info["image_shape"], info["resize_mode"]).numpy()
+    return forward(model, x, task).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def keras_model(trained_run):
 
 
 def test_export_writes_every_format_with_metadata(exported, keras_model):
-    _, info = keras_model
+    _, task = keras_model
     summary = json.loads((exported / "fcn_tf.json").read_text())
     assert summary["files"] == {
         "savedmodel": "saved_model",
@@ -49,7 +49,7 @@ def test_export_writes_every_format_with_metadata(exported, keras_model):
     for name in summary["files"].values():
         assert (exported / name).exists()
     assert summary["class_names"] == ["not road", "road"]
-    assert summary["threshold"] == pytest.approx(info["threshold"])
+    assert summary["threshold"] == pytest.approx(task.threshold)
     assert summary["tflite_size"] == [64, 192]  # the size the run trained at
     assert not list(exported.parent.glob(".*partial*"))
     # the int8 model is the smallest
@@ -85,16 +85,16 @@ def test_savedmodel_in_a_fresh_process_matches_keras_on_real_images(
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
     results = np.load(tmp_path / "out.npz")
-    model, info = keras_model
+    model, task = keras_model
     assert results["class_names"].tolist() == ["not road", "road"]
-    assert results["threshold"] == pytest.approx(info["threshold"])
+    assert results["threshold"] == pytest.approx(task.threshold)
     for i, path in enumerate(paths):
         image = read_rgb(path)
-        expected = keras_probabilities(model, info, image[None])
+        expected = keras_probabilities(model, task, image[None])
         served = results[f"p{i}"]
         assert served.shape == (1, *image.shape[:2], 2)
         assert np.abs(served - expected).max() <= 1e-5
-        mask = (expected[..., 1] >= info["threshold"]).astype(np.uint8)
+        mask = (expected[..., 1] >= task.threshold).astype(np.uint8)
         assert np.mean(results[f"m{i}"] == mask) > 0.9999  # ties at the threshold aside
 
 
@@ -124,11 +124,11 @@ def tflite_run(path: Path, image: np.ndarray) -> dict:
 def test_tflite_float32_matches_and_int8_agrees_on_a_real_image(
     exported, keras_model, kitti_sample
 ):
-    model, info = keras_model
+    model, task = keras_model
     image = read_rgb(kitti_sample / "testing/image_2/um_000000.png")
     image = tf.image.resize(image[None].astype(np.float32), (64, 192)).numpy()[0]
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-    expected = keras_probabilities(model, info, image[None])[0]
+    expected = keras_probabilities(model, task, image[None])[0]
     results = {
         q: tflite_run(exported / f"model_{q}.tflite", image) for q in ("float32", "float16", "int8")
     }
@@ -145,7 +145,7 @@ def test_onnx_runtime_matches_keras_on_real_images_of_different_sizes(
 ):
     import onnxruntime
 
-    model, info = keras_model
+    model, task = keras_model
     session = onnxruntime.InferenceSession(str(exported / "model.onnx"))
     assert [i.name for i in session.get_inputs()] == ["images"]
     assert sorted(o.name for o in session.get_outputs()) == ["mask", "probabilities"]
@@ -155,7 +155,7 @@ def test_onnx_runtime_matches_keras_on_real_images_of_different_sizes(
         image = read_rgb(path)[None]
         probabilities, mask = session.run(["probabilities", "mask"], {"images": image})
         assert mask.shape == image.shape[:3]
-        expected = keras_probabilities(model, info, image)
+        expected = keras_probabilities(model, task, image)
         assert np.abs(probabilities - expected).max() <= 1e-4
 
 
@@ -181,8 +181,8 @@ def test_every_model_exports_a_savedmodel_that_matches_keras(name, tmp_path):
     serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
     images = np.random.default_rng(0).integers(0, 256, (2, 197, 203, 3), dtype=np.uint8)
     served = serve(images=tf.constant(images))
-    _, info = load_model(tmp_path / "model.keras")
-    expected = keras_probabilities(model, info, images)
+    _, task = load_model(tmp_path / "model.keras")
+    expected = keras_probabilities(model, task, images)
     assert served["probabilities"].shape == (2, 197, 203, 3)
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
     np.testing.assert_array_equal(served["mask"].numpy(), expected.argmax(-1))

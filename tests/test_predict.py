@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from fcn_tf.data import kitti
+from fcn_tf.inference import Predictor, overlay, padded_shape, probabilities, write_overlays
 from fcn_tf.models import build_model
-from fcn_tf.predict import overlay, padded_shape, road_probability, write_overlays
 from tests.conftest import TINY
 
 
@@ -35,7 +35,7 @@ def test_full_fcn8s_gives_every_real_test_size_its_own_mask_size(kitti_sample, f
         by_size.setdefault(image.shape[:2], image)
     assert len(by_size) == 4
     for size, image in by_size.items():
-        probability = road_probability(full_model, image, None, "pad")
+        probability = probabilities(full_model, image, kitti.road_task(None, "pad"))[..., 1]
         assert probability.shape == size
         assert ((probability >= 0) & (probability <= 1)).all()
 
@@ -43,14 +43,17 @@ def test_full_fcn8s_gives_every_real_test_size_its_own_mask_size(kitti_sample, f
 def test_overlays_are_written_at_native_size_for_all_test_images(kitti_sample, tmp_path):
     model = build_model("fcn8s", 2, **TINY)
     paths = kitti.find_images(kitti_sample / "testing/image_2")
-    written = write_overlays(model, paths, tmp_path, (160, 576), "resize", progress=False)
+    predictor = Predictor.from_model(model, kitti.road_task((160, 576), "resize"))
+    written = write_overlays(predictor, paths, tmp_path, progress=False)
     assert [p.name for p in written] == [p.name for p in paths]
     for source, out in zip(paths, written, strict=True):
         assert kitti.read_rgb(out).shape == kitti.read_rgb(source).shape
     assert not list(tmp_path.glob(".*partial*"))
 
 
-def test_image_too_large_for_pad_shape_is_refused():
+def test_images_larger_than_the_pad_shape_are_padded_further():
     model = build_model("fcn8s", 2, **TINY)
-    with pytest.raises(ValueError, match="does not fit the padded shape"):
-        road_probability(model, np.zeros((400, 1300, 3), np.uint8), (384, 1248), "pad")
+    scores = probabilities(
+        model, np.zeros((400, 1300, 3), np.uint8), kitti.road_task((384, 1248), "pad")
+    )
+    assert scores.shape == (400, 1300, 2)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from fcn_tf import config as config_lib
-from fcn_tf.tutorial import STATE_FILE, TrainingDiverged, run
+from fcn_tf.engine import STATE_FILE, TrainingDiverged
+from fcn_tf.tutorial import run
 from tests.conftest import TINY
 
 EPOCHS = 3
@@ -99,8 +100,9 @@ class PoisonAt(keras.callbacks.Callback):
 def test_divergence_keeps_the_last_good_state(tmp_path):
     import tensorflow as tf
 
+    from fcn_tf.engine import read_resume_state, restore_state
     from fcn_tf.models import build_model
-    from fcn_tf.tutorial import optimize, read_resume_state, restore_state, train_nn
+    from fcn_tf.tutorial import optimize, train_nn
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (8, 64, 64, 3)).astype("float32")

@@ -10,11 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import imageio.v3 as iio
-import numpy as np
-
-from fcn_tf.data.kitti import IGNORE_LABEL
-
 CLASS_NAMES = (
     "Sky",
     "Building",
@@ -30,6 +25,7 @@ CLASS_NAMES = (
 )
 VOID = 11
 SPLITS = ("train", "val", "test")
+LABEL_NOTE = "CamVid index masks: 11 classes 0..10, 11 = void (ignored)"
 
 
 def find_pairs(root: str | os.PathLike, split: str = "val") -> list[tuple[Path, Path]]:
@@ -50,22 +46,6 @@ def find_pairs(root: str | os.PathLike, split: str = "val") -> list[tuple[Path, 
             raise ValueError(f"CamVid image {image} has no mask {mask}")
         pairs.append((image, mask))
     return pairs
-
-
-def read_mask(path: str | os.PathLike, num_classes: int = len(CLASS_NAMES)) -> np.ndarray:
-    """Index mask `(H, W)` uint8 with void mapped to IGNORE_LABEL; other values are checked."""
-    mask = iio.imread(path)
-    if mask.ndim != 2:
-        raise ValueError(f"mask {path} has {mask.shape[-1]} channels; CamVid masks are index PNGs")
-    mask = mask.astype(np.uint8)
-    mask[mask == VOID] = IGNORE_LABEL
-    bad = (mask >= num_classes) & (mask != IGNORE_LABEL)
-    if bad.any():
-        raise ValueError(
-            f"mask {path} holds value {int(mask[bad][0])}, outside classes "
-            f"0..{num_classes - 1} and not the void label {VOID}"
-        )
-    return mask
 
 
 # The SegNet tutorial's CamVid colours, one per class (RGB), for painting predictions.

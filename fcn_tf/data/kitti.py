@@ -26,14 +26,25 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
+from fcn_tf.task import BINARY_COLOURS, IGNORE_LABEL, Labels, Task, task_for
+
 log = logging.getLogger(__name__)
 
-IGNORE_LABEL = 255
 CLASS_NAMES = ("not road", "road")
+OVERLAY_COLOURS = BINARY_COLOURS  # the road painted green, as in the exercise
+LABEL_NOTE = (
+    "KITTI road colour labels: magenta road, red not road, black outside the valid area (ignored)"
+)
 # RGB colours of the KITTI road ground truth, in the order (label, colour).
 LEGEND = {0: (255, 0, 0), 1: (255, 0, 255), IGNORE_LABEL: (0, 0, 0)}
 IMAGE_PATTERN = re.compile(r"^(um|umm|uu)_(\d{6})\.png$")
 LABEL_PATTERN = re.compile(r"^(um|umm|uu)_(road|lane)_(\d{6})\.png$")
+
+
+def road_task(image_shape=None, resize_mode: str = "resize", model: str | None = "fcn8s") -> Task:
+    """The exercise's task: KITTI road colour labels, not road / road, road painted green."""
+    labels = Labels("kitti", note=LABEL_NOTE)
+    return task_for(CLASS_NAMES, OVERLAY_COLOURS, labels, image_shape, resize_mode, model)
 
 
 def label_name(image_name: str) -> str:

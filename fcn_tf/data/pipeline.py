@@ -13,7 +13,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from fcn_tf.data.augment import augment as augment_pair
-from fcn_tf.data.kitti import IGNORE_LABEL
+from fcn_tf.task import IGNORE_LABEL
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -26,14 +26,14 @@ def decode_label_tf(rgb):
     return tf.where(valid, labels, tf.constant(IGNORE_LABEL, tf.uint8))
 
 
-def index_label_decoder(void_value: int | None = None):
-    """Label files that are index PNGs (one channel); `void_value` becomes IGNORE_LABEL."""
+def index_label_decoder(lookup_table):
+    """Label files that are index PNGs (one channel): stored value v -> `lookup_table[v]`
+    (a class index, or IGNORE_LABEL for void and unknown values; see `Labels.lookup_table`)."""
+    table = tf.constant(lookup_table, tf.uint8)
 
     def decode(data):
-        labels = tf.io.decode_png(data, channels=1)[..., 0]
-        if void_value is None:
-            return labels
-        return tf.where(labels == void_value, tf.constant(IGNORE_LABEL, tf.uint8), labels)
+        stored = tf.io.decode_png(data, channels=1)[..., 0]
+        return tf.gather(table, tf.cast(stored, tf.int32))
 
     return decode
 
@@ -54,6 +54,16 @@ def palette_label_decoder(colours):
 def kitti_label_decoder():
     """KITTI road colour labels, decoded as the devkit does."""
     return lambda data: decode_label_tf(tf.io.decode_png(data, channels=3))
+
+
+def label_decoder(task):
+    """The decoder of a task's label files: PNG bytes -> uint8 labels `(H, W)`."""
+    labels = task.labels
+    if labels.format == "kitti":
+        return kitti_label_decoder()
+    if labels.format == "index":
+        return index_label_decoder(labels.lookup_table(task.num_classes))
+    return palette_label_decoder(task.colours)
 
 
 def read_image(path):
@@ -129,37 +139,9 @@ def make_dataset(
     if cache:
         dataset = dataset.cache()
     if training and epochs is not None:
-        decoded = dataset
-
-        def one_epoch(epoch):
-            # A full-size shuffle buffer seeded by (seed, epoch): a permutation per epoch.
-            order = decoded.shuffle(
-                len(images), seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False
-            )
-            if augment:
-                # One stateless seed per (epoch, position): the same after a resume.
-                order = order.enumerate(start=epoch * len(images)).map(
-                    lambda index, pair: augment_pair(
-                        *pair, tf.stack([index, tf.constant(seed, tf.int64)])
-                    ),
-                    num_parallel_calls=AUTOTUNE,
-                    deterministic=True,
-                )
-            # batches never straddle two epochs
-            return order.batch(batch_size, drop_remainder=drop_remainder)
-
-        options = tf.data.Options()
-        # Multi-worker training: every worker reads the (file-name) dataset and keeps its share
-        # of the batches; the file-based policy does not apply to a list of names.
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA
+        return _epoch_indexed(
+            dataset, len(images), batch_size, augment, seed, epochs, first_epoch, drop_remainder
         )
-        # One dataset per epoch, chained (Python seeds: shuffle() cannot take a tensor seed
-        # before a global seed is set); all of them read the same cache.
-        dataset = one_epoch(first_epoch)
-        for epoch in range(first_epoch + 1, epochs):
-            dataset = dataset.concatenate(one_epoch(epoch))
-        return dataset.prefetch(AUTOTUNE).with_options(options)
     if training:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         if augment:
@@ -172,6 +154,39 @@ def make_dataset(
                 num_parallel_calls=AUTOTUNE,
             )
     return dataset.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def _epoch_indexed(decoded, count, batch_size, augment, seed, epochs, first_epoch, drop_remainder):
+    """Epochs `first_epoch .. epochs-1` of `decoded` back to back, each shuffled and augmented
+    by seeds that depend only on `(seed, epoch)` (see `make_dataset`)."""
+
+    def one_epoch(epoch):
+        # A full-size shuffle buffer seeded by (seed, epoch): a permutation per epoch.
+        order = decoded.shuffle(
+            count, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False
+        )
+        if augment:
+            # One stateless seed per (epoch, position): the same after a resume.
+            order = order.enumerate(start=epoch * count).map(
+                lambda index, pair: augment_pair(
+                    *pair, tf.stack([index, tf.constant(seed, tf.int64)])
+                ),
+                num_parallel_calls=AUTOTUNE,
+                deterministic=True,
+            )
+        # batches never straddle two epochs
+        return order.batch(batch_size, drop_remainder=drop_remainder)
+
+    options = tf.data.Options()
+    # Multi-worker training: every worker reads the (file-name) dataset and keeps its share
+    # of the batches; the file-based policy does not apply to a list of names.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # One dataset per epoch, chained (Python seeds: shuffle() cannot take a tensor seed
+    # before a global seed is set); all of them read the same cache.
+    dataset = one_epoch(first_epoch)
+    for epoch in range(first_epoch + 1, epochs):
+        dataset = dataset.concatenate(one_epoch(epoch))
+    return dataset.prefetch(AUTOTUNE).with_options(options)
 
 
 def image_dataset(paths, image_shape, batch_size: int, resize_mode: str = "resize"):

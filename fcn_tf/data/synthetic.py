@@ -42,9 +42,21 @@ def render_scene(seed: int, index: int, height: int = HEIGHT, width: int = WIDTH
     rng = np.random.default_rng([seed, index])
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
     horizon = rng.uniform(0.40, 0.50) * height
-    depth = np.clip((rows - horizon) / (height - horizon), 0.0, 1.0)  # 0 at horizon, 1 at bottom
-    below = rows > horizon
+    image = _background(rng, rows, cols, horizon)
+    road, geometry = _road(rng, image, rows, cols, horizon)
+    road &= ~_shadows_and_cars(rng, image, rows, cols, horizon, geometry)
+    image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+    label = np.empty((height, width, 3), dtype=np.uint8)
+    label[:] = LEGEND[0]
+    label[road] = LEGEND[1]
+    label[_invalid_area(rng, rows, cols, horizon)] = LEGEND[255]
+    return image, label
 
+
+def _background(rng, rows, cols, horizon):
+    """Sky with clouds, a textured verge below the horizon, buildings and trees along it."""
+    height, width = rows.shape
+    below = rows > horizon
     # Sky: vertical gradient plus soft clouds.
     sky_top, sky_low = rng.uniform([60, 110, 170], [140, 170, 230]), rng.uniform(180, 240, 3)
     t = np.clip(rows / max(horizon, 1.0), 0, 1)[..., None]
@@ -66,7 +78,14 @@ def render_scene(seed: int, index: int, height: int = HEIGHT, width: int = WIDTH
         colour = rng.uniform(40, 200, 3)
         box = (cols >= left) & (cols < left + span) & (rows >= top) & (rows < base)
         image[box] = colour + rng.normal(0, 8, (int(box.sum()), 3))
+    return image
 
+
+def _road(rng, image, rows, cols, horizon):
+    """Paint the road, pavement, kerb and lane marks; return the road mask and its geometry."""
+    height, width = rows.shape
+    depth = np.clip((rows - horizon) / (height - horizon), 0.0, 1.0)  # 0 at horizon, 1 at bottom
+    below = rows > horizon
     # Road geometry: centre drifts and curves towards the horizon, width shrinks with perspective.
     centre_bottom = width * rng.uniform(0.35, 0.65)
     curve = rng.uniform(-0.6, 0.6) * width
@@ -98,7 +117,15 @@ def render_scene(seed: int, index: int, height: int = HEIGHT, width: int = WIDTH
         mark = road & (np.abs(offset - lane * half_width) < 0.015 * half_width + 0.6)
         dashes = np.mod(12.0 / np.maximum(depth, 1e-3), 2.0) < 1.0
         image[mark & dashes] = rng.uniform(200, 250)
+    return road, (centre_bottom, vanish_shift, curve, half_width)
 
+
+def _shadows_and_cars(rng, image, rows, cols, horizon, geometry):
+    """Shadows over the ground, and vehicles on the road; returns the vehicles' mask (they
+    occlude the road and are labelled not road)."""
+    height, width = rows.shape
+    below = rows > horizon
+    centre_bottom, vanish_shift, curve, half_width = geometry
     # Shadows from trees and poles, cast over everything below the horizon.
     for _ in range(rng.integers(0, 5)):
         cy, cx = rng.uniform(horizon, height), rng.uniform(0, width)
@@ -106,7 +133,6 @@ def render_scene(seed: int, index: int, height: int = HEIGHT, width: int = WIDTH
         blob = ((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 < 1.0
         image[blob & below] *= rng.uniform(0.45, 0.75)
 
-    # Vehicles on the road: boxes that occlude it (and are labelled not road).
     cars = np.zeros((height, width), dtype=bool)
     for _ in range(rng.integers(0, 3)):
         d = rng.uniform(0.1, 0.6)
@@ -121,12 +147,13 @@ def render_scene(seed: int, index: int, height: int = HEIGHT, width: int = WIDTH
         car = (cols > x - w / 2) & (cols < x + w / 2) & (rows > y - h) & (rows < y)
         image[car] = rng.uniform(20, 230, 3) + rng.normal(0, 6, (int(car.sum()), 3))
         cars |= car
-    road &= ~cars
+    return cars
 
-    image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
 
-    # Invalid area (black in KITTI's labels): a sliver near the horizon on one side, and sometimes
-    # the bottom rows (KITTI marks areas it could not annotate this way).
+def _invalid_area(rng, rows, cols, horizon):
+    """Invalid area (black in KITTI's labels): a sliver near the horizon on one side, and
+    sometimes the bottom rows (KITTI marks areas it could not annotate this way)."""
+    height, width = rows.shape
     invalid = np.zeros((height, width), dtype=bool)
     if rng.random() < 0.7:
         side_left = rng.random() < 0.5
@@ -135,12 +162,7 @@ def render_scene(seed: int, index: int, height: int = HEIGHT, width: int = WIDTH
         invalid |= band & ((cols < width * 0.35) if side_left else (cols > width * 0.65))
     if rng.random() < 0.3:
         invalid[-int(rng.integers(3, 15)) :] = True
-
-    label = np.empty((height, width, 3), dtype=np.uint8)
-    label[:] = LEGEND[0]
-    label[road] = LEGEND[1]
-    label[invalid] = LEGEND[255]
-    return image, label
+    return invalid
 
 
 def write_dataset(root: str | os.PathLike, num_train: int, num_test: int, seed: int = 0) -> Path:

@@ -1,53 +1,41 @@
-"""Segmentation models: a registry of builders, backbones by stride, and their custom layers."""
+"""Segmentation models: a registry of builders, backbones by stride, and their custom layers.
 
-from fcn_tf.models.backbones import resnet, vgg16
-from fcn_tf.models.fcn import (
-    DECODERS,
-    build_fcn,
-    build_fcn8s,
-    build_fcn16s,
-    build_fcn32s,
-    fcn8s_decoder,
-)
-from fcn_tf.models.layers import (
-    AdaptivePooling,
-    BilinearUpsampling,
-    CropLike,
-    MaxPoolingWithArgmax,
-    MaxUnpooling,
-    PadToMultiple,
-    ResizeLike,
-    bilinear_kernel,
-)
-from fcn_tf.models.pspnet import build_pspnet
-from fcn_tf.models.registry import MIN_SIZE, MODELS, accepted_options, build_model
-from fcn_tf.models.segnet import build_segnet
-from fcn_tf.models.unet import build_unet, build_unet_vgg16, unet_output_size
+`fcn_tf.models.registry` (MODELS, build_model) imports no Keras; the other names are imported
+on first use, so reading the registry stays cheap.
+"""
 
-__all__ = [
-    "DECODERS",
-    "MIN_SIZE",
-    "MODELS",
-    "AdaptivePooling",
-    "BilinearUpsampling",
-    "CropLike",
-    "MaxPoolingWithArgmax",
-    "MaxUnpooling",
-    "PadToMultiple",
-    "ResizeLike",
-    "accepted_options",
-    "bilinear_kernel",
-    "build_fcn",
-    "build_fcn8s",
-    "build_fcn16s",
-    "build_fcn32s",
-    "build_model",
-    "build_pspnet",
-    "build_segnet",
-    "build_unet",
-    "build_unet_vgg16",
-    "fcn8s_decoder",
-    "resnet",
-    "unet_output_size",
-    "vgg16",
-]
+from fcn_tf.models.registry import MIN_SIZE, MODELS, ModelSpec, build_model, get_spec
+
+_LAZY = {
+    "resnet": "backbones",
+    "vgg16": "backbones",
+    "DECODERS": "fcn",
+    "build_fcn": "fcn",
+    "build_fcn8s": "fcn",
+    "build_fcn16s": "fcn",
+    "build_fcn32s": "fcn",
+    "fcn8s_decoder": "fcn",
+    "AdaptivePooling": "layers",
+    "BilinearUpsampling": "layers",
+    "CropLike": "layers",
+    "MaxPoolingWithArgmax": "layers",
+    "MaxUnpooling": "layers",
+    "PadToMultiple": "layers",
+    "ResizeLike": "layers",
+    "bilinear_kernel": "layers",
+    "build_pspnet": "pspnet",
+    "build_segnet": "segnet",
+    "build_unet": "unet",
+    "build_unet_vgg16": "unet",
+    "unet_output_size": "unet",
+}
+
+__all__ = ["MIN_SIZE", "MODELS", "ModelSpec", "build_model", "get_spec", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"fcn_tf.models.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'fcn_tf.models' has no attribute {name!r}")

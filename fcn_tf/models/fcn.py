@@ -117,23 +117,39 @@ def fcn_decoder(
     return _upsample(num_classes, final[1], final[0], l2, bias, trainable_upsampling)(x)
 
 
+UPSAMPLING = ("learned", "bilinear")
+
+
 def build_fcn(
     stride: int,
     num_classes: int = 2,
     input_shape=(None, None, 3),
+    *,
     weights: str | None = None,
     width: float = 1.0,
     fc_units: int = 4096,
     keep_prob: float = 0.5,
     decoder: str = "exercise",
     l2: float = 5e-4,
-    trainable_upsampling: bool = True,
+    upsampling: str = "learned",
     at_once: bool = False,
 ) -> keras.Model:
     """FCN-32s/16s/8s on VGG16: float RGB images in [0, 255] of any size -> logits, same size.
 
     The input is padded to a multiple of 32 inside the model and the logits are cropped back.
+
+    Args:
+        weights, width, fc_units, keep_prob: the encoder (see `backbones.vgg16`).
+        decoder: "exercise", "paper" or "widened" (module docstring).
+        l2: L2 penalty on the decoder's kernels, added to the loss.
+        upsampling: the transposed convs start as bilinear upsampling and are "learned" (the
+            paper) or stay "bilinear" (frozen).
+        at_once: the paper's at-once training (pool4 scaled by 0.01, pool3 by 0.0001).
     """
+    if upsampling not in UPSAMPLING:
+        raise ValueError(
+            f"unknown upsampling {upsampling!r}; choose one of {', '.join(UPSAMPLING)}"
+        )
     inputs, features = vgg16(
         input_shape, width=width, fc_units=fc_units, keep_prob=keep_prob, pad_to=32
     )
@@ -146,23 +162,23 @@ def build_fcn(
         features["P3"],
         decoder,
         l2,
-        trainable_upsampling,
+        upsampling == "learned",
         at_once,
     )
     logits = CropLike(name="crop")([logits, inputs])
     return keras.Model(inputs, logits, name=f"fcn{stride}s")
 
 
-def build_fcn32s(num_classes=2, input_shape=(None, None, 3), **kwargs) -> keras.Model:
+def build_fcn32s(num_classes=2, input_shape=(None, None, 3), **options) -> keras.Model:
     """FCN-32s: score_fr upsampled x32 in one step."""
-    return build_fcn(32, num_classes, input_shape, **kwargs)
+    return build_fcn(32, num_classes, input_shape, **options)
 
 
-def build_fcn16s(num_classes=2, input_shape=(None, None, 3), **kwargs) -> keras.Model:
+def build_fcn16s(num_classes=2, input_shape=(None, None, 3), **options) -> keras.Model:
     """FCN-16s: x2, fused with scored pool4, then x16."""
-    return build_fcn(16, num_classes, input_shape, **kwargs)
+    return build_fcn(16, num_classes, input_shape, **options)
 
 
-def build_fcn8s(num_classes=2, input_shape=(None, None, 3), **kwargs) -> keras.Model:
+def build_fcn8s(num_classes=2, input_shape=(None, None, 3), **options) -> keras.Model:
     """FCN-8s: x2 + pool4, x2 + pool3, then x8 (the KITTI exercise's model)."""
-    return build_fcn(8, num_classes, input_shape, **kwargs)
+    return build_fcn(8, num_classes, input_shape, **options)

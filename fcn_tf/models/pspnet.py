@@ -21,7 +21,6 @@ from fcn_tf.models.layers import AdaptivePooling, CropLike, ResizeLike
 from fcn_tf.models.weights import load_weights_by_name
 
 BINS = (1, 2, 3, 6)
-AUX_WEIGHT = 0.4
 
 
 def _conv_bn_relu(x, filters, kernel, name):
@@ -44,12 +43,14 @@ def pyramid_pooling(features, pooling: str = "avg", bins=BINS):
 def build_pspnet(
     num_classes: int = 2,
     input_shape=(None, None, 3),
+    *,
     backbone: str = "resnet50",
     width: float = 1.0,
     pooling: str = "avg",
     weights: str | None = None,
     aux_head: bool = False,
     dropout: float = 0.1,
+    output_stride: int = 8,
 ) -> keras.Model:
     """PSPNet: float RGB images in [0, 255] of any size -> logits of the same size.
 
@@ -59,8 +60,15 @@ def build_pspnet(
         pooling: "avg" (the paper) or "max" pyramid pooling.
         weights: None or a `keras.applications` ResNet weights file (loaded by layer name).
         aux_head: also output the auxiliary logits (a list `[logits, aux_logits]`), for training.
+        dropout: dropout rate before the classifiers.
+        output_stride: 8 (the paper: conv4 and conv5 dilated) or 16 (conv5 dilated only:
+            about 4x less work in conv4, coarser features).
     """
-    inputs, features = resnet(input_shape, backbone, width, output_stride=8, pad_to=8)
+    if output_stride not in (8, 16):
+        raise ValueError(f"PSPNet's output stride must be 8 or 16, got {output_stride}")
+    inputs, features = resnet(
+        input_shape, backbone, width, output_stride=output_stride, pad_to=output_stride
+    )
     if weights:
         load_weights_by_name(keras.Model(inputs, features["C5"]), weights)
     x = pyramid_pooling(features["C5"], pooling)
@@ -80,6 +88,6 @@ def build_pspnet(
     return keras.Model(inputs, [logits, aux], name=f"pspnet_{backbone}")
 
 
-def build_pspnet101(num_classes: int = 2, input_shape=(None, None, 3), **kwargs) -> keras.Model:
+def build_pspnet101(num_classes: int = 2, input_shape=(None, None, 3), **options) -> keras.Model:
     """PSPNet on a dilated ResNet-101."""
-    return build_pspnet(num_classes, input_shape, backbone="resnet101", **kwargs)
+    return build_pspnet(num_classes, input_shape, backbone="resnet101", **options)

@@ -1,79 +1,143 @@
-"""A plain registry of model builders: name -> function returning a Functional keras.Model.
+"""A plain registry of models: name -> `ModelSpec` (builder, the options it takes, its quirks).
 
 Every model maps float RGB images in [0, 255], `(batch, H, W, 3)`, to per-pixel logits
 `(batch, H, W, num_classes)` of the input's own size (padding internally to the multiple it
-needs and cropping back), except `unet_paper`, whose output is smaller by design (see
-`fcn_tf.models.unet.unet_output_size`).
+needs and cropping back), except `unet_paper`, whose output is smaller by design and which is
+therefore run on mirror-padded tiles (`ModelSpec.overlap_tile`).
+
+Each spec lists the keyword options its builder takes; `build_model` refuses any other, naming
+the option and the model. What is special about a model family at training and inference time
+(PSPNet's auxiliary head, the paper U-Net's tiles) is declared here, so the training engine and
+the inference core ask the spec instead of testing model names.
+
+This module imports no Keras: the command lines check options before TensorFlow loads.
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
+import importlib
 
-import keras
+FCN_OPTIONS = (
+    "width", "weights", "fc_units", "keep_prob", "decoder", "l2", "upsampling", "at_once",
+)  # fmt: skip
+UNET_OPTIONS = ("width", "batch_norm", "dropout")
+PSPNET_OPTIONS = ("width", "weights", "pooling", "dropout", "output_stride")
 
-from fcn_tf.models.fcn import build_fcn8s, build_fcn16s, build_fcn32s
-from fcn_tf.models.pspnet import build_pspnet, build_pspnet101
-from fcn_tf.models.segnet import build_segnet
-from fcn_tf.models.unet import build_unet, build_unet_paper, build_unet_vgg16
 
-MODELS = {
-    "fcn32s": build_fcn32s,
-    "fcn16s": build_fcn16s,
-    "fcn8s": build_fcn8s,
-    "unet": build_unet,
-    "unet_paper": build_unet_paper,
-    "unet_vgg16": build_unet_vgg16,
-    "pspnet": build_pspnet,
-    "pspnet101": build_pspnet101,
-    "segnet": build_segnet,
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What the rest of fcn_tf needs to know about a registered model.
+
+    Attributes:
+        builder: "module:function" of the builder (imported when a model is built).
+        min_size: the smallest input side (its total downsampling; the paper U-Net: its rule).
+        options: the keyword options the builder takes (besides num_classes, input_shape).
+        aux_weight: weight of an auxiliary training head's loss (PSPNet: 0.4), 0 if none.
+        overlap_tile: trained and run on mirror-padded tiles (the paper U-Net).
+    """
+
+    builder: str
+    min_size: int
+    options: tuple[str, ...]
+    aux_weight: float = 0.0
+    overlap_tile: bool = False
+
+    def build_function(self):
+        module, function = self.builder.split(":")
+        return getattr(importlib.import_module(module), function)
+
+    def training_input_shape(self, image_shape) -> tuple:
+        """The network's input shape when training on `image_shape` crops/resized images."""
+        if not self.overlap_tile:
+            return (*image_shape, 3)
+        from fcn_tf.models.unet import overlap_tile_padding
+
+        pads = overlap_tile_padding(*image_shape)
+        return (image_shape[0] + sum(pads[0]), image_shape[1] + sum(pads[1]), 3)
+
+    def training_pairs(self, images, labels, image_shape):
+        """A training batch as the network takes it (tiles for the paper U-Net)."""
+        if not self.overlap_tile:
+            return images, labels
+        from fcn_tf.models.unet import overlap_tile
+
+        return overlap_tile(images, labels, image_shape)
+
+    def network_input(self, images):
+        """A padded inference batch as the network takes it (graph-friendly)."""
+        if not self.overlap_tile:
+            return images
+        from fcn_tf.models.unet import overlap_tile
+
+        return overlap_tile(images)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "fcn32s": ModelSpec("fcn_tf.models.fcn:build_fcn32s", 32, FCN_OPTIONS),
+    "fcn16s": ModelSpec("fcn_tf.models.fcn:build_fcn16s", 32, FCN_OPTIONS),
+    "fcn8s": ModelSpec("fcn_tf.models.fcn:build_fcn8s", 32, FCN_OPTIONS),
+    "unet": ModelSpec("fcn_tf.models.unet:build_unet", 16, UNET_OPTIONS),
+    "unet_paper": ModelSpec(
+        "fcn_tf.models.unet:build_unet_paper", 188, UNET_OPTIONS, overlap_tile=True
+    ),
+    "unet_vgg16": ModelSpec(
+        "fcn_tf.models.unet:build_unet_vgg16", 16, ("width", "weights", "batch_norm")
+    ),
+    "pspnet": ModelSpec("fcn_tf.models.pspnet:build_pspnet", 8, PSPNET_OPTIONS, aux_weight=0.4),
+    "pspnet101": ModelSpec(
+        "fcn_tf.models.pspnet:build_pspnet101", 8, PSPNET_OPTIONS, aux_weight=0.4
+    ),
+    "segnet": ModelSpec("fcn_tf.models.segnet:build_segnet", 32, ("width",)),
 }
-# The smallest side each model takes (its total downsampling; the paper U-Net: its size rule).
-MIN_SIZE = {
-    "fcn32s": 32,
-    "fcn16s": 32,
-    "fcn8s": 32,
-    "unet": 16,
-    "unet_paper": 188,
-    "unet_vgg16": 16,
-    "pspnet": 8,
-    "pspnet101": 8,
-    "segnet": 32,
-}
+MIN_SIZE = {name: spec.min_size for name, spec in MODELS.items()}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of model `name`; ValueError listing the valid names if there is none."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def check_options(name: str, options) -> None:
+    """Raise ValueError naming the first option (as its flag) that model `name` does not take."""
+    spec = get_spec(name)
+    for option in options:
+        if option not in spec.options:
+            takes = ", ".join(f"--{o.replace('_', '-')}" for o in spec.options)
+            raise ValueError(
+                f"--{option.replace('_', '-')} does not apply to model {name} (it takes {takes})"
+            )
 
 
 def build_model(
-    name: str, num_classes: int = 2, input_shape=(None, None, 3), **kwargs
-) -> keras.Model:
+    name: str,
+    num_classes: int = 2,
+    input_shape=(None, None, 3),
+    *,
+    training_head: bool = False,
+    **options,
+):
     """Build the registered model `name`: float RGB images in [0, 255] -> per-pixel logits.
 
-    Keyword arguments the builder does not take are an error, except with `model_options`,
-    which `build_from_options` uses to pass a run's settings to any model.
+    Args:
+        options: the model's keyword options (`MODELS[name].options`); any other is an error.
+        training_head: also output the auxiliary logits of a model that has an auxiliary
+            training head (`[logits, aux_logits]`); others are built as usual.
 
     Raises:
-        ValueError: `name` is not registered (the message lists the valid names), or the input
-            is smaller than the model can take.
+        ValueError: `name` is not registered (the message lists the valid names), an option does
+            not apply to it, or the input is smaller than the model can take.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+    spec = get_spec(name)
+    check_options(name, options)
     for side in input_shape[:2]:
-        if side is not None and side < MIN_SIZE[name]:
+        if side is not None and side < spec.min_size:
             raise ValueError(
                 f"input of {input_shape[0]}x{input_shape[1]} is too small for {name}, which "
-                f"needs sides of at least {MIN_SIZE[name]} pixels"
+                f"needs sides of at least {spec.min_size} pixels"
             )
-    return MODELS[name](num_classes=num_classes, input_shape=input_shape, **kwargs)
-
-
-def accepted_options(name: str, options: dict) -> dict:
-    """The subset of `options` that model `name`'s builder takes (for settings shared by runs)."""
-    builder = MODELS[name]
-    parameters = set(inspect.signature(builder).parameters)
-    if "kwargs" in parameters:  # thin wrappers pass on to the family's builder
-        family = {"fcn": "build_fcn", "unet": "build_unet", "pspnet": "build_pspnet"}
-        import fcn_tf.models as models
-
-        for prefix, target in family.items():
-            if name.startswith(prefix):
-                parameters |= set(inspect.signature(getattr(models, target)).parameters)
-    return {key: value for key, value in options.items() if key in parameters}
+    if training_head and spec.aux_weight:
+        options["aux_head"] = True
+    return spec.build_function()(num_classes=num_classes, input_shape=input_shape, **options)

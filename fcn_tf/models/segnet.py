@@ -25,7 +25,7 @@ DECODER_FILTERS = {
 }
 
 
-def build_segnet(num_classes: int = 2, input_shape=(None, None, 3), width: float = 1.0):
+def build_segnet(num_classes: int = 2, input_shape=(None, None, 3), *, width: float = 1.0):
     """SegNet: float RGB images in [0, 255] of any size -> logits of the same size."""
     inputs, x = image_input(input_shape, pad_to=32)
     pooled = {}

@@ -61,6 +61,7 @@ def _expanding_path(x, skips, filters, padding, batch_norm):
 def build_unet(
     num_classes: int = 2,
     input_shape=(None, None, 3),
+    *,
     width: float = 1.0,
     padding: str = "same",
     batch_norm: bool = False,
@@ -101,14 +102,15 @@ def build_unet(
     return keras.Model(inputs, logits, name=name)
 
 
-def build_unet_paper(num_classes: int = 2, input_shape=(None, None, 3), **kwargs) -> keras.Model:
+def build_unet_paper(num_classes: int = 2, input_shape=(None, None, 3), **options) -> keras.Model:
     """The paper's U-Net with unpadded convs (572x572 -> 388x388)."""
-    return build_unet(num_classes, input_shape, padding="valid", **kwargs)
+    return build_unet(num_classes, input_shape, padding="valid", **options)
 
 
 def build_unet_vgg16(
     num_classes: int = 2,
     input_shape=(None, None, 3),
+    *,
     width: float = 1.0,
     weights: str | None = None,
     batch_norm: bool = False,

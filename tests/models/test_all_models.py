@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 
+from fcn_tf.engine import compile_model
 from fcn_tf.models import MODELS, build_model, unet_output_size
-from fcn_tf.tutorial import optimize
+from fcn_tf.task import task_for
 
 SAME_SIZE_MODELS = sorted(name for name in MODELS if name != "unet_paper")
 ODD_SIZES = ((37, 53), (64, 64), (75, 123))
@@ -49,7 +50,7 @@ def test_keras_round_trip_in_safe_mode_gives_identical_outputs(models, name, tmp
 @pytest.mark.parametrize("name", sorted(set(MODELS) - {"pspnet101"}))
 def test_a_few_steps_on_one_batch_lower_the_loss(name):
     keras.utils.set_random_seed(0)
-    model = optimize(tiny(name, 3), learning_rate=2e-3)
+    model = compile_model(tiny(name, 3), task_for(["a", "b", "c"], model=name), 2e-3)
     model.run_eagerly = True  # a few steps: cheaper than tracing a train function per model
     size = 188 if name == "unet_paper" else 64
     out = unet_output_size(size) if name == "unet_paper" else size
@@ -94,8 +95,25 @@ def test_paper_unet_maps_572_to_388_and_checks_its_size_rule():
 
 
 def test_unknown_backbone_is_named():
+    from fcn_tf.models import build_pspnet
+
     with pytest.raises(ValueError, match="unknown backbone 'resnet18'"):
-        build_model("pspnet", 2, backbone="resnet18", width=0.05)
+        build_pspnet(2, backbone="resnet18", width=0.05)
+
+
+def test_an_option_a_model_does_not_take_is_named_with_the_model():
+    with pytest.raises(ValueError, match="--decoder does not apply to model unet .*--batch-norm"):
+        build_model("unet", 2, decoder="paper")
+    with pytest.raises(ValueError, match="--output-stride does not apply to model fcn8s"):
+        build_model("fcn8s", 2, output_stride=16)
+
+
+def test_pspnet_output_stride_16_and_frozen_fcn_upsampling():
+    model = tiny("pspnet", 2, output_stride=16)
+    assert model.get_layer("conv4_block1_1_conv").strides == (2, 2)
+    assert model(np.zeros((1, 50, 70, 3), "float32")).shape == (1, 50, 70, 2)
+    fcn = tiny("fcn8s", 2, upsampling="bilinear")
+    assert not fcn.get_layer("upscore8").trainable and fcn.get_layer("score_fr").trainable
 
 
 def test_pspnet_summary_shows_the_pyramid_pooling_module():
@@ -114,7 +132,7 @@ def test_pspnet_summary_shows_the_pyramid_pooling_module():
 
 
 def test_pspnet_aux_head_and_max_pooling():
-    model = tiny("pspnet", 2, aux_head=True, pooling="max")
+    model = tiny("pspnet", 2, training_head=True, pooling="max")
     logits, aux = model(np.zeros((1, 50, 70, 3), "float32"))
     assert logits.shape == aux.shape == (1, 50, 70, 2)
     assert model.get_layer("ppm_pool2").mode == "max"
@@ -164,8 +182,9 @@ def test_pspnet_loads_resnet_weights_by_keras_applications_names(tmp_path):
 
 
 def test_paper_unet_predicts_whole_images_by_overlap_tile():
-    from fcn_tf.predict import probabilities
+    from fcn_tf.inference import probabilities
 
     image = np.random.default_rng(4).integers(0, 255, (100, 150, 3)).astype("uint8")
-    scores = probabilities(tiny("unet_paper", 2), image, None, "pad")
+    task = task_for(["a", "b"], model="unet_paper")
+    scores = probabilities(tiny("unet_paper", 2), image, task)
     assert scores.shape == (100, 150, 2)

@@ -1,0 +1,224 @@
+"""A user's own dataset: an `images/` folder and a `masks/` folder of PNGs named like the images.
+
+Masks are either one-channel index PNGs or RGB colour PNGs described by a palette file::
+
+    {"classes": [{"name": "road", "color": [128, 64, 128]}, ...], "void": 255,
+     "void_colors": [[0, 0, 0]]}
+
+How index masks are read (`index_labels`), each case stated in the log:
+
+* masks holding only 0 and 255 (how binary masks are usually saved): 2 classes,
+  background (0) / foreground (255);
+* otherwise 255 is void (ignored, fcn_tf's convention) and the classes are the values
+  0 .. largest, e.g. 0/1/255 masks: background / foreground with 255 ignored;
+* with a palette, its classes in order (class i stored as value i, or as its `"value"`), and its
+  `"void"` (255 if not given) ignored; a 2-class palette over 0/255-only masks reads 255 as the
+  second class unless the palette names 255 as void.
+
+In RGB masks any colour that is not a class colour must be listed in `"void_colors"`. Every mask
+is read once before training, so a bad file fails up front with its name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+from fcn_tf.data.kitti import parallel_map, read_rgb
+from fcn_tf.task import IGNORE_LABEL, Labels, default_colours
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def find_pairs(root) -> list[tuple[Path, Path]]:
+    """`(images/X.ext, masks/X.png)` for every image; an image without its mask is an error."""
+    root = Path(root)
+    image_dir, mask_dir = root / "images", root / "masks"
+    for folder in (image_dir, mask_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder} does not exist; a folder dataset has images/ and "
+                "masks/ (masks named like their images, as .png)"
+            )
+    pairs = []
+    for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        mask = mask_dir / f"{image.stem}.png"
+        if not mask.is_file():
+            raise ValueError(f"image {image} has no mask {mask}")
+        pairs.append((image, mask))
+    if not pairs:
+        raise ValueError(f"no images in {image_dir} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return pairs
+
+
+def read_palette(path) -> dict:
+    """Read a palette file (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"palette file {path} does not exist")
+    try:
+        palette = json.loads(path.read_text())
+        classes = palette["classes"]
+        names = tuple(str(c["name"]) for c in classes)
+        colours = tuple(tuple(int(v) for v in c["color"]) for c in classes)
+        values = tuple(int(c["value"]) for c in classes if "value" in c)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"palette file {path} is not valid ({error}); expected "
+            '{"classes": [{"name": ..., "color": [r, g, b]}, ...]}'
+        ) from None
+    if values and len(values) != len(names):
+        raise ValueError(f'palette file {path}: give every class a "value", or none')
+    return {
+        "names": names,
+        "colours": colours,
+        "values": values,
+        "void": palette.get("void"),
+        "void_colours": tuple(tuple(c) for c in palette.get("void_colors", [])),
+    }
+
+
+def _mask_values(pair) -> tuple[tuple[int, int], frozenset]:
+    """Decode an image and its index mask; return the image size and the mask's values."""
+    image_path, mask_path = pair
+    image = read_rgb(image_path)
+    try:
+        mask = iio.imread(mask_path)
+    except Exception as error:  # noqa: BLE001 - imageio raises many types for broken files
+        raise ValueError(f"cannot read mask {mask_path} ({error})") from None
+    if mask.ndim != 2:
+        raise ValueError(
+            f"mask {mask_path} has {mask.shape[-1]} channels; index masks have one "
+            "(for colour masks pass --palette)"
+        )
+    if mask.dtype != np.uint8:
+        raise ValueError(
+            f"mask {mask_path} is {mask.dtype}; fcn_tf reads 8-bit index masks (values 0..255): "
+            "save it as an 8-bit PNG"
+        )
+    if mask.shape != image.shape[:2]:
+        raise ValueError(
+            f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but image "
+            f"{image_path} is {image.shape[1]}x{image.shape[0]}"
+        )
+    return image.shape[:2], frozenset(np.unique(mask).tolist())
+
+
+def index_labels(found: set, palette: dict | None):
+    """Decide how index masks holding the values `found` are read (module docstring).
+
+    Returns `(class_names, colours, Labels)`.
+    """
+    if palette:
+        names, void = palette["names"], palette["void"]
+        if palette["values"]:
+            values = palette["values"]
+            note = f"index masks with the palette's values {list(values)}"
+        elif len(names) == 2 and void is None and found <= {0, 255} and 255 in found:
+            values = (0, 255)
+            note = f"masks 0/255: read as 2 classes, {names[0]}/{names[1]}"
+        else:
+            values = tuple(range(len(names)))
+            note = f"index masks 0..{len(names) - 1}: the palette's {len(names)} classes"
+        void_values = (IGNORE_LABEL if void is None else int(void),)
+        if void is None and IGNORE_LABEL in values:  # 255 is a class value here
+            void_values = ()
+        if void_values and void_values[0] in found:
+            note += f", {void_values[0]} = void (ignored)"
+        return names, palette["colours"], Labels("index", values, void_values, note=note)
+    if found <= {0, 255}:
+        if 255 not in found:
+            raise ValueError("every mask holds only the value 0 (one class): nothing to learn")
+        names, values, void_values = ("background", "foreground"), (0, 255), ()
+        note = "masks 0/255: read as 2 classes, background/foreground"
+    else:
+        top = max(found - {IGNORE_LABEL})
+        names = ("background", "foreground") if top == 1 else tuple(str(i) for i in range(top + 1))
+        values, void_values = (), (IGNORE_LABEL,)
+        note = f"masks hold values 0..{top}"
+        note += f" and {IGNORE_LABEL}" if IGNORE_LABEL in found else ""
+        note += f": read as {top + 1} classes"
+        note += ", " + "/".join(names) if top == 1 else ""
+        note += f", {IGNORE_LABEL} = void (ignored)" if IGNORE_LABEL in found else ""
+    return names, default_colours(len(names)), Labels("index", values, void_values, note=note)
+
+
+def _check_values(pairs, values_per_mask, labels: Labels, num_classes: int) -> None:
+    allowed = set(labels.values or range(num_classes)) | set(labels.void_values)
+    for (_, mask_path), values in zip(pairs, values_per_mask, strict=True):
+        bad = sorted(values - allowed)
+        if bad:
+            classes = sorted(allowed - set(labels.void_values))
+            raise ValueError(
+                f"mask {mask_path} holds value {bad[0]}, outside the class values "
+                f"{classes[0]}..{classes[-1]} and not the void label "
+                f"{', '.join(map(str, labels.void_values)) or '(none)'}"
+            )
+    seen = set().union(*values_per_mask)
+    missing = [i for i, v in enumerate(labels.values or range(num_classes)) if v not in seen]
+    if missing:
+        log.warning("classes %s appear in no mask", ", ".join(map(str, missing)))
+
+
+def read_index_masks(pairs, palette: dict | None):
+    """Read every index mask once: `(sizes, class_names, colours, Labels)`."""
+    checked = parallel_map(_mask_values, pairs, "checking data", "pair")
+    if not checked and palette:  # nothing to read (an empty split): the palette decides
+        names, colours, labels = index_labels(set(), palette)
+        return [], names, colours, labels
+    sizes = [size for size, _ in checked]
+    values_per_mask = [values for _, values in checked]
+    names, colours, labels = index_labels(set().union(*values_per_mask), palette)
+    _check_values(pairs, values_per_mask, labels, len(names))
+    return sizes, names, colours, labels
+
+
+def read_colour_masks(pairs, palette: dict):
+    """Check every RGB mask against the palette: `(sizes, class_names, colours, Labels)`."""
+    allowed = np.array(list(palette["colours"]) + list(palette["void_colours"]), np.int64)
+    keys = set((allowed[:, 0] << 16 | allowed[:, 1] << 8 | allowed[:, 2]).tolist())
+
+    def check(pair):
+        image_path, mask_path = pair
+        image = read_rgb(image_path)
+        mask = read_rgb(mask_path).astype(np.int64)
+        if mask.shape != image.shape:
+            raise ValueError(f"mask {mask_path} does not have the size of image {image_path}")
+        found = np.unique(mask[..., 0] << 16 | mask[..., 1] << 8 | mask[..., 2])
+        unknown = [int(k) for k in found if int(k) not in keys]
+        if unknown:
+            colour = (unknown[0] >> 16, (unknown[0] >> 8) & 255, unknown[0] & 255)
+            raise ValueError(
+                f"mask {mask_path} holds colour {colour}, which is not in the "
+                "palette file; add it as a class or to void_colors"
+            )
+        return image.shape[:2]
+
+    sizes = parallel_map(check, pairs, "checking data", "pair")
+    count = len(palette["names"])
+    note = f"colour masks: the palette's {count} classes"
+    if palette["void_colours"]:
+        note += f", {len(palette['void_colours'])} void colour(s) ignored"
+    labels = Labels("palette", void_values=(), void_colours=palette["void_colours"], note=note)
+    return sizes, palette["names"], palette["colours"], labels
+
+
+def read_folder(root, palette_path=None):
+    """Find and check a folder dataset: `(pairs, sizes, class_names, colours, Labels)`."""
+    pairs = find_pairs(root)
+    palette = read_palette(palette_path) if palette_path else None
+    first = iio.imread(pairs[0][1])
+    if first.ndim == 3:
+        if palette is None:
+            raise ValueError(
+                f"masks in {Path(root) / 'masks'} are RGB: pass --palette palette.json that "
+                "lists each class's colour"
+            )
+        return (pairs, *read_colour_masks(pairs, palette))
+    return (pairs, *read_index_masks(pairs, palette))

@@ -1,0 +1,110 @@
+"""Compiling and fitting a segmentation model for a task: loss, metrics, callbacks, `fit`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import keras
+
+from fcn_tf.engine.callbacks import ResumableCheckpoint, StopOnNonFinite, ValidationScores
+from fcn_tf.engine.history import read_history
+from fcn_tf.losses import pixel_cross_entropy
+from fcn_tf.metrics import mean_iou, positive_iou
+from fcn_tf.models.registry import MODELS
+from fcn_tf.task import Task
+
+
+def compile_model(model, task: Task, learning_rate: float = 1e-3, jit_compile="auto"):
+    """Compile `model` for `task`: Adam, per-pixel cross-entropy ignoring void, and the task's
+    IoU metric (`<positive>_iou` for binary tasks, `miou` otherwise).
+
+    Layer regularizers (the FCN decoder's L2) are part of the loss Keras minimises. A model with
+    an auxiliary training head (two outputs) gets its spec's auxiliary loss weight.
+    """
+    outputs = model.outputs[0].shape[-1]
+    if outputs != task.num_classes:
+        raise ValueError(
+            f"the model outputs {outputs} classes but the task has {task.num_classes} "
+            f"({', '.join(task.class_names)})"
+        )
+    metric = positive_iou(task.iou_metric) if task.binary else mean_iou(task.num_classes)
+    options = {"optimizer": keras.optimizers.Adam(learning_rate), "jit_compile": jit_compile}
+    if len(model.outputs) == 1:
+        model.compile(loss=pixel_cross_entropy(), metrics=[metric], **options)
+        return model
+    spec = MODELS.get(task.model)
+    if spec is None or not spec.aux_weight:
+        raise ValueError(f"model {model.name} has {len(model.outputs)} outputs; expected one")
+    model.compile(
+        loss=[pixel_cross_entropy(), pixel_cross_entropy()],
+        loss_weights=[1.0, spec.aux_weight],
+        metrics=[[metric], []],
+        **options,
+    )
+    return model
+
+
+def fit(
+    model,
+    train_data,
+    val_data,
+    epochs: int,
+    task: Task,
+    run_dir=None,
+    verbose=None,
+    initial_epoch: int = 0,
+    steps_per_epoch: int | None = None,
+    callbacks=(),
+    keras_validation: bool = True,
+):
+    """Train with `model.fit`; return the `keras.callbacks.History`.
+
+    After every epoch the task's selection score is computed on `val_data` (`val_maxf` for
+    binary tasks, `val_miou` otherwise). With a `run_dir`, writes `checkpoints/best.keras` (the
+    epoch with the best score), `history.csv` and the resumable training state;
+    `initial_epoch` continues a run (history appended, best score carried over). `verbose`
+    defaults to a progress bar on a terminal and one line per epoch otherwise. `callbacks` are
+    added to fcn_tf's own. `keras_validation=False` leaves validation to `ValidationScores`
+    alone (it runs on one device, so any validation batch works with several replicas).
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite (training stops at that batch).
+    """
+    stop = StopOnNonFinite()
+    callbacks = [stop, *callbacks]
+    if val_data is not None:
+        callbacks.append(ValidationScores(val_data, task))
+    monitor = task.selection_metric if val_data is not None else "loss"
+    if run_dir is not None:
+        callbacks += _run_callbacks(Path(run_dir), monitor, initial_epoch)
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    history = model.fit(
+        train_data,
+        validation_data=val_data if keras_validation else None,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded)
+    )
+    stop.raise_if_stopped()
+    return history
+
+
+def _run_callbacks(run_dir: Path, monitor: str, initial_epoch: int) -> list:
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    mode = "min" if monitor == "loss" else "max"
+    best = keras.callbacks.ModelCheckpoint(
+        run_dir / "checkpoints" / "best.keras", monitor=monitor, mode=mode, save_best_only=True
+    )
+    previous = [row[monitor] for row in read_history(run_dir / "history.csv") if monitor in row]
+    if initial_epoch and previous:
+        best.best = (min if mode == "min" else max)(previous)
+    return [
+        best,
+        keras.callbacks.CSVLogger(run_dir / "history.csv", append=initial_epoch > 0),
+        ResumableCheckpoint(run_dir / "checkpoints"),
+    ]

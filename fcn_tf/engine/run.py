@@ -1,0 +1,279 @@
+"""A whole training run, as a short sequence of named steps: `run(config)`.
+
+    runtime  -> the tf.distribute strategy, seeds, dtype policy (fcn_tf.distribute)
+    folder   -> a new run folder, or the unfinished one of the same settings to resume
+    data     -> checked splits and the task they define (fcn_tf.data.load_data)
+    pipelines-> epoch-indexed tf.data pipelines (the same batches after a resume)
+    model    -> built from the registry, compiled for the task, restored when resuming
+    train    -> `fit` with validation scores, best checkpoint, history, resumable state
+    results  -> held-out scores, model.keras + model.json (the task), overlays, metrics.json
+
+Only the chief process writes; other workers of a cluster train into a scratch folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+
+import keras
+
+from fcn_tf import distribute
+from fcn_tf.config import TrainConfig
+from fcn_tf.engine.callbacks import restore_state
+from fcn_tf.engine.fit import compile_model, fit
+from fcn_tf.engine.history import plot_history, read_history
+from fcn_tf.engine.run_folder import RunFolder
+from fcn_tf.models.registry import build_model, get_spec
+from fcn_tf.task import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Runtime:
+    """Where training runs: the strategy, whether this process writes, the dtype policy."""
+
+    strategy: object
+    chief: bool
+    policy: str
+
+    @property
+    def replicated(self) -> bool:
+        return self.strategy.num_replicas_in_sync > 1
+
+
+@dataclasses.dataclass
+class Job:
+    """Everything the training steps share."""
+
+    config: TrainConfig
+    runtime: Runtime
+    folder: RunFolder
+    data: object  # fcn_tf.data.datasets.SegmentationData
+    train_data: object = None
+    val_data: object = None
+    steps_per_epoch: int = 0
+
+    @property
+    def task(self) -> Task:
+        return self.data.task
+
+
+def run(config: TrainConfig) -> dict:
+    """Train `config`'s model on its data into a run folder; return the metrics written to
+    `metrics.json`, plus `run_dir` (non-chief workers of a cluster: `{}`).
+
+    Rerunning a killed command resumes it from its last saved epoch, with the same data order.
+    """
+    runtime = start_runtime(config)
+    folder = RunFolder.open(config)
+    if folder.epochs_done >= config.epochs:
+        raise ValueError(
+            f"the unfinished run {folder.partial} already trained {folder.epochs_done} epochs; "
+            f"pass --epochs above {folder.epochs_done} to train on, or delete it to start afresh"
+        )
+    job = Job(config, runtime, folder, load_data_logged(config))
+    make_pipelines(job)
+    model = training_model(job)
+    if not runtime.chief:
+        train_as_worker(job, model)
+        return {}
+    with folder.guard():
+        folder.prepare(config.epochs)
+        config.save(folder / "config.json")
+        seconds = train(job, model, folder.partial)
+        best = best_model(job)
+        metrics = write_results(job, best, seconds, model.count_params())
+        run_dir = folder.finish()
+    headline = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in _HEADLINE(job.task))
+    log.info("held-out %s (best epoch %d); run folder %s", headline, metrics["best_epoch"], run_dir)
+    return {**metrics, "run_dir": str(run_dir)}
+
+
+def _HEADLINE(task: Task) -> tuple:  # noqa: N802 - reads as a constant
+    return ("val_maxf", f"val_{task.iou_metric}") if task.binary else ("val_miou",)
+
+
+def start_runtime(config: TrainConfig) -> Runtime:
+    """The strategy first (it decides how TensorFlow sets up its devices), then seeds and the
+    dtype policy."""
+    if config.strategy == "multi_worker" and not config.run_name:
+        raise ValueError("--strategy multi_worker needs --run-name, the same on every worker")
+    strategy = distribute.make_strategy(config.strategy, config.cpu_replicas)
+    distribute.check_batch(config.batch_size, strategy)
+    policy = distribute.speed_settings(config.mixed_precision, config.deterministic, config.seed)
+    keras.utils.set_random_seed(config.seed)
+    return Runtime(strategy, distribute.is_chief(strategy), policy)
+
+
+def load_data_logged(config: TrainConfig):
+    from fcn_tf.data.datasets import load_data
+
+    data = load_data(config)
+    log.info(
+        "data %s: %d training, %d validation, %d test images, %d classes (%s); best epoch by %s",
+        data.root,
+        len(data.train),
+        len(data.val),
+        len(data.test_images),
+        data.num_classes,
+        ", ".join(data.task.class_names),
+        data.task.selection_metric,
+    )
+    return data
+
+
+def make_pipelines(job: Job) -> None:
+    """Epoch-indexed training batches and validation batches, as the model takes them.
+
+    With several replicas a batch smaller than the replica count would leave one empty (Keras
+    fails on that): the last, partial batch of each epoch is dropped (another one each epoch).
+    """
+    from fcn_tf.data.pipeline import make_dataset
+
+    config, data = job.config, job.data
+    common = dict(
+        image_shape=config.image_shape,
+        batch_size=config.batch_size,
+        resize_mode=config.resize_mode,
+        seed=config.seed,
+        label_decoder=data.label_decoder(),
+    )
+    replicated = job.runtime.replicated
+    train_data = make_dataset(
+        data.train, training=True, augment=config.augment, epochs=config.epochs,
+        first_epoch=job.folder.epochs_done, drop_remainder=replicated, **common,
+    )  # fmt: skip
+    steps = (math.floor if replicated else math.ceil)(len(data.train) / config.batch_size)
+    if steps == 0:
+        raise ValueError(
+            f"{len(data.train)} training images make no full batch of {config.batch_size}; "
+            "lower --batch-size"
+        )
+    val_data = make_dataset(data.val, training=False, **common)
+    spec = get_spec(config.model)
+
+    def as_network_takes(images, labels):
+        images, labels = spec.training_pairs(images, labels, config.image_shape)
+        return (images, (labels, labels)) if spec.aux_weight else (images, labels)
+
+    job.train_data = train_data.map(as_network_takes)
+    job.val_data = val_data.map(as_network_takes)
+    job.steps_per_epoch = steps
+
+
+def build_network(config: TrainConfig, task: Task, training_head: bool = False):
+    """The registry's model for `config`, at the input shape it trains on."""
+    shape = get_spec(config.model).training_input_shape(config.image_shape)
+    return build_model(
+        config.model, task.num_classes, shape, training_head=training_head, **config.model_options()
+    )
+
+
+def training_model(job: Job):
+    """Build and compile the model under the strategy; restore the state when resuming."""
+    config, runtime = job.config, job.runtime
+    with runtime.strategy.scope():
+        model = build_network(config, job.task, training_head=True)
+        if runtime.policy != "float32":  # logits and loss in float32, for a stable softmax
+            names = ("logits_float32", "aux_logits_float32")
+            outputs = [
+                keras.layers.Activation("linear", dtype="float32", name=name)(output)
+                for name, output in zip(names, model.outputs, strict=False)
+            ]
+            model = keras.Model(model.inputs, outputs, name=model.name)
+        jit = distribute.jit_setting(config.jit_compile)
+        model = compile_model(model, job.task, config.learning_rate, jit)
+        if job.folder.epochs_done:
+            restore_state(model, job.folder.checkpoints)
+            model.optimizer.learning_rate.assign(config.learning_rate)
+    log.info(
+        "%s: %s parameters; %s, %d replica(s) of batch %d; dtype policy %s",
+        config.model,
+        f"{model.count_params():,}",
+        distribute.describe(runtime.strategy),
+        runtime.strategy.num_replicas_in_sync,
+        config.batch_size // runtime.strategy.num_replicas_in_sync,
+        runtime.policy,
+    )
+    return model
+
+
+def train(job: Job, model, folder: Path) -> float:
+    """Fit the model, writing checkpoints and history into `folder`; return the seconds."""
+    start = time.perf_counter()
+    with distribute.keras_multi_worker_fixes(model, job.runtime.strategy):
+        fit(
+            model, job.train_data, job.val_data, job.config.epochs, job.task, folder, None,
+            job.folder.epochs_done, job.steps_per_epoch,
+            keras_validation=not job.runtime.replicated,
+        )  # fmt: skip
+    return time.perf_counter() - start
+
+
+def train_as_worker(job: Job, model) -> None:
+    """A non-chief worker: saving runs collective ops, so it saves what the chief saves, but
+    into a scratch folder that is thrown away; only the chief's files remain."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fcn_tf-worker-") as scratch:
+        train(job, model, Path(scratch))
+
+
+def best_model(job: Job):
+    """The best epoch's model, for serving: float32, main output only."""
+    folder = job.folder
+    if not read_history(folder / "history.csv") or not (folder.checkpoints / "best.keras").exists():
+        raise RuntimeError("training stopped before the first checkpoint")
+    best = keras.saving.load_model(folder.checkpoints / "best.keras")
+    if job.runtime.policy != "float32":  # serve in float32: rebuild and copy the weights
+        keras.mixed_precision.set_global_policy("float32")
+        trained = best
+        best = build_network(job.config, job.task)
+        best.set_weights(trained.get_weights()[: len(best.weights)])
+    if len(best.outputs) == 2:  # the auxiliary head is for training only
+        best = keras.Model(best.inputs, best.outputs[0], name=best.name)
+    return best
+
+
+def write_results(job: Job, best, seconds: float, parameters: int) -> dict:
+    """Held-out scores, the model with its task, the history plot, overlays, metrics.json."""
+    from fcn_tf.data.kitti import read_rgb
+    from fcn_tf.data.pipeline import decode_masks
+    from fcn_tf.inference import Predictor, probabilities, save_task, write_overlays
+    from fcn_tf.scoring import score_pairs, summary
+
+    task, data, folder = job.task, job.data, job.folder
+    scores = score_pairs(
+        data.val,
+        lambda path: probabilities(best, read_rgb(path), task),
+        task,
+        decode_masks(data.label_decoder()),
+    )
+    held_out = summary(scores, task)
+    if task.binary:  # the MaxF threshold decides from now on, instead of a fixed 0.5
+        task = task.with_threshold(held_out["val_maxf_threshold"])
+    best.save(folder / "model.keras")
+    save_task(folder / "model.keras", task)
+    plot_history(folder / "history.csv", folder / "history.png", task.iou_metric)
+    write_overlays(Predictor.from_model(best, task), data.test_images, folder / "overlays")
+    selected = [row[task.selection_metric] for row in read_history(folder / "history.csv")]
+    metrics = {
+        **held_out,
+        "selection_metric": task.selection_metric,
+        "best_epoch": int(max(range(len(selected)), key=selected.__getitem__)) + 1,
+        "epochs_run": len(selected),
+        "train_images": len(data.train),
+        "val_images": len(data.val),
+        "test_overlays": len(data.test_images),
+        "parameters": int(parameters),
+        "train_seconds": round(seconds, 1),
+        "data": str(data.root),
+        "labels": task.labels.note,
+    }
+    folder.write_json("metrics.json", metrics)
+    return metrics

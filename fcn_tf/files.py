@@ -1,0 +1,87 @@
+"""Writing files so that a reader (or a process killed at any instant) never sees half of one.
+
+Every file fcn_tf writes goes through `atomic_write`: the content is written to a hidden
+`.NAME.partial` file beside the target and renamed over it (`os.replace` is atomic on POSIX and
+Windows). Folders that are built over time (run folders, exports, submissions) use the same idea
+one level up: see `fcn_tf.engine.run_folder.RunFolder` and `replace_folder`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """`dir/name.ext` -> `dir/.name.partial.ext`: hidden, same suffix (image writers need it)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike):
+    """Yield a temporary path to write to; on success it replaces `path`, on failure it is gone.
+
+    Example::
+
+        with atomic_write(run / "metrics.json") as tmp:
+            tmp.write_text(text)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = partial_path(path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        else:
+            temporary.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, data) -> Path:
+    """Write `data` as indented JSON, atomically."""
+    with atomic_write(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+    return Path(path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data`, atomically."""
+    with atomic_write(path) as temporary:
+        temporary.write_bytes(data)
+    return Path(path)
+
+
+def write_image(path: str | os.PathLike, image) -> Path:
+    """Write an image (format from the suffix, e.g. `.png`), atomically."""
+    import imageio.v3 as iio
+
+    with atomic_write(path) as temporary:
+        iio.imwrite(temporary, image)
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> dict:
+    """Read a JSON object; a missing or broken file is a ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{what} {path} is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} must hold a JSON object")
+    return data
+
+
+def replace_folder(partial: Path, target: Path) -> None:
+    """Move a completed `partial` folder to `target`, replacing an existing one only now."""
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(partial, target)

@@ -1,0 +1,305 @@
+"""The one path from a trained model to probabilities, masks and overlays.
+
+    uint8 images (any size) -> float -> resize or pad -> network -> softmax -> crop or resize
+    back -> probabilities `(B, H, W, C)` -> mask `(B, H, W)` (binary tasks: class 1 where its
+    probability reaches the task's threshold; otherwise argmax) -> overlay
+
+`forward` is that graph in TensorFlow ops (dynamic shapes), `serving_module` wraps it with the
+serving signature the exports save, and `Predictor` runs it for any fcn_tf model: a `.keras`
+file, a run folder, an export folder or a SavedModel. Training (held-out scores, overlays),
+`evaluate`, `predict` and `export` all come through here, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fcn_tf.task import Task
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "fcn_tf.json"  # an export's metadata, also saved as the SavedModel's asset
+
+
+# ------------------------------------------------------------------------------ the graph
+
+
+def padded_shape(height: int, width: int, multiple: int = 32) -> tuple[int, int]:
+    """The smallest shape >= (height, width) whose sides are multiples of `multiple`."""
+    return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
+
+
+def forward(model, images, task: Task, multiple: int = 32):
+    """Class probabilities `(B, H, W, C)` for float images `(B, H, W, 3)` in [0, 255], any size.
+
+    With the task's "resize" mode the batch is resized bilinearly to `task.image_shape` and the
+    probabilities resized back; with "pad" it is zero-padded at the bottom/right to
+    `task.image_shape` (or further, to a multiple of `multiple`, for larger images; to the next
+    multiple alone when the task has no image shape) and cropped back. Graph-friendly: the
+    exported SavedModel, TFLite and ONNX models run exactly this.
+    """
+    import tensorflow as tf
+
+    from fcn_tf.models.registry import MODELS
+
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    if task.resize_mode == "resize":
+        if not task.image_shape:
+            raise ValueError("resize mode needs the image shape the model runs at (HxW)")
+        x = tf.image.resize(images, task.image_shape, method="bilinear")
+    else:
+        # (m - h % m) % m: the padding to the next multiple, in a form every exporter converts.
+        target_h = height + (multiple - height % multiple) % multiple
+        target_w = width + (multiple - width % multiple) % multiple
+        if task.image_shape:
+            target_h = tf.maximum(target_h, task.image_shape[0])
+            target_w = tf.maximum(target_w, task.image_shape[1])
+        x = tf.pad(images, [[0, 0], [0, target_h - height], [0, target_w - width], [0, 0]])
+    if task.model in MODELS:
+        x = MODELS[task.model].network_input(x)
+    result = tf.nn.softmax(model(x, training=False), axis=-1)
+    if task.resize_mode == "resize":
+        result = tf.image.resize(result, (height, width), method="bilinear")
+    return result[:, :height, :width]
+
+
+def decide(probabilities, task: Task):
+    """Masks from probabilities (TensorFlow ops): the threshold for binary tasks, else argmax."""
+    import tensorflow as tf
+
+    if task.binary:
+        return tf.cast(probabilities[..., 1] >= task.threshold, tf.uint8)
+    return tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)
+
+
+def probabilities(model, image: np.ndarray, task: Task) -> np.ndarray:
+    """Class probabilities `(H, W, C)` float32 for one uint8 RGB image `(H, W, 3)`."""
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(image[None], tf.float32)
+    return forward(model, x, task)[0].numpy()
+
+
+def export_metadata(task: Task) -> dict:
+    """What a client needs to interpret the outputs: the task's schema, and the signature."""
+    rule = " (class 1 where its probability >= threshold)" if task.binary else " (argmax)"
+    return {
+        **task.to_json(),
+        "inputs": {"images": "uint8 [batch, height, width, 3] RGB"},
+        "outputs": {
+            "probabilities": "float32 [batch, height, width, num_classes]",
+            "mask": "uint8 [batch, height, width] class index" + rule,
+        },
+    }
+
+
+def serving_module(model, task: Task):
+    """A `tf.Module` whose `serve` maps uint8 images of any size to probabilities and mask,
+    and whose `describe` returns the task (as JSON, and its main fields as tensors)."""
+    import tensorflow as tf
+
+    def serve(images):
+        scores = forward(model, tf.cast(images, tf.float32), task)
+        return {"probabilities": scores, "mask": decide(scores, task)}
+
+    def describe():
+        return {
+            "task": tf.constant(json.dumps(task.to_json())),
+            "class_names": tf.constant(list(task.class_names)),
+            "colours": tf.constant([list(c) for c in task.colours], tf.int32),
+            "threshold": tf.constant(task.threshold, tf.float32),
+            "image_shape": tf.constant(list(task.image_shape or (0, 0)), tf.int32),
+            "resize_mode": tf.constant(task.resize_mode),
+            "model": tf.constant(task.model or model.name),
+        }
+
+    module = tf.Module()
+    module.model = model
+    module.serve_python = serve  # not tracked by tf.Module: used for fixed-size TFLite graphs
+    module.serve = tf.function(
+        serve, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]
+    )
+    module.describe = tf.function(describe, input_signature=[])
+    return module
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def info_path(model_path: str | os.PathLike) -> Path:
+    """The task file saved beside a model: `model.keras` -> `model.json`."""
+    return Path(model_path).with_suffix(".json")
+
+
+def save_task(model_path, task: Task) -> None:
+    """Save the task beside the model (`model.json`), atomically."""
+    from fcn_tf.files import write_json
+
+    write_json(info_path(model_path), task.to_json())
+
+
+def load_model(path: str | os.PathLike):
+    """Load a `.keras` model (or a run folder's `model.keras`); return `(model, task)`.
+
+    The task comes from `model.json` beside the model (any schema version), else from the run's
+    `config.json` and the model (runs of fcn_tf 0.1), else from the model alone.
+    """
+    import keras
+
+    import fcn_tf.models.layers  # noqa: F401 - registers fcn_tf's layers for safe loading
+    from fcn_tf.models.registry import MODELS
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"model {path} does not exist; pass a .keras file or a run folder")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - keras raises many types for foreign files
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path} is not a Keras model fcn_tf can load ({reason})") from None
+    info = {"model": model.name if model.name in MODELS else None}
+    config_path = path.parent / "config.json"
+    if config_path.is_file():  # runs saved before model.json carried these
+        config = json.loads(config_path.read_text())
+        info.update({k: config[k] for k in ("image_shape", "resize_mode", "model") if k in config})
+    if info_path(path).is_file():
+        info.update(json.loads(info_path(path).read_text()))
+    task = Task.from_json(info, str(info_path(path)), num_classes=model.output_shape[-1])
+    if task.num_classes != model.output_shape[-1]:
+        raise ValueError(
+            f"{info_path(path)} names {task.num_classes} classes but {path} outputs "
+            f"{model.output_shape[-1]}; they do not belong together"
+        )
+    return model, task
+
+
+def _savedmodel_dir(path: Path) -> Path | None:
+    for candidate in (path, path / "saved_model"):
+        if (candidate / "saved_model.pb").is_file():
+            return candidate
+    return None
+
+
+def _savedmodel_task(loaded, source: Path) -> Task:
+    described = {k: v.numpy() for k, v in loaded.signatures["metadata"]().items()}
+    if "task" in described:
+        return Task.from_json(json.loads(described["task"].decode()), str(source))
+    shape = described["image_shape"].tolist()
+    legacy = {  # exports of fcn_tf 0.1
+        "model": described["model"].decode(),
+        "class_names": [n.decode() for n in described["class_names"]],
+        "colours": described["colours"].tolist(),
+        "threshold": float(described["threshold"]),
+        "image_shape": shape if any(shape) else None,
+        "resize_mode": described["resize_mode"].decode(),
+    }
+    return Task.from_json(legacy, str(source))
+
+
+class Predictor:
+    """uint8 image batches `(B, H, W, 3)` -> `(probabilities, mask)`, from any fcn_tf model.
+
+    `Predictor(path)`: a `.keras` file, a run folder, an export folder or a SavedModel;
+    `Predictor.from_model(model, task)`: a model in memory. Every kind runs the exported serving
+    function, so a Keras model predicts exactly what its export will. `task` holds class names,
+    colours and the threshold.
+    """
+
+    def __init__(self, path=None, *, model=None, task: Task | None = None):
+        if model is not None:
+            self._use_keras(model, task)
+            return
+        import tensorflow as tf
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"model {path} does not exist")
+        saved = _savedmodel_dir(path) if path.is_dir() else None
+        if saved is None:
+            self._use_keras(*load_model(path))
+            return
+        loaded = tf.saved_model.load(str(saved))
+        if "serving_default" not in loaded.signatures or "metadata" not in loaded.signatures:
+            raise ValueError(f"{saved} is a SavedModel but not one fcn_tf.export wrote")
+        self.task = _savedmodel_task(loaded, saved)
+        self._loaded = loaded  # keeps the variables alive
+        signature = loaded.signatures["serving_default"]
+        self._serve = lambda images: signature(images=images)
+        self.kind = "SavedModel"
+
+    @classmethod
+    def from_model(cls, model, task: Task) -> Predictor:
+        return cls(model=model, task=task)
+
+    def _use_keras(self, model, task: Task) -> None:
+        self.task = task
+        self.model = model
+        self._module = serving_module(model, task)
+        self._serve = self._module.serve
+        self.kind = "Keras"
+
+    @property
+    def name(self) -> str:
+        return self.task.model or getattr(getattr(self, "model", None), "name", "model")
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outputs = self._serve(np.ascontiguousarray(images, dtype=np.uint8))
+        return outputs["probabilities"].numpy(), outputs["mask"].numpy()
+
+    def one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(probabilities (H, W, C), mask (H, W))` of one uint8 image `(H, W, 3)`."""
+        scores, masks = self(image[None])
+        return scores[0], masks[0]
+
+
+# ---------------------------------------------------------------------------- pictures
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, colour=(0, 255, 0), alpha: float = 0.5):
+    """Paint `mask` (H, W) bool semi-transparently in `colour` on `image` (H, W, 3) uint8."""
+    out = image.astype(np.float32)
+    out[mask] = (1.0 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay_classes(image: np.ndarray, labels: np.ndarray, colours, alpha: float = 0.5):
+    """Blend each pixel with the colour of its class (`labels` (H, W) int, `colours` (C, 3))."""
+    palette = np.asarray(colours, np.float32)
+    out = (1.0 - alpha) * image.astype(np.float32) + alpha * palette[labels]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def paint(image: np.ndarray, mask: np.ndarray, task: Task) -> np.ndarray:
+    """The overlay: a binary task's class 1 in its colour, or every class in its colour."""
+    if task.binary:
+        return overlay(image, mask.astype(bool), task.colours[1])
+    return overlay_classes(image, mask, task.colours)
+
+
+def write_overlays(predictor: Predictor, paths, out_dir, progress: bool = True) -> list[Path]:
+    """Write `<out_dir>/<stem>.png`, the prediction painted on each image, at its own size."""
+    from tqdm.auto import tqdm
+
+    from fcn_tf.data.kitti import read_rgb
+    from fcn_tf.files import write_image
+
+    written = []
+    for path in tqdm(
+        list(paths), desc="painting", unit="image", disable=None if progress else True
+    ):
+        image = read_rgb(path)
+        _, mask = predictor.one(image)
+        written.append(
+            write_image(
+                Path(out_dir) / f"{Path(path).stem}.png", paint(image, mask, predictor.task)
+            )
+        )
+    return written

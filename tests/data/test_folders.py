@@ -1,0 +1,94 @@
+"""A user's own folder of 2-class masks, stored the ways binary masks are stored in practice:
+0/1 with 255 as void (with and without a palette), and 0/255. Each trains to a finished run
+folder, and evaluate, predict and export work on it."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from fcn_tf.data.folders import index_labels, read_folder
+from fcn_tf.task import IGNORE_LABEL, Labels
+
+SIZE = (50, 70)  # odd sizes, neither a multiple of 32 nor of 16
+
+
+def make_binary_folder(root, stored="0/1/255", count=10, palette=False):
+    """Scenes whose lower half holds a bright 'road' (the foreground) on a dark background."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        foreground = np.zeros(SIZE, bool)
+        top = 20 + index % 5
+        foreground[top:, 10 + index : 50 + index] = True
+        image = np.where(foreground[..., None], 200, 40) + rng.integers(0, 30, (*SIZE, 3))
+        iio.imwrite(root / "images" / f"img{index:02d}.png", image.astype(np.uint8))
+        if stored == "0/255":
+            mask = foreground.astype(np.uint8) * 255
+        else:
+            mask = foreground.astype(np.uint8)
+            mask[:3] = IGNORE_LABEL  # an unlabelled strip at the top
+        iio.imwrite(root / "masks" / f"img{index:02d}.png", mask)
+    if palette:
+        classes = [{"name": "grass", "color": [0, 0, 0]}, {"name": "path", "color": [255, 0, 0]}]
+        (root / "palette.json").write_text(json.dumps({"classes": classes}))
+    return root
+
+
+def test_mask_values_decide_the_classes_and_the_log_says_how():
+    names, _, labels = index_labels({0, 255}, None)
+    assert names == ("background", "foreground") and labels.values == (0, 255)
+    assert labels.note == "masks 0/255: read as 2 classes, background/foreground"
+    assert labels.lookup_table(2)[255] == 1 and labels.lookup_table(2)[0] == 0
+    names, _, labels = index_labels({0, 1, 255}, None)
+    assert names == ("background", "foreground") and labels.void_values == (255,)
+    assert "255 = void (ignored)" in labels.note
+    assert labels.lookup_table(2)[255] == IGNORE_LABEL
+    names, _, labels = index_labels({0, 1, 2, 4}, None)  # 3 appears nowhere: still a class
+    assert names == ("0", "1", "2", "3", "4")
+
+
+def test_a_palette_names_the_classes_of_index_masks():
+    palette = {
+        "names": ("grass", "path"), "colours": ((0, 0, 0), (255, 0, 0)), "values": (),
+        "void": None, "void_colours": (),
+    }  # fmt: skip
+    names, colours, labels = index_labels({0, 1, 255}, palette)
+    assert names == ("grass", "path") and labels.void_values == (255,)
+    names, _, labels = index_labels({0, 255}, palette)  # 0/255 masks: 255 is the second class
+    assert labels.values == (0, 255) and labels.note.startswith("masks 0/255")
+    names, _, labels = index_labels({0, 255}, {**palette, "void": 255})  # unless said void
+    assert labels.values == (0, 1) and labels.void_values == (255,)
+
+
+def test_only_background_and_stray_values_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="only the value 0"):
+        index_labels({0}, None)
+    root = make_binary_folder(tmp_path / "d", palette=True)
+    mask = iio.imread(root / "masks/img04.png")
+    mask[10, 10] = 7
+    iio.imwrite(root / "masks/img04.png", mask)
+    with pytest.raises(ValueError, match="img04.png holds value 7, outside the class values 0..1"):
+        read_folder(root, root / "palette.json")
+
+
+def test_sixteen_bit_masks_are_refused_with_the_file_named(tmp_path):
+    root = make_binary_folder(tmp_path / "d", count=3)
+    iio.imwrite(root / "masks/img01.png", np.ones(SIZE, np.uint16) * 300)
+    with pytest.raises(ValueError, match="img01.png is uint16; fcn_tf reads 8-bit"):
+        read_folder(root)
+
+
+def test_the_tf_decoder_reads_0_255_masks_as_classes(tmp_path):
+    from fcn_tf.data.pipeline import decode_masks, label_decoder
+    from fcn_tf.task import task_for
+
+    root = make_binary_folder(tmp_path / "d", stored="0/255", count=2)
+    _, _, names, colours, labels = read_folder(root)
+    decoded = decode_masks(label_decoder(task_for(names, colours, labels)))(
+        root / "masks/img00.png"
+    )
+    assert set(np.unique(decoded)) == {0, 1}
+    assert isinstance(labels, Labels) and labels.format == "index"

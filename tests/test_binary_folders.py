@@ -1,0 +1,61 @@
+"""The most common custom dataset, binary masks in a folder, through every command: train,
+evaluate, predict, export. Stored as 0/1 with 255 void (with and without a palette) and as 0/255
+(read as background/foreground); every variant is a binary task with a MaxF threshold."""
+
+import json
+import logging
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from fcn_tf.evaluate import main as evaluate_main
+from fcn_tf.export import main as export_main
+from fcn_tf.predict import main as predict_main
+from fcn_tf.train import main as train_main
+from tests.data.test_folders import SIZE, make_binary_folder
+
+FLAGS = ["--width", "0.05", "--fc-units", "16", "--epochs", "2", "--batch-size", "4"]
+VARIANTS = {
+    "0-1-255 with palette": ("0/1/255", True, ["grass", "path"], "255 = void (ignored)"),
+    "0-1-255": ("0/1/255", False, ["background", "foreground"], "255 = void (ignored)"),
+    "0-255": ("0/255", False, ["background", "foreground"], "masks 0/255: read as 2 classes"),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_binary_masks_train_evaluate_predict_and_export(tmp_path, caplog, variant):
+    stored, palette, names, note = VARIANTS[variant]
+    root = make_binary_folder(tmp_path / "data", stored, palette=palette)
+    runs = tmp_path / "runs"
+    flags = ["--dataset", "folder", "--data-dir", str(root), "--image-shape", "64x96"]
+    flags += ["--palette", str(root / "palette.json")] if palette else []
+    with caplog.at_level(logging.INFO):
+        code = train_main([*flags, "--output-dir", str(runs), "--run-name", "r", *FLAGS])
+    assert code == 0, caplog.text[-2000:]
+    assert note in caplog.text  # the log says how the masks were read
+    run = runs / "r"
+    assert [p.name for p in runs.iterdir()] == ["r"]  # finished: no partial folder left
+    task = json.loads((run / "model.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert task["class_names"] == names and task["binary"] and task["num_classes"] == 2
+    assert metrics["selection_metric"] == "val_maxf"
+    assert task["threshold"] == pytest.approx(metrics["val_maxf_threshold"])
+    iou_key = f"val_{names[1]}_iou"
+    assert 0 <= metrics[iou_key] <= 1 and 0 < metrics["val_maxf"] <= 1
+
+    assert evaluate_main([str(run)]) == 0  # the run's own validation split, as training scored it
+    report = json.loads((run / "eval-val/evaluation.json").read_text())
+    assert report["perspective"]["ALL"]["MaxF"] == pytest.approx(metrics["val_maxf"])
+
+    out = tmp_path / "predictions"
+    assert predict_main([str(run), str(root / "images"), "--output", str(out), "--quiet"]) == 0
+    masks = sorted((out / "masks").glob("*.png"))
+    assert len(masks) == 10 and all(iio.imread(m).shape == SIZE for m in masks)
+    assert set(np.unique(np.stack([iio.imread(m) for m in masks]))) <= {0, 1}
+    assert len(list((out / "confidence").glob("*.png"))) == 10
+
+    assert export_main([str(run), "--formats", "savedmodel"]) == 0
+    exported = json.loads((run / "export/fcn_tf.json").read_text())
+    assert exported["binary"] and exported["class_names"] == names
+    assert exported["threshold"] == pytest.approx(task["threshold"])
