@@ -3,9 +3,12 @@ speed figures themselves are measured by hand and recorded in docs/scale.md)."""
 
 import json
 
+import pytest
+
 from fcn_tf.benchmark import main
 
 
+@pytest.mark.slow  # 25 s: two models traced and timed
 def test_benchmark_reports_speed_peak_memory_and_pipeline_gap(tmp_path, capsys):
     out = tmp_path / "bench.json"
     status = main(["--width", "0.05", "--sizes", "64x96", "--steps", "2", "--json", str(out)])

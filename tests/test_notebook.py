@@ -10,6 +10,7 @@ nbclient = pytest.importorskip(
 )
 
 
+@pytest.mark.slow  # 35 s: a kernel that trains for 10 epochs
 def test_notebook_executes_and_is_committed_without_outputs(tmp_path):
     path = REPO / "notebooks" / "kitti_road_fcn8.ipynb"
     notebook = nbformat.read(path, as_version=4)
