@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -32,7 +31,7 @@ from fcn_tf import metrics
 from fcn_tf.cli import run_command, setup_logging
 from fcn_tf.config import DATASETS, load_run_config, parse_shape, resolve
 from fcn_tf.data import kitti
-from fcn_tf.files import replace_folder, write_json
+from fcn_tf.files import write_json
 from fcn_tf.scoring import score_pairs
 from fcn_tf.task import RESIZE_MODES, Task
 
@@ -108,14 +107,11 @@ def write_submission(confidence_of, images, out_dir: Path, calib_dir=None) -> Pa
     from tqdm.auto import tqdm
 
     from fcn_tf.bev import BirdsEyeView
-    from fcn_tf.files import atomic_write
+    from fcn_tf.files import atomic_folder, atomic_write
 
     if not images:
         raise ValueError("no test images to write a submission for")
-    partial = out_dir / ".submission.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with atomic_folder(out_dir / "submission") as partial:
         for path in tqdm(images, desc="submission", unit="image", disable=None):
             confidence = confidence_of(path)
             if calib_dir is not None:
@@ -129,9 +125,6 @@ def write_submission(confidence_of, images, out_dir: Path, calib_dir=None) -> Pa
         ):
             for file in sorted(partial.iterdir()):
                 archive.write(file, file.name)
-        replace_folder(partial, out_dir / "submission")
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     return out_dir / "submission.zip"
 
 

@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import json
 import logging
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 
 from fcn_tf.cli import run_command, setup_logging
 from fcn_tf.config import parse_shape
-from fcn_tf.files import replace_folder, write_bytes, write_json
+from fcn_tf.files import atomic_folder, write_bytes, write_json
 from fcn_tf.inference import METADATA_FILE, export_metadata, load_model, serving_module
 
 log = logging.getLogger("fcn_tf.export")
@@ -353,20 +352,13 @@ def export(
             raise ValueError("this model has no training size on record; pass --tflite-size HxW")
         if "int8" in quantizations:
             calibration = _calibration(model_path, calibration_dir, size, calibration_count)
-    partial = output.with_name(f".{output.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with atomic_folder(output) as partial:  # --overwrite: the old export goes only at the end
         module = serving_module(model, task)
         files, parity = _write_formats(
             partial, module, metadata, formats, quantizations, size, calibration
         )
         summary = {**metadata, "files": files, "tflite_size": list(size) if size else None}
         write_json(partial / METADATA_FILE, {**summary, "parity": parity})
-        replace_folder(partial, output)  # --overwrite: the old one goes only now
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     _log_sizes(output, files)
     return output
 

@@ -3,7 +3,8 @@
 Every file fcn_tf writes goes through `atomic_write`: the content is written to a hidden
 `.NAME.partial` file beside the target and renamed over it (`os.replace` is atomic on POSIX and
 Windows). Folders that are built over time (run folders, exports, submissions) use the same idea
-one level up: see `fcn_tf.engine.run_folder.RunFolder` and `replace_folder`.
+one level up: `atomic_folder` (exports, submissions, generated data) and
+`fcn_tf.engine.run_folder.RunFolder` (run folders, which also keep their state to resume from).
 """
 
 from __future__ import annotations
@@ -78,6 +79,21 @@ def read_json(path: str | os.PathLike, what: str = "file") -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{what} {path} must hold a JSON object")
     return data
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike):
+    """Yield a hidden `.NAME.partial` folder to build `target` in; on success it replaces
+    `target` (an existing one only now), on failure it is removed."""
+    target = Path(target)
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        replace_folder(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def replace_folder(partial: Path, target: Path) -> None:

@@ -14,12 +14,11 @@ one.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from fcn_tf.files import partial_path, write_image
+from fcn_tf.files import atomic_write, write_image
 from fcn_tf.inference import Predictor, paint
 
 log = logging.getLogger("fcn_tf.predict")
@@ -156,6 +155,16 @@ def check_codec(codec: str) -> None:
         )
 
 
+def _video_writer(path, shape, fps, codec):
+    import imageio.v2 as iio2
+
+    odd = shape[0] % 2 or shape[1] % 2  # yuv420p needs even sides; yuv444p keeps the size
+    return iio2.get_writer(
+        path, format="FFMPEG", fps=fps, codec=codec, macro_block_size=1,
+        pixelformat="yuv444p" if odd and codec.startswith("libx26") else "yuv420p",
+    )  # fmt: skip
+
+
 def predict_video(
     predictor, path: Path, out_dir: Path, batch_size: int, codec: str, panels: bool, progress=True
 ) -> int:
@@ -175,57 +184,43 @@ def predict_video(
     total = None
     if meta.get("duration") and meta.get("fps"):
         total = int(round(meta["duration"] * meta["fps"]))
-    target = out_dir / f"{path.stem}_overlay.mp4"
-    partial = partial_path(target)
-    out_dir.mkdir(parents=True, exist_ok=True)
     frames = 0
-    writer = None
-    try:
-        batch = []
-
-        def flush():
-            nonlocal writer
-            probabilities, masks = predictor(np.stack(batch))
-            for frame, mask in zip(batch, masks, strict=True):
-                painted = paint(frame, mask, predictor.task)
-                if panels:
-                    painted = np.concatenate([frame, painted], 1)
-                if writer is None:
-                    odd = painted.shape[0] % 2 or painted.shape[1] % 2
-                    writer = iio2.get_writer(
-                        partial,
-                        format="FFMPEG",
-                        fps=fps,
-                        codec=codec,
-                        macro_block_size=1,
-                        pixelformat="yuv444p" if odd and codec.startswith("libx26") else "yuv420p",
-                    )
-                writer.append_data(painted)
-            batch.clear()
-
-        with tqdm(
-            total=total, desc=path.name, unit="frame", disable=None if progress else True
-        ) as bar:
-            for frame in reader:
-                batch.append(np.asarray(frame)[..., :3])
-                if len(batch) == batch_size:
-                    frames += len(batch)
-                    flush()
-                    bar.update(batch_size)
-            if batch:
-                frames += len(batch)
-                bar.update(len(batch))
-                flush()
-        if writer is None:
-            raise ValueError(f"video {path} has no frames")
-        writer.close()
+    with atomic_write(out_dir / f"{path.stem}_overlay.mp4") as partial:
         writer = None
-        os.replace(partial, target)
-    finally:
-        reader.close()
-        if writer is not None:
-            writer.close()
-        partial.unlink(missing_ok=True)
+        try:
+            batch = []
+
+            def flush():
+                nonlocal writer
+                _, masks = predictor(np.stack(batch))
+                for frame, mask in zip(batch, masks, strict=True):
+                    painted = paint(frame, mask, predictor.task)
+                    if panels:
+                        painted = np.concatenate([frame, painted], 1)
+                    if writer is None:
+                        writer = _video_writer(partial, painted.shape, fps, codec)
+                    writer.append_data(painted)
+                batch.clear()
+
+            with tqdm(
+                total=total, desc=path.name, unit="frame", disable=None if progress else True
+            ) as bar:
+                for frame in reader:
+                    batch.append(np.asarray(frame)[..., :3])
+                    if len(batch) == batch_size:
+                        frames += len(batch)
+                        flush()
+                        bar.update(batch_size)
+                if batch:
+                    frames += len(batch)
+                    bar.update(len(batch))
+                    flush()
+            if writer is None:
+                raise ValueError(f"video {path} has no frames")
+        finally:
+            reader.close()
+            if writer is not None:
+                writer.close()
     return frames
 
 

@@ -218,6 +218,7 @@ def ensure_synthetic(num_train: int = 120, num_test: int = 12, seed: int = 0) ->
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     log.info("generating %d synthetic road scenes in %s", num_train + num_test, root)
+    # a unique temporary name: the workers of a cluster may generate the same data at once
     partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=root.parent))
     try:
         write_dataset(partial, num_train, num_test, seed)

@@ -63,16 +63,8 @@ def vgg16(
     """
     inputs, x = image_input(input_shape, pad_to)
     features = {}
-    for block, (num_convs, filters) in enumerate(VGG16_BLOCKS, start=1):
-        for conv in range(1, num_convs + 1):
-            x = conv_block(
-                x,
-                scaled(filters, width),
-                3,
-                f"block{block}_conv{conv}",
-                batch_norm,
-                bn_name=f"block{block}_bn{conv}",
-            )
+    for block in range(1, len(VGG16_BLOCKS) + 1):
+        x = vgg16_convs(x, block, width, batch_norm)
         features[f"C{block}"] = x
         x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
         features[f"P{block}"] = x
@@ -84,6 +76,17 @@ def vgg16(
         x = keras.layers.Dropout(1.0 - keep_prob, name="drop7")(x)
         features["fc7"] = x
     return inputs, features
+
+
+def vgg16_convs(x, block: int, width: float, batch_norm: bool):
+    """The 3x3 convs of VGG16 block `block` (1..5): `block{b}_conv{i}` (and `block{b}_bn{i}`)."""
+    num_convs, filters = VGG16_BLOCKS[block - 1]
+    for conv in range(1, num_convs + 1):
+        x = conv_block(
+            x, scaled(filters, width), 3, f"block{block}_conv{conv}", batch_norm,
+            bn_name=f"block{block}_bn{conv}",
+        )  # fmt: skip
+    return x
 
 
 def conv_block(

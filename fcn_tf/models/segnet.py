@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keras
 
-from fcn_tf.models.backbones import VGG16_BLOCKS, conv_block, image_input, scaled
+from fcn_tf.models.backbones import VGG16_BLOCKS, conv_block, image_input, scaled, vgg16_convs
 from fcn_tf.models.layers import CropLike, MaxPoolingWithArgmax, MaxUnpooling
 
 # Decoder conv widths per stage, from the deepest (mirrors VGG16; the last conv of each stage
@@ -29,16 +29,8 @@ def build_segnet(num_classes: int = 2, input_shape=(None, None, 3), *, width: fl
     """SegNet: float RGB images in [0, 255] of any size -> logits of the same size."""
     inputs, x = image_input(input_shape, pad_to=32)
     pooled = {}
-    for block, (num_convs, filters) in enumerate(VGG16_BLOCKS, start=1):
-        for conv in range(1, num_convs + 1):
-            x = conv_block(
-                x,
-                scaled(filters, width),
-                3,
-                f"block{block}_conv{conv}",
-                True,
-                f"block{block}_bn{conv}",
-            )
+    for block in range(1, len(VGG16_BLOCKS) + 1):
+        x = vgg16_convs(x, block, width, batch_norm=True)
         before = x
         x, indices = MaxPoolingWithArgmax(name=f"block{block}_pool")(x)
         pooled[block] = (before, indices)
