@@ -126,6 +126,58 @@ def tflite_model(module, size, quantization: str, calibration=None) -> bytes:
         return converter.convert()
 
 
+# Constants of more elements than this are lifted out of the graph while tf2onnx converts it (see
+# `onnx_model`): FCN-8s's fc6 (103 M) and fc7 (17 M); every small model converts as it is.
+LIFTED_CONSTANT_ELEMENTS = 1 << 22
+
+
+def _lift_large_constants(graph_def):
+    """Turn the large `Const` nodes of a GraphDef into `Placeholder`s; return their values.
+
+    tf2onnx re-serialises every constant into the same protobuf arena at each optimizer pass, so
+    converting the full FCN-8s (537 MB of weights) grew past 20 GB; without its two largest
+    tensors in the graph the conversion needs ~1 GB more than the model.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    lifted = {}
+    for node in graph_def.node:
+        if node.op != "Const":
+            continue
+        shape = [d.size for d in node.attr["value"].tensor.tensor_shape.dim]
+        if int(np.prod(shape)) < LIFTED_CONSTANT_ELEMENTS:
+            continue
+        lifted[f"{node.name}:0"] = tf.make_ndarray(node.attr["value"].tensor)
+        dtype = node.attr["dtype"].type
+        node.op = "Placeholder"
+        node.attr.clear()
+        node.attr["dtype"].type = dtype
+        node.attr["shape"].shape.CopyFrom(tf.TensorShape(shape).as_proto())
+    return graph_def, lifted
+
+
+def _restore_lifted_constants(graph, lifted: dict) -> None:
+    """Make the lifted graph inputs initializers again, and fold the `Transpose` nodes that
+    tf2onnx put on them (TF's HWIO kernels -> ONNX's OIHW) into the initializers."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    inputs = [i for i in graph.input if i.name not in lifted]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    values = dict(lifted)
+    for node in list(graph.node):
+        if node.op_type == "Transpose" and node.input[0] in values:
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            values[node.output[0]] = np.ascontiguousarray(np.transpose(values[node.input[0]], perm))
+            graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input}
+    graph.initializer.extend(
+        numpy_helper.from_array(value, name) for name, value in values.items() if name in used
+    )
+
+
 def onnx_model(module, metadata: dict):
     """The serving graph as an ONNX `ModelProto` (any batch and size), via tf2onnx."""
     import tensorflow as tf
@@ -133,17 +185,17 @@ def onnx_model(module, metadata: dict):
 
     spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
     concrete, frozen = _frozen(module, spec)
-    outputs = tf.nest.flatten(concrete.structured_outputs)  # sorted keys: mask, probabilities
-    names = sorted(concrete.structured_outputs)
+    graph_def, lifted = _lift_large_constants(frozen.graph.as_graph_def())
+    names = sorted(concrete.structured_outputs)  # flattened in key order: mask, probabilities
     proto, _ = tf2onnx.convert.from_graph_def(
-        frozen.graph.as_graph_def(),
-        input_names=[t.name for t in frozen.inputs],
+        graph_def,
+        input_names=[t.name for t in frozen.inputs] + list(lifted),
         output_names=[t.name for t in frozen.outputs],
         opset=ONNX_OPSET,
     )
+    _restore_lifted_constants(proto.graph, lifted)
     renames = {frozen.inputs[0].name: "images"}
     renames.update({t.name: name for t, name in zip(frozen.outputs, names, strict=True)})
-    assert len(outputs) == len(names)
     _rename_tensors(proto.graph, renames)
     entry = proto.metadata_props.add()
     entry.key, entry.value = "fcn_tf", json.dumps(metadata)

@@ -257,3 +257,26 @@ def test_export_records_the_parity_it_checked(exported):
     assert parity["onnx"]["max_abs_difference"] <= 1e-4
     assert parity["tflite_float32"]["max_abs_difference"] <= 1e-4
     assert 0.0 <= parity["tflite_int8"]["mask_agreement"] <= 1.0
+
+
+def test_large_weights_are_lifted_out_of_the_onnx_conversion_and_come_back(
+    trained_run, tmp_path, monkeypatch
+):
+    """The path the full FCN-8s takes (its fc6/fc7 are too large for tf2onnx's optimizers to
+    copy at every pass), forced here on the tiny model by lowering the size threshold."""
+    import onnx
+    import onnxruntime
+
+    import fcn_tf.export
+
+    monkeypatch.setattr(fcn_tf.export, "LIFTED_CONSTANT_ELEMENTS", 500)
+    out = tmp_path / "lifted"
+    assert export_main([trained_run["run_dir"], "--output", str(out), "--formats", "onnx"]) == 0
+    proto = onnx.load(out / "model.onnx")
+    assert [i.name for i in proto.graph.input] == ["images"]  # the weights are initializers
+    assert max(np.prod(i.dims) for i in proto.graph.initializer) >= 500
+    model, task = load_model(trained_run["run_dir"])
+    images = np.random.default_rng(5).integers(0, 256, (1, 70, 150, 3), dtype=np.uint8)
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    (got,) = session.run(["probabilities"], {"images": images})
+    assert np.abs(got - keras_probabilities(model, task, images)).max() <= 1e-4
