@@ -4,7 +4,7 @@ The public names are imported lazily, so `import fcn_tf` (and `--help` of the CL
 for importing TensorFlow.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _PUBLIC = {
     "build_model": "fcn_tf.models",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import typing
 from pathlib import Path
@@ -279,17 +278,21 @@ def _coerce(values: dict, source: str) -> dict:
     return out
 
 
+V1_MODEL_OPTIONS = {"decoder", "at_once", "pooling", "fc_units", "keep_prob", "l2"}
+
+
 def load_json(path: str | os.PathLike) -> dict:
-    """Read a config file written by a run (or by hand) into a dict of fields."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        values = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"config file {path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"config file {path} must hold a JSON object of settings")
+    """Read a config file written by a run (or by hand) into a dict of fields.
+
+    Runs of fcn_tf 0.1 saved every model option whatever the model; those the model does not
+    take were not used then and are left out here.
+    """
+    from fcn_tf.files import read_json
+
+    values = read_json(path, "config file")
+    if "upsampling" not in values and V1_MODEL_OPTIONS <= set(values):
+        spec = get_spec(values.get("model", "fcn8s"))
+        values = {k: v for k, v in values.items() if k not in MODEL_OPTIONS or k in spec.options}
     return _coerce(values, str(path))
 
 
@@ -318,12 +321,5 @@ def resolve(overrides: dict | None = None, config_file: str | None = None) -> Tr
 
 
 def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    """The resolved config a run saved (`RUN/config.json`), as a TrainConfig.
-
-    Runs of fcn_tf 0.1 saved every model option whatever the model; those that the model does
-    not take were not used then and are dropped here.
-    """
-    values = load_json(Path(run_dir) / "config.json")
-    spec = get_spec(values.get("model", "fcn8s"))
-    values = {k: v for k, v in values.items() if k not in MODEL_OPTIONS or k in spec.options}
-    return TrainConfig(**values)
+    """The resolved config a run saved (`RUN/config.json`), as a TrainConfig."""
+    return TrainConfig(**load_json(Path(run_dir) / "config.json"))

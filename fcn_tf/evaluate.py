@@ -200,6 +200,16 @@ def data_config(args, run_dir: Path | None):
     return resolve(overrides)
 
 
+def _run_folder(model) -> Path | None:
+    """The run folder a model belongs to: `RUN`, `RUN/model.keras` or `RUN/export`."""
+    if not model:
+        return None
+    for folder in (Path(model), Path(model).parent):
+        if (folder / "config.json").is_file():
+            return folder
+    return None
+
+
 def _predictor(args):
     """The model to score and its task, with --image-shape / --resize-mode applied."""
     from fcn_tf.inference import Predictor
@@ -225,10 +235,16 @@ def evaluate_cli(args) -> Path:
         raise ValueError(
             "pass either a model (a run folder, .keras file or export) or --predictions DIR"
         )
-    model_path = Path(args.model) if args.model else None
-    run_dir = model_path if model_path and (model_path / "config.json").is_file() else None
     predictor = _predictor(args) if args.model else None  # a bad model fails before any work
-    data = load_data(data_config(args, run_dir), training=False)
+    run_dir = _run_folder(args.model)
+    config = data_config(args, run_dir)
+    if run_dir is None and args.split in ("train", "val") and config.dataset != "camvid":
+        log.warning(
+            "no run folder for %s: split %r is drawn with seed %d and validation fraction %g, "
+            "not necessarily the images it was trained without",
+            args.model or args.predictions, args.split, config.seed, config.val_fraction,
+        )  # fmt: skip
+    data = load_data(config, training=False, task=predictor.task if predictor else None)
     pairs = data.split(args.split)
     if predictor is not None:
         task = _scoring_task(predictor.task, data.task)
@@ -240,6 +256,8 @@ def evaluate_cli(args) -> Path:
             return probabilities_of(path)[..., 1]
     else:
         task = data.task
+        if not task.kitti_road:
+            raise ValueError("--predictions reads KITTI confidence PNGs: it needs KITTI road data")
 
         def confidence_of(path):
             return read_confidence_png(Path(args.predictions) / kitti.label_name(Path(path).name))

@@ -87,15 +87,15 @@ class RoadCounts:
 def road_scores(counts: RoadCounts, with_curve: bool = False) -> dict | None:
     """The devkit's scores from accumulated counts; None for a category without images.
 
-    Returns a dict with `MaxF`, `AP`, `PRE`, `REC`, `FPR`, `FNR` (at the MaxF threshold),
-    `threshold`, `images`, and with `with_curve` the `precision`/`recall` lists.
+    Returns a dict with `MaxF`, `AP`, `PRE`, `REC`, `FPR`, `FNR` and `IoU` (at the MaxF
+    threshold), `threshold`, `images`, and with `with_curve` the `precision`/`recall` lists.
     """
     if counts.images == 0:
         return None
     if counts.positives == 0 or counts.negatives == 0:
         raise ValueError(
-            "the labels hold no road pixel or no non-road pixel in the valid area: "
-            "MaxF is undefined for them"
+            "the labels hold no pixel of class 1 (e.g. road), or none of class 0, in the valid "
+            "area: MaxF is undefined for them"
         )
     true_positives = counts.positives - counts.false_negatives
     true_negatives = counts.negatives - counts.false_positives
@@ -119,6 +119,8 @@ def road_scores(counts: RoadCounts, with_curve: bool = False) -> dict | None:
         "REC": float(recall[best]),
         "FPR": float(fp[best] / (fp[best] + tn[best])),
         "FNR": float(fn[best] / counts.positives),
+        # the IoU of class 1 when deciding at the MaxF threshold: TP / (TP + FP + FN)
+        "IoU": float((counts.positives - fn[best]) / (counts.positives + fp[best])),
         "threshold": float(thresholds[best]),
         "images": counts.images,
     }

@@ -4,7 +4,8 @@
     python -m fcn_tf.predict runs/NAME/export drive.mp4 --panels
 
 Any fcn_tf model works (a `.keras` file, a run folder, an export folder or a SavedModel); every
-kind runs the same serving graph (`fcn_tf.inference`). Writes `masks/` (class-index PNGs),
+kind runs the same serving graph (`fcn_tf.inference`). Writes `masks/` (PNGs of class values
+as the training masks stored them: class indices, or 0/255 for a 0/255 binary task),
 `overlays/` (the prediction painted in the task's colours), `confidence/` (binary tasks: the
 KITTI benchmark's 8-bit confidence PNGs), `panels/` with `--panels`, and `NAME_overlay.mp4` for
 each video. Files are written under temporary names and renamed, so a reader never sees half of
@@ -51,6 +52,13 @@ def _confidence_name(path: Path) -> str:
     return label_name(path.name) if IMAGE_PATTERN.match(path.name) else f"{path.stem}.png"
 
 
+def stored_mask(mask: np.ndarray, task) -> np.ndarray:
+    """Class indices as the task's masks store them (e.g. 0/255 for 0/255 binary masks)."""
+    if task.labels.format == "index" and task.labels.values:
+        return np.asarray(task.labels.values, np.uint8)[mask]
+    return mask.astype(np.uint8)
+
+
 class ImageWriter:
     """Writes what `predict` produces for one image, under `out_dir` mirroring the input tree."""
 
@@ -63,7 +71,7 @@ class ImageWriter:
     def __call__(self, relative: Path, image, probabilities, mask) -> None:
         stem = relative.with_suffix(".png")
         painted = paint(image, mask, self.task)
-        write_image(self.out_dir / "masks" / stem, mask.astype(np.uint8))
+        write_image(self.out_dir / "masks" / stem, stored_mask(mask, self.task))
         write_image(self.out_dir / "overlays" / stem, painted)
         if self.panels:
             write_image(self.out_dir / "panels" / stem, np.concatenate([image, painted], 1))
@@ -231,8 +239,9 @@ def build_parser():
         prog="python -m fcn_tf.predict",
         description="Segment an image, a folder of images (recursively) or a video with a "
         "trained model (.keras file, run folder) or an exported SavedModel. Writes masks/ "
-        "(class-index PNGs), overlays/ (the prediction painted in the dataset's colours), "
-        "confidence/ (road models: KITTI benchmark confidence PNGs), panels/ with --panels, "
+        "(class values as the training masks stored them), overlays/ (the prediction painted "
+        "in the task's colours), confidence/ (binary tasks: KITTI benchmark confidence PNGs of "
+        "class 1), panels/ with --panels, "
         "and NAME_overlay.mp4 for each video.",
     )
     parser.add_argument("model", help="a .keras file, a run folder, or an export / SavedModel")
@@ -241,7 +250,7 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--panels", action="store_true", help="also write image|overlay panels")
     parser.add_argument(
-        "--no-confidence", action="store_true", help="road models: skip the confidence PNGs"
+        "--no-confidence", action="store_true", help="binary tasks: skip the confidence PNGs"
     )
     parser.add_argument("--codec", default="libx264", help="video codec for overlaid videos")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or info lines")

@@ -99,5 +99,5 @@ def summary(scores: dict, task: Task, prefix: str = "val_") -> dict:
         f"{prefix}maxf": row["MaxF"],
         f"{prefix}ap": row["AP"],
         f"{prefix}maxf_threshold": row["threshold"],
-        f"{prefix}{task.iou_metric}": classes["per_class_iou"][task.class_names[1]],
+        f"{prefix}{task.iou_metric}": row["IoU"],  # deciding at the MaxF threshold
     }

@@ -24,6 +24,12 @@ RESIZE_MODES = ("resize", "pad")
 BINARY_COLOURS = ((0, 0, 0), (0, 255, 0))  # overlays: the positive class painted green
 
 
+def is_binary(num_classes: int) -> bool:
+    """The one rule, used everywhere: a task of two classes is binary (a decision threshold on
+    class 1's probability, chosen by MaxF on the validation images)."""
+    return num_classes == 2
+
+
 @dataclasses.dataclass(frozen=True)
 class Labels:
     """How the masks on disk become class indices (and `IGNORE_LABEL`).
@@ -71,6 +77,10 @@ class Task:
         if len(self.class_names) < 2:
             raise ValueError(
                 f"a segmentation task needs at least 2 classes, got {list(self.class_names)}"
+            )
+        if self.binary != is_binary(len(self.class_names)):
+            raise ValueError(
+                f"a task of {len(self.class_names)} classes cannot have binary={self.binary}"
             )
         if len(self.colours) != len(self.class_names):
             raise ValueError(
@@ -178,10 +188,12 @@ def _from_version_1(data: dict, num_classes: int | None) -> Task:
     if not names:
         if num_classes is None:
             raise ValueError("model info of version 1 without class names needs the model")
-        names = ["not road", "road"] if num_classes == 2 else [str(i) for i in range(num_classes)]
+        names = (
+            ["not road", "road"] if is_binary(num_classes) else list(map(str, range(num_classes)))
+        )
     colours = data.get("colours") or default_colours(len(names))
     dataset = data.get("dataset")
-    if dataset in ("kitti", "synthetic") or (dataset is None and len(names) == 2):
+    if dataset in ("kitti", "synthetic") or (dataset is None and is_binary(len(names))):
         labels = Labels("kitti", note="KITTI road colour labels")
     elif dataset == "camvid":
         labels = Labels("index", tuple(range(11)), (11,), note="CamVid index masks, 11 = void")
@@ -192,7 +204,7 @@ def _from_version_1(data: dict, num_classes: int | None) -> Task:
         class_names=tuple(names),
         colours=tuple(tuple(int(v) for v in c) for c in colours),
         labels=labels,
-        binary=len(names) == 2,
+        binary=is_binary(len(names)),
         threshold=float(data.get("threshold", 0.5)),
         image_shape=tuple(shape) if shape else None,
         resize_mode=data.get("resize_mode") or "pad",
@@ -203,7 +215,7 @@ def _from_version_1(data: dict, num_classes: int | None) -> Task:
 def default_colours(count: int) -> tuple[tuple[int, int, int], ...]:
     """Distinct colours for classes without given ones: green for a binary task's positive
     class, otherwise the Pascal VOC colour map (bits of the class index spread over R, G, B)."""
-    if count == 2:
+    if is_binary(count):
         return BINARY_COLOURS
     colours = []
     for index in range(count):
@@ -226,15 +238,14 @@ def task_for(
     resize_mode: str = "pad",
     model: str | None = None,
 ) -> Task:
-    """A task of these classes. This is where "binary or not" is decided, once: a task of two
-    classes is binary (a threshold on class 1's probability, chosen by MaxF on validation)."""
+    """A task of these classes (binary or not by `is_binary`)."""
     return Task(
         class_names=tuple(class_names),
         colours=tuple(
             tuple(int(v) for v in c) for c in colours or default_colours(len(class_names))
         ),
         labels=labels,
-        binary=len(class_names) == 2,
+        binary=is_binary(len(class_names)),
         image_shape=tuple(image_shape) if image_shape else None,
         resize_mode=resize_mode,
         model=model,

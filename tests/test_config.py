@@ -97,6 +97,11 @@ def test_model_flags_reach_the_config():
 
 def test_a_run_config_of_fcn_tf_0_1_still_loads(tmp_path):
     old = config_lib.resolve({"model": "unet"}).to_dict()
-    old.update({"decoder": "exercise", "fc_units": 4096, "keep_prob": 0.5, "l2": 5e-4})
+    for new_field in ("upsampling", "batch_norm", "dropout", "output_stride"):
+        del old[new_field]  # fields fcn_tf 0.1 did not have
+    old.update({"decoder": "exercise", "fc_units": 4096, "keep_prob": 0.5, "l2": 5e-4,
+                "at_once": False, "pooling": "avg"})  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(old))
     assert config_lib.load_run_config(tmp_path).model_options() == {"width": 0.125}
+    again = config_lib.resolve(parse(["--epochs", "3"]), str(tmp_path / "config.json"))
+    assert again.model == "unet" and again.epochs == 3  # --config it to repeat the run

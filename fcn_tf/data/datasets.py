@@ -61,14 +61,19 @@ class SegmentationData:
         return pipeline.label_decoder(self.task)
 
 
-def load_data(config, training: bool = True) -> SegmentationData:
+def load_data(config, training: bool = True, task: Task | None = None) -> SegmentationData:
     """Find, check and split the dataset named by `config` (a TrainConfig).
 
     `training`: the data must hold a training and a validation split, and in pad mode its images
     must fit `config.image_shape`; evaluation asks for neither (it pads further instead).
+    `task`: evaluating a trained model, read a folder's masks as the model's task reads them
+    (its classes and label values) instead of deciding anew from the masks found.
     """
-    loader = {"synthetic": _road_data, "kitti": _road_data, "camvid": _camvid_data}
-    data, sizes = loader.get(config.dataset, _folder_data)(config, training)
+    if config.dataset == "folder":
+        data, sizes = _folder_data(config, training, task)
+    else:
+        loader = {"synthetic": _road_data, "kitti": _road_data, "camvid": _camvid_data}
+        data, sizes = loader[config.dataset](config, training)
     if training and config.resize_mode == "pad":
         _check_fits(config.image_shape, sizes)
     log.info("labels: %s", data.task.labels.note)
@@ -119,22 +124,39 @@ def _camvid_data(config, training: bool):
         "void": camvid.VOID,
     }
     pairs = [pair for split in splits.values() for pair in split]
-    sizes, names, colours, labels = folders.read_index_masks(pairs, palette)
-    labels = dataclasses.replace(labels, note=camvid.LABEL_NOTE)
-    task = make_task(config, names, colours, labels)
+    masks = folders.read_index_masks(pairs, palette)
+    labels = dataclasses.replace(masks.labels, note=camvid.LABEL_NOTE)
+    task = make_task(config, masks.class_names, masks.colours, labels)
+    sizes = masks.sizes
     splits["all"] = splits.get("train", []) + splits.get("val", [])
     overlays = [image for image, _ in splits.get("val", [])[:12]]
     data = SegmentationData(root, splits, overlays, task)
     return data, list(zip([image for image, _ in pairs], sizes, strict=True))
 
 
-def _folder_data(config, training: bool):
-    pairs, sizes, names, colours, labels = folders.read_folder(config.data_dir, config.palette)
+def _folder_data(config, training: bool, model_task: Task | None = None):
+    pairs, masks = folders.read_folder(config.data_dir, config.palette, model_task)
     splits = _seeded_splits(pairs, config, training)
+    task = make_task(config, masks.class_names, masks.colours, masks.labels)
+    if training and task.binary and masks.labels.format == "index":
+        _check_both_classes(splits["val"], pairs, masks, task)
     overlays = [image for image, _ in splits.get("val", [])[:12]]
-    task = make_task(config, names, colours, labels)
     data = SegmentationData(Path(config.data_dir), splits, overlays, task)
-    return data, list(zip([image for image, _ in pairs], sizes, strict=True))
+    return data, list(zip([image for image, _ in pairs], masks.sizes, strict=True))
+
+
+def _check_both_classes(val, pairs, masks, task: Task) -> None:
+    """A binary task is scored by MaxF, which needs both classes among the validation pixels."""
+    values = dict(zip(pairs, masks.values, strict=True))
+    stored = task.labels.values or (0, 1)
+    found = set().union(*(values[pair] for pair in val))
+    for index, value in enumerate(stored):
+        if value not in found:
+            raise ValueError(
+                f"the {len(val)} validation image(s) hold no {task.class_names[index]!r} pixel "
+                f"(value {value}); the best epoch is chosen by MaxF, which needs both classes: "
+                "raise --val-fraction, change --seed, or add images"
+            )
 
 
 def _check_fits(image_shape, sized_paths) -> None:

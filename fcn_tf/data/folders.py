@@ -21,6 +21,7 @@ is read once before training, so a bad file fails up front with its name.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -29,7 +30,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from fcn_tf.data.kitti import parallel_map, read_rgb
-from fcn_tf.task import IGNORE_LABEL, Labels, default_colours
+from fcn_tf.task import IGNORE_LABEL, Labels, default_colours, is_binary
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def read_palette(path) -> dict:
         classes = palette["classes"]
         names = tuple(str(c["name"]) for c in classes)
         colours = tuple(tuple(int(v) for v in c["color"]) for c in classes)
-        values = tuple(int(c["value"]) for c in classes if "value" in c)
+        values = tuple(c["value"] for c in classes if "value" in c)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(
             f"palette file {path} is not valid ({error}); expected "
@@ -75,11 +76,20 @@ def read_palette(path) -> dict:
         ) from None
     if values and len(values) != len(names):
         raise ValueError(f'palette file {path}: give every class a "value", or none')
+    void = palette.get("void")
+    for value in (*values, *([] if void is None else [void])):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+            raise ValueError(
+                f'palette file {path}: mask values ("value", "void") are integers 0..255, '
+                f"got {value!r}"
+            )
+    if len(set(colours)) != len(colours) or any(len(c) != 3 for c in colours):
+        raise ValueError(f"palette file {path}: every class needs its own [r, g, b] colour")
     return {
         "names": names,
         "colours": colours,
         "values": values,
-        "void": palette.get("void"),
+        "void": void,
         "void_colours": tuple(tuple(c) for c in palette.get("void_colors", [])),
     }
 
@@ -116,37 +126,54 @@ def index_labels(found: set, palette: dict | None):
     Returns `(class_names, colours, Labels)`.
     """
     if palette:
-        names, void = palette["names"], palette["void"]
-        if palette["values"]:
-            values = palette["values"]
-            note = f"index masks with the palette's values {list(values)}"
-        elif len(names) == 2 and void is None and found <= {0, 255} and 255 in found:
-            values = (0, 255)
-            note = f"masks 0/255: read as 2 classes, {names[0]}/{names[1]}"
-        else:
-            values = tuple(range(len(names)))
-            note = f"index masks 0..{len(names) - 1}: the palette's {len(names)} classes"
-        void_values = (IGNORE_LABEL if void is None else int(void),)
-        if void is None and IGNORE_LABEL in values:  # 255 is a class value here
-            void_values = ()
-        if void_values and void_values[0] in found:
-            note += f", {void_values[0]} = void (ignored)"
-        return names, palette["colours"], Labels("index", values, void_values, note=note)
+        return _palette_index_labels(found, palette)
     if found <= {0, 255}:
         if 255 not in found:
             raise ValueError("every mask holds only the value 0 (one class): nothing to learn")
         names, values, void_values = ("background", "foreground"), (0, 255), ()
         note = "masks 0/255: read as 2 classes, background/foreground"
+        return names, default_colours(2), Labels("index", values, void_values, note=note)
+    classes = sorted(found - {IGNORE_LABEL})
+    top = classes[-1]
+    if top >= 2 and len(classes) <= top // 2:  # e.g. 0/128, or anti-aliased 0..254 edges
+        raise ValueError(
+            f"the masks hold the values {_sample(classes)}: as class indices that makes "
+            f"{top + 1} classes, most of them in no mask. Index masks hold 0, 1, 2, ... (255 "
+            'void); re-save them so, or pass --palette naming each class and its "value"'
+        )
+    names = ("background", "foreground") if top == 1 else tuple(str(i) for i in range(top + 1))
+    note = f"masks hold values 0..{top}"
+    note += f" and {IGNORE_LABEL}" if IGNORE_LABEL in found else ""
+    note += f": read as {top + 1} classes"
+    note += ", " + "/".join(names) if top == 1 else ""
+    note += f", {IGNORE_LABEL} = void (ignored)" if IGNORE_LABEL in found else ""
+    labels = Labels("index", (), (IGNORE_LABEL,), note=note)
+    return names, default_colours(len(names)), labels
+
+
+def _palette_index_labels(found: set, palette: dict):
+    names, void = palette["names"], palette["void"]
+    if palette["values"]:
+        values = palette["values"]
+        note = f"index masks with the palette's values {list(values)}"
+    elif is_binary(len(names)) and void is None and found <= {0, 255} and 255 in found:
+        # the usual binary mask: class 1 is stored as 255 (say "void": 255 to mean void)
+        values = (0, 255)
+        note = f"masks 0/255: read as 2 classes, {names[0]}/{names[1]}"
     else:
-        top = max(found - {IGNORE_LABEL})
-        names = ("background", "foreground") if top == 1 else tuple(str(i) for i in range(top + 1))
-        values, void_values = (), (IGNORE_LABEL,)
-        note = f"masks hold values 0..{top}"
-        note += f" and {IGNORE_LABEL}" if IGNORE_LABEL in found else ""
-        note += f": read as {top + 1} classes"
-        note += ", " + "/".join(names) if top == 1 else ""
-        note += f", {IGNORE_LABEL} = void (ignored)" if IGNORE_LABEL in found else ""
-    return names, default_colours(len(names)), Labels("index", values, void_values, note=note)
+        values = tuple(range(len(names)))
+        note = f"index masks 0..{len(names) - 1}: the palette's {len(names)} classes"
+    void_values = (IGNORE_LABEL if void is None else int(void),)
+    if void is None and IGNORE_LABEL in values:  # 255 is a class value here
+        void_values = ()
+    if void_values and void_values[0] in found:
+        note += f", {void_values[0]} = void (ignored)"
+    return names, palette["colours"], Labels("index", values, void_values, note=note)
+
+
+def _sample(values) -> str:
+    shown = ", ".join(map(str, values[:6]))
+    return shown + (f", ... ({len(values)} values)" if len(values) > 6 else "")
 
 
 def _check_values(pairs, values_per_mask, labels: Labels, num_classes: int) -> None:
@@ -166,17 +193,47 @@ def _check_values(pairs, values_per_mask, labels: Labels, num_classes: int) -> N
         log.warning("classes %s appear in no mask", ", ".join(map(str, missing)))
 
 
-def read_index_masks(pairs, palette: dict | None):
-    """Read every index mask once: `(sizes, class_names, colours, Labels)`."""
+def _warn_mixed_binary(pairs, values_per_mask, labels: Labels) -> None:
+    """Some masks look like 0/255 binary masks while others hold 1: say how 255 is read."""
+    if IGNORE_LABEL not in labels.void_values:
+        return
+    binary_looking = [p for (_, p), v in zip(pairs, values_per_mask, strict=True) if v == {0, 255}]
+    holding_one = [p for (_, p), v in zip(pairs, values_per_mask, strict=True) if 1 in v]
+    if binary_looking and holding_one:
+        log.warning(
+            "%d mask(s) hold only 0 and 255 (e.g. %s) while %d hold 1 (e.g. %s): 255 is read as "
+            "void (ignored) in all of them; if 255 marks the foreground in the first ones, "
+            "re-save them as 0/1",
+            len(binary_looking), binary_looking[0].name, len(holding_one), holding_one[0].name,
+        )  # fmt: skip
+
+
+@dataclasses.dataclass
+class MaskReading:
+    """The result of checking a folder's masks: what each holds, and how they are read."""
+
+    sizes: list  # (height, width) of every image
+    class_names: tuple
+    colours: tuple
+    labels: Labels
+    values: list  # per mask: the stored values it holds (index masks; empty sets otherwise)
+
+
+def read_index_masks(pairs, palette: dict | None, task=None) -> MaskReading:
+    """Read every index mask once and decide how they are read (or, given the `task` of a
+    trained model, read them its way and check them against it)."""
     checked = parallel_map(_mask_values, pairs, "checking data", "pair")
-    if not checked and palette:  # nothing to read (an empty split): the palette decides
-        names, colours, labels = index_labels(set(), palette)
-        return [], names, colours, labels
     sizes = [size for size, _ in checked]
     values_per_mask = [values for _, values in checked]
-    names, colours, labels = index_labels(set().union(*values_per_mask), palette)
+    if task is not None:
+        names, colours, labels = task.class_names, task.colours, task.labels
+    elif not checked and palette:  # nothing to read (an empty split): the palette decides
+        names, colours, labels = index_labels(set(), palette)
+    else:
+        names, colours, labels = index_labels(set().union(*values_per_mask), palette)
+        _warn_mixed_binary(pairs, values_per_mask, labels)
     _check_values(pairs, values_per_mask, labels, len(names))
-    return sizes, names, colours, labels
+    return MaskReading(sizes, tuple(names), tuple(colours), labels, values_per_mask)
 
 
 def read_colour_masks(pairs, palette: dict):
@@ -206,19 +263,34 @@ def read_colour_masks(pairs, palette: dict):
     if palette["void_colours"]:
         note += f", {len(palette['void_colours'])} void colour(s) ignored"
     labels = Labels("palette", void_values=(), void_colours=palette["void_colours"], note=note)
-    return sizes, palette["names"], palette["colours"], labels
+    empty = [frozenset()] * len(pairs)
+    return MaskReading(sizes, palette["names"], palette["colours"], labels, empty)
 
 
-def read_folder(root, palette_path=None):
-    """Find and check a folder dataset: `(pairs, sizes, class_names, colours, Labels)`."""
+def read_folder(root, palette_path=None, task=None) -> tuple[list, MaskReading]:
+    """Find and check a folder dataset: `(pairs, MaskReading)`. With the `task` of a trained
+    model (evaluation), its classes and label reading are used instead of deciding anew."""
     pairs = find_pairs(root)
     palette = read_palette(palette_path) if palette_path else None
-    first = iio.imread(pairs[0][1])
-    if first.ndim == 3:
-        if palette is None:
-            raise ValueError(
-                f"masks in {Path(root) / 'masks'} are RGB: pass --palette palette.json that "
-                "lists each class's colour"
-            )
-        return (pairs, *read_colour_masks(pairs, palette))
-    return (pairs, *read_index_masks(pairs, palette))
+    try:
+        first = iio.imread(pairs[0][1])
+    except Exception as error:  # noqa: BLE001 - imageio raises many types for broken files
+        raise ValueError(f"cannot read mask {pairs[0][1]} ({error})") from None
+    colour = first.ndim == 3
+    if task is not None and colour != (task.labels.format == "palette"):
+        kind = "RGB colour" if colour else "index"
+        raise ValueError(
+            f"masks in {Path(root) / 'masks'} are {kind} masks, but the model was trained on "
+            f"{task.labels.format} masks ({task.labels.note})"
+        )
+    if not colour:
+        return pairs, read_index_masks(pairs, palette, task)
+    if task is not None:
+        palette = {"names": task.class_names, "colours": task.colours,
+                   "void_colours": task.labels.void_colours}  # fmt: skip
+    if palette is None:
+        raise ValueError(
+            f"masks in {Path(root) / 'masks'} are RGB: pass --palette palette.json that "
+            "lists each class's colour"
+        )
+    return pairs, read_colour_masks(pairs, palette)

@@ -10,7 +10,7 @@ from fcn_tf.engine.callbacks import (
     restore_state,
 )
 from fcn_tf.engine.fit import compile_model, fit
-from fcn_tf.engine.run import run
+from fcn_tf.engine.runner import run
 
 __all__ = [
     "STATE_FILE",

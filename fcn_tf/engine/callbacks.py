@@ -95,32 +95,53 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
-    """The whole training state at the end of every epoch, to resume a run from.
+    """The whole training state at the end of every epoch, and the best epoch's model.
 
-    `folder/state-EEEE.weights.h5` (weights, optimizer state) is written under a temporary name
-    and renamed; then `folder/resume.json` (the epoch, the file and the dropout layers' seed
-    states) is replaced the same way; then the previous state file is removed. A reader (or a
-    process killed at any instant) always finds a complete pair. Epochs whose loss is not finite
-    are never saved.
+    In `folder`: `state-EEEE.weights.h5` (weights, optimizer state) and, when the epoch's
+    `monitor` score is the best so far, `best-EEEE.keras` are written under temporary names and
+    renamed; then `resume.json` (the epoch, both files, the best score, the dropout layers' seed
+    states) is replaced the same way; then the files it no longer names are removed. A reader,
+    or a run resumed after a kill at any instant, always finds a complete state and the best
+    model of the epochs that state covers. Epochs whose loss is not finite are never saved.
     """
 
-    def __init__(self, folder):
+    def __init__(self, folder, monitor: str = "loss"):
         super().__init__()
         self.folder = Path(folder)
+        self.monitor = monitor
+        self.mode = "min" if monitor.endswith("loss") else "max"
+
+    def _better(self, score, best) -> bool:
+        if score is None or not finite(score):
+            return False
+        if best is None:
+            return True
+        return score < best["score"] if self.mode == "min" else score > best["score"]
 
     def on_epoch_end(self, epoch, logs=None):
-        if not finite((logs or {}).get("loss", 0.0)):
+        logs = logs or {}
+        if not finite(logs.get("loss", 0.0)):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
+        previous = read_resume_state(self.folder) or {}
+        best = previous.get("best")
+        if self._better(logs.get(self.monitor), best):
+            best = {"file": f"best-{epoch + 1:04d}.keras", "epoch": epoch + 1,
+                    "score": float(logs[self.monitor]), "monitor": self.monitor}  # fmt: skip
+            self._save(best["file"], self.model.save)
         name = f"state-{epoch + 1:04d}.weights.h5"
-        partial = self.folder / f".partial-{name}"  # save_weights needs the .weights.h5 suffix
-        self.model.save_weights(partial)
-        os.replace(partial, self.folder / name)
-        previous = read_resume_state(self.folder)
-        state = {"epoch": epoch + 1, "weights": name, "seed_states": seed_states(self.model)}
+        self._save(name, self.model.save_weights)
+        state = {"epoch": epoch + 1, "weights": name, "best": best,
+                 "seed_states": seed_states(self.model)}  # fmt: skip
         write_json(self.folder / STATE_FILE, state)
-        if previous and previous["weights"] != name:
-            (self.folder / previous["weights"]).unlink(missing_ok=True)
+        for old in (previous.get("weights"), (previous.get("best") or {}).get("file")):
+            if old and old not in (name, (best or {}).get("file")):
+                (self.folder / old).unlink(missing_ok=True)
+
+    def _save(self, name: str, save) -> None:
+        partial = self.folder / f".partial-{name}"  # Keras needs the .keras / .weights.h5 suffix
+        save(partial)
+        os.replace(partial, self.folder / name)
 
 
 def _seed_variables(model) -> list:
@@ -133,12 +154,20 @@ def seed_states(model) -> list:
 
 
 def read_resume_state(folder) -> dict | None:
-    """`{"epoch": E, "weights": FILE, ...}` of the last complete state in `folder`, or None."""
+    """`{"epoch": E, "weights": FILE, "best": {...}, ...}` of the last complete state in
+    `folder`, or None."""
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         return None
     state = json.loads(path.read_text())
     return state if (Path(folder) / state["weights"]).is_file() else None
+
+
+def best_checkpoint(folder) -> Path | None:
+    """The best epoch's model that the last complete state of `folder` names, or None."""
+    state = read_resume_state(folder)
+    best = (state or {}).get("best")
+    return Path(folder) / best["file"] if best else None
 
 
 def restore_state(model, folder) -> int:

@@ -8,7 +8,6 @@ from pathlib import Path
 import keras
 
 from fcn_tf.engine.callbacks import ResumableCheckpoint, StopOnNonFinite, ValidationScores
-from fcn_tf.engine.history import read_history
 from fcn_tf.losses import pixel_cross_entropy
 from fcn_tf.metrics import mean_iou, positive_iou
 from fcn_tf.models.registry import MODELS
@@ -61,8 +60,8 @@ def fit(
     """Train with `model.fit`; return the `keras.callbacks.History`.
 
     After every epoch the task's selection score is computed on `val_data` (`val_maxf` for
-    binary tasks, `val_miou` otherwise). With a `run_dir`, writes `checkpoints/best.keras` (the
-    epoch with the best score), `history.csv` and the resumable training state;
+    binary tasks, `val_miou` otherwise). With a `run_dir`, writes the best epoch's model and the
+    resumable training state into `checkpoints/` (see `ResumableCheckpoint`) and `history.csv`;
     `initial_epoch` continues a run (history appended, best score carried over). `verbose`
     defaults to a progress bar on a terminal and one line per epoch otherwise. `callbacks` are
     added to fcn_tf's own. `keras_validation=False` leaves validation to `ValidationScores`
@@ -95,16 +94,7 @@ def fit(
 
 
 def _run_callbacks(run_dir: Path, monitor: str, initial_epoch: int) -> list:
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    mode = "min" if monitor == "loss" else "max"
-    best = keras.callbacks.ModelCheckpoint(
-        run_dir / "checkpoints" / "best.keras", monitor=monitor, mode=mode, save_best_only=True
-    )
-    previous = [row[monitor] for row in read_history(run_dir / "history.csv") if monitor in row]
-    if initial_epoch and previous:
-        best.best = (min if mode == "min" else max)(previous)
     return [
-        best,
         keras.callbacks.CSVLogger(run_dir / "history.csv", append=initial_epoch > 0),
-        ResumableCheckpoint(run_dir / "checkpoints"),
+        ResumableCheckpoint(run_dir / "checkpoints", monitor),
     ]

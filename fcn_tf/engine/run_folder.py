@@ -10,14 +10,18 @@ overwritten.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
 from datetime import datetime
 from pathlib import Path
 
-from fcn_tf.engine.callbacks import STATE_FILE, TrainingDiverged, read_resume_state
+from fcn_tf.engine.callbacks import (
+    STATE_FILE,
+    TrainingDiverged,
+    best_checkpoint,
+    read_resume_state,
+)
 from fcn_tf.engine.history import read_history
 from fcn_tf.files import write_json
 
@@ -64,8 +68,14 @@ class RunFolder:
             state = read_resume_state(partial / "checkpoints")
             if state is None or not (partial / "config.json").is_file():
                 continue
-            if _comparable(json.loads((partial / "config.json").read_text())) == wanted:
-                return cls(root / partial.name[1 : -len(".partial")], state["epoch"])
+            if _comparable(_saved_settings(partial)) == wanted:
+                folder = cls(root / partial.name[1 : -len(".partial")], state["epoch"])
+                if folder.final.exists():
+                    raise ValueError(
+                        f"run folder {folder.final} already exists beside the unfinished "
+                        f"{partial}; delete one of them, or choose another --run-name"
+                    )
+                return folder
             if config.run_name:
                 raise ValueError(
                     f"run {config.run_name!r} was started with other settings ({partial}); "
@@ -101,11 +111,19 @@ class RunFolder:
         return write_json(self / name, data)
 
     def finish(self) -> Path:
-        """Drop the resumable state (3x the model's size) and rename the folder to its name."""
-        (self.checkpoints / STATE_FILE).unlink(missing_ok=True)
-        for state_file in self.checkpoints.glob("state-*.weights.h5"):
-            state_file.unlink()
+        """Rename the folder to its name, the best model to `checkpoints/best.keras`, and drop
+        the resumable state (3x the model's size), in an order that loses nothing."""
+        best = best_checkpoint(self.checkpoints)
+        if best is not None:  # a second name for the same file, so nothing is copied
+            link = self.checkpoints / ".best.keras.partial"
+            link.unlink(missing_ok=True)
+            os.link(best, link)
+            os.replace(link, self.checkpoints / "best.keras")
         os.replace(self.partial, self.final)
+        checkpoints = self.final / "checkpoints"
+        (checkpoints / STATE_FILE).unlink(missing_ok=True)
+        for state_file in [*checkpoints.glob("state-*.weights.h5"), *checkpoints.glob("best-*")]:
+            state_file.unlink()
         return self.final
 
     @contextlib.contextmanager
@@ -126,9 +144,13 @@ class RunFolder:
                 "rerun with a lower --learning-rate to continue from it"
             ) from None
         except KeyboardInterrupt:
-            log.warning(
-                "interrupted: the unfinished run is left in %s (rerun to resume)", self.partial
-            )
+            if read_resume_state(self.checkpoints):
+                log.warning(
+                    "interrupted: the unfinished run is left in %s (rerun to resume)", self.partial
+                )
+            else:
+                shutil.rmtree(self.partial, ignore_errors=True)
+                log.warning("interrupted before the first epoch ended: nothing was kept")
             raise
         except BaseException:
             if read_resume_state(self.checkpoints):
@@ -138,6 +160,15 @@ class RunFolder:
             else:
                 shutil.rmtree(self.partial, ignore_errors=True)
             raise
+
+
+def _saved_settings(partial: Path) -> dict:
+    from fcn_tf.config import load_run_config
+
+    try:
+        return load_run_config(partial).to_dict()
+    except ValueError:  # not a config this fcn_tf can read: not the same settings
+        return {}
 
 
 def _comparable(settings: dict) -> dict:

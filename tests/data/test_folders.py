@@ -86,9 +86,51 @@ def test_the_tf_decoder_reads_0_255_masks_as_classes(tmp_path):
     from fcn_tf.task import task_for
 
     root = make_binary_folder(tmp_path / "d", stored="0/255", count=2)
-    _, _, names, colours, labels = read_folder(root)
-    decoded = decode_masks(label_decoder(task_for(names, colours, labels)))(
-        root / "masks/img00.png"
-    )
+    _, masks = read_folder(root)
+    task = task_for(masks.class_names, masks.colours, masks.labels)
+    decoded = decode_masks(label_decoder(task))(root / "masks/img00.png")
     assert set(np.unique(decoded)) == {0, 1}
-    assert isinstance(labels, Labels) and labels.format == "index"
+    assert isinstance(masks.labels, Labels) and masks.labels.format == "index"
+
+
+def test_sparse_values_and_mixed_storage_are_named(tmp_path, caplog):
+    with pytest.raises(ValueError, match="values 0, 128: as class indices that makes 129 classes"):
+        index_labels({0, 128}, None)
+    root = make_binary_folder(tmp_path / "d", count=4)  # 0/1 with 255 void
+    stored = (iio.imread(root / "masks/img02.png") > 0).astype(np.uint8) * 255
+    iio.imwrite(root / "masks/img02.png", stored)
+    _, masks = read_folder(root)
+    assert masks.labels.void_values == (255,)
+    assert "hold only 0 and 255 (e.g. img02.png)" in caplog.text
+
+
+def test_a_validation_split_without_foreground_is_refused_before_training(tmp_path):
+    from fcn_tf.config import resolve
+    from fcn_tf.data.datasets import load_data
+
+    root = make_binary_folder(tmp_path / "d", count=6)
+    for index in range(6):  # only img00 keeps its foreground
+        if index:
+            iio.imwrite(root / f"masks/img{index:02d}.png", np.zeros(SIZE, np.uint8))
+    config = resolve({"dataset": "folder", "data_dir": str(root), "val_fraction": 0.2})
+    with pytest.raises(ValueError, match="validation image.* hold no 'foreground' pixel"):
+        load_data(config)
+
+
+@pytest.mark.parametrize(
+    "palette, message",
+    [
+        ({"classes": [{"name": "a", "color": [0, 0, 0], "value": 300}]}, "integers 0..255"),
+        ({"classes": [{"name": "a", "color": [0, 0, 0]}], "void": [255]}, "integers 0..255"),
+        ({"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "b", "color": [1, 2, 3]}]},
+         "its own"),
+    ],
+)  # fmt: skip
+def test_bad_palettes_get_one_line(tmp_path, palette, message):
+    import json
+
+    from fcn_tf.data.folders import read_palette
+
+    (tmp_path / "p.json").write_text(json.dumps(palette))
+    with pytest.raises(ValueError, match=message):
+        read_palette(tmp_path / "p.json")

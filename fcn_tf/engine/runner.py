@@ -23,7 +23,7 @@ import keras
 
 from fcn_tf import distribute
 from fcn_tf.config import TrainConfig
-from fcn_tf.engine.callbacks import restore_state
+from fcn_tf.engine.callbacks import best_checkpoint, read_resume_state, restore_state
 from fcn_tf.engine.fit import compile_model, fit
 from fcn_tf.engine.history import plot_history, read_history
 from fcn_tf.engine.run_folder import RunFolder
@@ -71,30 +71,38 @@ def run(config: TrainConfig) -> dict:
     """
     runtime = start_runtime(config)
     folder = RunFolder.open(config)
-    if folder.epochs_done >= config.epochs:
+    if folder.epochs_done > config.epochs:
         raise ValueError(
             f"the unfinished run {folder.partial} already trained {folder.epochs_done} epochs; "
-            f"pass --epochs above {folder.epochs_done} to train on, or delete it to start afresh"
+            f"pass --epochs {folder.epochs_done} or more to finish it, or delete it to start afresh"
         )
     job = Job(config, runtime, folder, load_data_logged(config))
-    make_pipelines(job)
-    model = training_model(job)
+    model = None
+    if folder.epochs_done < config.epochs:
+        make_pipelines(job)
+        model = training_model(job)
+    else:  # trained to the end before, but stopped while writing the results
+        log.info(
+            "all %d epochs of %s were trained: writing the results", config.epochs, folder.partial
+        )
     if not runtime.chief:
-        train_as_worker(job, model)
+        if model is not None:
+            train_as_worker(job, model)
         return {}
     with folder.guard():
         folder.prepare(config.epochs)
         config.save(folder / "config.json")
-        seconds = train(job, model, folder.partial)
-        best = best_model(job)
-        metrics = write_results(job, best, seconds, model.count_params())
+        seconds = train(job, model, folder.partial) if model is not None else None
+        metrics = write_results(job, best_model(job), seconds)
         run_dir = folder.finish()
-    headline = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in _HEADLINE(job.task))
+    headline = ", ".join(
+        f"{k} {v:.4f}" for k, v in metrics.items() if k in _headline_keys(job.task)
+    )
     log.info("held-out %s (best epoch %d); run folder %s", headline, metrics["best_epoch"], run_dir)
     return {**metrics, "run_dir": str(run_dir)}
 
 
-def _HEADLINE(task: Task) -> tuple:  # noqa: N802 - reads as a constant
+def _headline_keys(task: Task) -> tuple:
     return ("val_maxf", f"val_{task.iou_metric}") if task.binary else ("val_miou",)
 
 
@@ -226,10 +234,10 @@ def train_as_worker(job: Job, model) -> None:
 
 def best_model(job: Job):
     """The best epoch's model, for serving: float32, main output only."""
-    folder = job.folder
-    if not read_history(folder / "history.csv") or not (folder.checkpoints / "best.keras").exists():
+    path = best_checkpoint(job.folder.checkpoints)
+    if path is None or not path.is_file():
         raise RuntimeError("training stopped before the first checkpoint")
-    best = keras.saving.load_model(folder.checkpoints / "best.keras")
+    best = keras.saving.load_model(path)
     if job.runtime.policy != "float32":  # serve in float32: rebuild and copy the weights
         keras.mixed_precision.set_global_policy("float32")
         trained = best
@@ -240,7 +248,7 @@ def best_model(job: Job):
     return best
 
 
-def write_results(job: Job, best, seconds: float, parameters: int) -> dict:
+def write_results(job: Job, best, seconds: float | None) -> dict:
     """Held-out scores, the model with its task, the history plot, overlays, metrics.json."""
     from fcn_tf.data.kitti import read_rgb
     from fcn_tf.data.pipeline import decode_masks
@@ -261,17 +269,16 @@ def write_results(job: Job, best, seconds: float, parameters: int) -> dict:
     save_task(folder / "model.keras", task)
     plot_history(folder / "history.csv", folder / "history.png", task.iou_metric)
     write_overlays(Predictor.from_model(best, task), data.test_images, folder / "overlays")
-    selected = [row[task.selection_metric] for row in read_history(folder / "history.csv")]
     metrics = {
         **held_out,
         "selection_metric": task.selection_metric,
-        "best_epoch": int(max(range(len(selected)), key=selected.__getitem__)) + 1,
-        "epochs_run": len(selected),
+        "best_epoch": read_resume_state(folder.checkpoints)["best"]["epoch"],
+        "epochs_run": len(read_history(folder / "history.csv")),
         "train_images": len(data.train),
         "val_images": len(data.val),
         "test_overlays": len(data.test_images),
-        "parameters": int(parameters),
-        "train_seconds": round(seconds, 1),
+        "parameters": int(best.count_params()),
+        "train_seconds": None if seconds is None else round(seconds, 1),
         "data": str(data.root),
         "labels": task.labels.note,
     }

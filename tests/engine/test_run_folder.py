@@ -1,0 +1,95 @@
+"""The run folder's lifecycle: the best model kept with the resumable state, nothing half-done
+left behind, and a run stopped while writing its results finished by the rerun."""
+
+import json
+import logging
+
+import keras
+import pytest
+
+from fcn_tf import config as config_lib
+from fcn_tf.engine import STATE_FILE, read_resume_state
+from fcn_tf.engine.callbacks import ResumableCheckpoint, best_checkpoint
+from fcn_tf.engine.run_folder import RunFolder
+from fcn_tf.models import build_model
+from fcn_tf.tutorial import optimize, run
+from tests.conftest import TINY
+
+SETTINGS = {"synthetic_images": 12, "epochs": 2, "image_shape": (64, 192), "batch_size": 4,
+            "run_name": "r", **TINY}  # fmt: skip
+
+
+def test_the_best_model_is_kept_with_the_state_that_covers_it(tmp_path):
+    model = optimize(build_model("fcn8s", 2, **TINY))
+    checkpoint = ResumableCheckpoint(tmp_path, monitor="val_maxf")
+    checkpoint.set_model(model)
+    for epoch, score in enumerate([0.5, 0.7, 0.6, float("nan")]):
+        checkpoint.on_epoch_end(epoch, {"loss": 1.0, "val_maxf": score})
+        state = read_resume_state(tmp_path)
+        files = sorted(p.name for p in tmp_path.iterdir())
+        # every file the state names exists, and nothing else is left over
+        assert files == sorted({state["weights"], state["best"]["file"], STATE_FILE})
+    assert state["epoch"] == 4 and state["best"]["epoch"] == 2 and state["best"]["score"] == 0.7
+    assert best_checkpoint(tmp_path).name == "best-0002.keras"
+
+
+def test_finishing_renames_the_folder_and_keeps_only_the_best_model(tmp_path):
+    folder = RunFolder(tmp_path / "run", epochs_done=0)
+    folder.prepare(1)
+    model = optimize(build_model("fcn8s", 2, **TINY))
+    checkpoint = ResumableCheckpoint(folder.checkpoints, monitor="loss")
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"loss": 1.0})
+    final = folder.finish()
+    assert sorted(p.name for p in (final / "checkpoints").iterdir()) == ["best.keras"]
+    assert not folder.partial.exists()
+    keras.saving.load_model(final / "checkpoints/best.keras")
+
+
+def test_a_run_stopped_while_writing_results_is_finished_by_the_rerun(
+    tmp_path, monkeypatch, caplog
+):
+    import fcn_tf.engine.runner as engine_run
+
+    config = config_lib.resolve({**SETTINGS, "output_dir": str(tmp_path)})
+    real = engine_run.write_results
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine_run, "write_results", disk_full)
+    with pytest.raises(OSError):
+        run(config)
+    partial = tmp_path / ".r.partial"
+    assert read_resume_state(partial / "checkpoints")["epoch"] == 2  # kept: all epochs trained
+    monkeypatch.setattr(engine_run, "write_results", real)
+    with caplog.at_level(logging.INFO):
+        metrics = run(config)
+    assert "all 2 epochs" in caplog.text and metrics["train_seconds"] is None
+    assert metrics["epochs_run"] == 2 and not partial.exists()
+    assert json.loads((tmp_path / "r/metrics.json").read_text())["best_epoch"] in (1, 2)
+
+
+def test_ctrl_c_before_the_first_epoch_leaves_nothing(tmp_path, monkeypatch):
+    import fcn_tf.engine.runner as engine_run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_run, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(config_lib.resolve({**SETTINGS, "output_dir": str(tmp_path)}))
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_resumed_run_whose_final_folder_exists_is_refused(tmp_path):
+    partial = tmp_path / ".r.partial"
+    (partial / "checkpoints").mkdir(parents=True)
+    config = config_lib.resolve({**SETTINGS, "output_dir": str(tmp_path)})
+    config.save(partial / "config.json")
+    (partial / "checkpoints/state-0001.weights.h5").write_bytes(b"x")
+    state = {"epoch": 1, "weights": "state-0001.weights.h5", "best": None, "seed_states": []}
+    (partial / "checkpoints" / STATE_FILE).write_text(json.dumps(state))
+    (tmp_path / "r").mkdir()
+    with pytest.raises(ValueError, match="already exists beside the unfinished"):
+        RunFolder.open(config)
