@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import resource
 import statistics
 import time
@@ -38,7 +37,10 @@ def device_name() -> str:
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         return f"{len(gpus)}x {details.get('device_name', 'GPU')}"
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    from fcn_tf.precision import cpu_flags, cpu_model
+
+    flags = ", ".join(cpu_flags()) or "no AVX2/AVX-512/AMX"
+    return f"{cpu_model()} ({flags}), {os.cpu_count()} cores"
 
 
 def matmul_peak(dtype: str = "float32", sizes=None, seconds: float = 2.0) -> float:
@@ -49,19 +51,12 @@ def matmul_peak(dtype: str = "float32", sizes=None, seconds: float = 2.0) -> flo
     """
     import tensorflow as tf
 
+    from fcn_tf.precision import matmul_rate
+
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    best_rate = 0.0
-    for size in sizes or ((8192,) if gpu else (2048, 3072)):
-        a = tf.cast(tf.random.uniform((size, size), dtype=tf.float32), dtype)
-        product = tf.function(lambda x: tf.reduce_sum(tf.cast(tf.matmul(x, x), tf.float32)))
-        product(a).numpy()  # warm-up
-        best, start = float("inf"), time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            tic = time.perf_counter()
-            product(a).numpy()
-            best = min(best, time.perf_counter() - tic)
-        best_rate = max(best_rate, 2 * size**3 / best / 1e9)
-    return best_rate
+    return max(
+        matmul_rate(dtype, size, seconds) for size in sizes or ((8192,) if gpu else (2048, 3072))
+    )
 
 
 def peak_memory_gb() -> tuple[float, str]:

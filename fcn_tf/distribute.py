@@ -130,8 +130,9 @@ def check_batch(batch_size: int, strategy) -> int:
 def speed_settings(mixed_precision: bool, deterministic: bool, seed: int) -> str:
     """Set the dtype policy and determinism; return the policy name.
 
-    Mixed precision: float16 on GPUs (with loss scaling, which Keras adds), bfloat16 on CPUs and
-    TPUs. On a CPU without native bfloat16 arithmetic it is usually slower: a warning says so.
+    Mixed precision: float16 on GPUs (with loss scaling, which Keras adds), bfloat16 on TPUs, and
+    on CPUs bfloat16 only where a measured check (`fcn_tf.precision`) finds it safe and faster;
+    elsewhere `--mixed-precision` is refused with the measurements that decided it.
     """
     import keras
     import tensorflow as tf
@@ -140,15 +141,19 @@ def speed_settings(mixed_precision: bool, deterministic: bool, seed: int) -> str
     if mixed_precision:
         if tf.config.list_logical_devices("GPU"):
             policy = "mixed_float16"
-        else:
+        elif tf.config.list_logical_devices("TPU"):
             policy = "mixed_bfloat16"
-            if not tf.config.list_logical_devices("TPU"):
-                log.warning(
-                    "--mixed-precision on a CPU uses bfloat16, which is much slower than "
-                    "float32 on CPUs without native bfloat16 units (FCN-8s training: more "
-                    "than 8x slower on a 2-core AMD CPU); measure with "
-                    "python -m fcn_tf.benchmark --mixed-precision"
+        else:
+            from fcn_tf.precision import bfloat16_verdict
+
+            verdict = bfloat16_verdict()
+            if not verdict.use_bfloat16:
+                raise ValueError(
+                    f"--mixed-precision is refused on this CPU: {verdict.reason}; train in "
+                    "float32 (leave out --mixed-precision)"
                 )
+            log.info("--mixed-precision: %s", verdict.reason)
+            policy = "mixed_bfloat16"
     keras.mixed_precision.set_global_policy(policy)
     if deterministic:
         keras.utils.set_random_seed(seed)

@@ -16,6 +16,12 @@ import shutil
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """Where fcn_tf keeps what it generates or measures once: $FCN_TF_CACHE, else
+    ~/.cache/fcn_tf."""
+    return Path(os.environ.get("FCN_TF_CACHE", Path.home() / ".cache" / "fcn_tf"))
+
+
 def partial_path(path: str | os.PathLike) -> Path:
     """`dir/name.ext` -> `dir/.name.partial.ext`: hidden, same suffix (image writers need it)."""
     path = Path(path)

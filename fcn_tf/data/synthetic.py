@@ -22,6 +22,7 @@ import imageio.v3 as iio
 import numpy as np
 from scipy import ndimage
 
+from fcn_tf import files
 from fcn_tf.data.kitti import LEGEND
 
 log = logging.getLogger(__name__)
@@ -202,18 +203,15 @@ def _write_scene(job) -> None:
         iio.imwrite(folders["test"] / f"um_{index - num_train:06d}.png", image)
 
 
-def cache_dir() -> Path:
-    """Where generated data is kept: $FCN_TF_CACHE, else ~/.cache/fcn_tf."""
-    return Path(os.environ.get("FCN_TF_CACHE", Path.home() / ".cache" / "fcn_tf"))
-
-
 def ensure_synthetic(num_train: int = 120, num_test: int = 12, seed: int = 0) -> Path:
     """Return the path of the synthetic data_road folder, generating it on first use.
 
     The folder is written under a temporary name and renamed when complete, so an interrupted
     generation never leaves a half-written dataset behind.
     """
-    root = cache_dir() / f"synthetic_road-v{FORMAT_VERSION}-seed{seed}-n{num_train}-t{num_test}"
+    root = (
+        files.cache_dir() / f"synthetic_road-v{FORMAT_VERSION}-seed{seed}-n{num_train}-t{num_test}"
+    )
     if root.is_dir():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)

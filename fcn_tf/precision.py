@@ -1,0 +1,195 @@
+"""Whether bfloat16 mixed precision is safe, and worth it, on this CPU: a measured, cached check.
+
+CPUs differ: on an AMD EPYC (AVX2) bfloat16 is emulated and training is several times slower than
+in float32; on an Intel Xeon with AVX512_BF16 but no AMX (this project's machine on 2026-11-25) a
+bfloat16 matmul runs at half the float32 rate; on Xeons with AMX the matmul is 3.5x faster, but
+`python -m fcn_tf.benchmark --mixed-precision` has aborted the whole process there (`malloc():
+unaligned tcache chunk detected`) and Keras training in bfloat16 was 3.7x slower than in float32.
+So fcn_tf decides by measuring, not by CPU brand:
+
+1. a child process (a crash cannot take the caller down) times a convolution's forward and
+   backward pass and a matmul in float32 and bfloat16, then runs a few training steps of a tiny
+   FCN-8s under Keras' `mixed_bfloat16` policy;
+2. bfloat16 is used only if the child exited cleanly and the convolution ran at least
+   `MIN_SPEEDUP` times faster than in float32.
+
+The verdict is cached per CPU model, instruction-set flags and TensorFlow version (the probe takes
+a few seconds once), in `$FCN_TF_CACHE` (default `~/.cache/fcn_tf`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MIN_SPEEDUP = 1.2  # bfloat16 convolutions at least this much faster, or float32 stays
+PROBE_TIMEOUT_S = 300
+CACHE_FILE = "bfloat16-check.json"
+FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (`/proc/cpuinfo`), or the platform's processor string."""
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The instruction-set flags that decide deep-learning speed on x86 (those present)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return []
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in FLAGS_OF_INTEREST if flag in present]
+    return []
+
+
+def matmul_rate(dtype: str, size: int, seconds: float) -> float:
+    """GFLOP/s of the fastest of repeated `size` x `size` matmuls in `dtype` over `seconds`."""
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.uniform((size, size), dtype=tf.float32), dtype)
+    product = tf.function(lambda x: tf.reduce_sum(tf.cast(tf.matmul(x, x), tf.float32)))
+    return 2 * size**3 / _fastest(lambda: product(a).numpy(), seconds) / 1e9
+
+
+def conv_rate(dtype: str, seconds: float) -> float:
+    """GFLOP/s of a 3x3 convolution's forward and backward pass (64 -> 64 channels, 96x320)."""
+    import tensorflow as tf
+
+    x = tf.cast(tf.random.uniform((2, 96, 320, 64)), dtype)
+    w = tf.cast(tf.random.uniform((3, 3, 64, 64)) * 0.1, dtype)
+
+    @tf.function
+    def step(x, w):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            y = tf.nn.conv2d(x, w, 1, "SAME")
+            loss = tf.reduce_sum(tf.cast(y, tf.float32))
+        grads = tape.gradient(loss, [x, w])
+        return tf.reduce_sum(tf.cast(grads[0], tf.float32)) + tf.reduce_sum(
+            tf.cast(grads[1], tf.float32)
+        )
+
+    flops = 3 * 2 * 2 * 96 * 320 * 64 * 64 * 9  # forward + two backward convs
+    return flops / _fastest(lambda: step(x, w).numpy(), seconds) / 1e9
+
+
+def _fastest(call, seconds: float) -> float:
+    call()  # warm-up (tracing, oneDNN primitive creation)
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        tic = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - tic)
+    return best
+
+
+def probe() -> dict:
+    """Measure here (the child process): rates in both precisions, then a bfloat16 Keras run."""
+    import keras
+    import numpy as np
+
+    result = {
+        "conv_float32": conv_rate("float32", 0.5),
+        "conv_bfloat16": conv_rate("bfloat16", 0.5),
+        "matmul_float32": matmul_rate("float32", 1024, 0.3),
+        "matmul_bfloat16": matmul_rate("bfloat16", 1024, 0.3),
+    }
+    from fcn_tf.models import build_model
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = build_model("fcn8s", 2, (64, 96, 3), width=0.05, fc_units=16)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (2, 64, 96, 3)).astype("float32")
+    labels = (rng.uniform(size=(2, 64, 96)) < 0.5).astype("uint8")
+    for _ in range(2):
+        model.train_on_batch(images, labels)
+    model.predict(images, verbose=0)
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Whether to train in bfloat16 here, why, and what was measured."""
+
+    use_bfloat16: bool
+    reason: str
+    measured: dict
+
+
+def _cache_key() -> str:
+    from importlib import metadata
+
+    versions = []
+    for package in ("tensorflow", "tensorflow-cpu", "keras"):
+        try:
+            versions.append(f"{package}={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            continue
+    text = "|".join([cpu_model(), *cpu_flags(), *versions])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def decide(returncode: int, measured: dict) -> Verdict:
+    """The verdict from the probe's exit status and measurements (see the module docstring)."""
+    if returncode != 0:
+        how = f"signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+        return Verdict(False, f"a bfloat16 probe process crashed on this CPU ({how})", measured)
+    speedup = measured["conv_bfloat16"] / measured["conv_float32"]
+    rates = (
+        f"convolution {measured['conv_bfloat16']:.0f} vs {measured['conv_float32']:.0f} GFLOP/s, "
+        f"matmul {measured['matmul_bfloat16']:.0f} vs {measured['matmul_float32']:.0f} GFLOP/s"
+    )
+    if speedup < MIN_SPEEDUP:
+        return Verdict(False, f"bfloat16 is not faster than float32 here ({rates})", measured)
+    return Verdict(True, f"bfloat16 is {speedup:.1f}x faster than float32 here ({rates})", measured)
+
+
+def bfloat16_verdict(refresh: bool = False) -> Verdict:
+    """Whether bfloat16 mixed precision is safe and faster on this CPU (measured once, cached)."""
+    from fcn_tf.files import cache_dir, write_json
+
+    path = cache_dir() / CACHE_FILE
+    cached = json.loads(path.read_text()) if path.is_file() else {}
+    key = _cache_key()
+    if key in cached and not refresh:
+        return Verdict(**cached[key])
+    log.info("checking whether bfloat16 is safe and faster on this CPU (once per machine)")
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "fcn_tf.precision"],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+        )
+        lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+        measured = json.loads(lines[-1]) if child.returncode == 0 and lines else {}
+        verdict = decide(child.returncode, measured)
+    except subprocess.TimeoutExpired:
+        verdict = Verdict(False, f"a bfloat16 probe did not finish in {PROBE_TIMEOUT_S} s", {})
+    write_json(path, {**cached, key: dataclasses.asdict(verdict)})
+    return verdict
+
+
+if __name__ == "__main__":  # the probe's child process
+    logging.disable(logging.WARNING)
+    print(json.dumps(probe()), flush=True)
