@@ -25,7 +25,7 @@ DATASETS = ("synthetic", "kitti", "camvid", "folder")
 # model's own default"; a value given for a model that does not take it is an error.
 MODEL_OPTIONS = (
     "weights", "fc_units", "keep_prob", "decoder", "at_once", "l2", "upsampling", "batch_norm",
-    "dropout", "pooling", "output_stride",
+    "dropout", "pooling", "output_stride", "deep_supervision", "head",
 )  # fmt: skip
 
 
@@ -56,6 +56,8 @@ class TrainConfig:
     dropout: float | None = None
     pooling: str | None = None
     output_stride: int | None = None
+    deep_supervision: bool | None = None
+    head: int | None = None
     # -- optimisation
     epochs: int = 40
     batch_size: int = 16
@@ -106,8 +108,9 @@ HELP = {
     "augment": "joint image+label augmentation: flip, scale/crop, brightness/contrast",
     "model": f"architecture: {', '.join(MODELS)}",
     "width": "multiplier for every conv width of the model (1.0 = the published network)",
-    "weights": "FCN, unet_vgg16, PSPNet: encoder weights: none, 'imagenet' (keras download) or "
-    "a local weights file (VGG16 .h5; PSPNet: keras.applications ResNet)",
+    "weights": "FCN, unet_vgg16, PSPNet, DeepLab, RefineNet: encoder weights: none, 'imagenet' "
+    "(keras download; VGG16 models) or a local weights file (VGG16 .h5; ResNet models: "
+    "keras.applications ResNet)",
     "decoder": "FCN: 'exercise' (scored skips, biased transposed convs, as the original "
     "exercise; default), 'paper' (the reference Caffe net: bias-free transposed convs) or "
     "'widened' (transposed convs widened to 512/256 and added to raw pool4/pool3)",
@@ -117,11 +120,14 @@ HELP = {
     "fc_units": "FCN: width of fc6/fc7 (4096 in VGG16)",
     "keep_prob": "FCN: dropout keep-probability after fc6 and fc7 (the exercise's keep_prob)",
     "l2": "FCN: L2 penalty on decoder kernels, added to the loss (5e-4 = TF1 l2_regularizer(1e-3))",
-    "batch_norm": "U-Net: batch normalization after every conv",
-    "dropout": "U-Net (end of the contracting path, 0.5) and PSPNet (before the classifier, "
-    "0.1): dropout rate",
+    "batch_norm": "U-Net, U-Net++: batch normalization after every conv",
+    "dropout": "U-Net (end of the contracting path, 0.5), PSPNet (before the classifier, 0.1), "
+    "RefineNet (deepest features, 0.5): dropout rate",
     "pooling": "PSPNet: pyramid pooling 'avg' (the paper) or 'max'",
-    "output_stride": "PSPNet: 8 (the paper; default) or 16 (less work, coarser features)",
+    "output_stride": "PSPNet: 8 (the paper; default) or 16 (less work, coarser features); "
+    "DeepLab: 16 (default; ASPP rates 6/12/18) or 8 (rates 12/24/36)",
+    "deep_supervision": "U-Net++: train all four heads on the average of their losses",
+    "head": "U-Net++: the head (1..4) that predicts, pruning the network to it (default 4)",
     "epochs": "number of passes over the training split",
     "batch_size": "images per step",
     "learning_rate": "Adam learning rate",

@@ -19,7 +19,8 @@ def compile_model(model, task: Task, learning_rate: float = 1e-3, jit_compile="a
     IoU metric (`<positive>_iou` for binary tasks, `miou` otherwise).
 
     Layer regularizers (the FCN decoder's L2) are part of the loss Keras minimises. A model with
-    an auxiliary training head (two outputs) gets its spec's auxiliary loss weight.
+    training heads (several outputs: PSPNet's auxiliary head, U-Net++'s deep supervision) gets
+    its spec's loss weights.
     """
     outputs = model.outputs[0].shape[-1]
     if outputs != task.num_classes:
@@ -33,12 +34,13 @@ def compile_model(model, task: Task, learning_rate: float = 1e-3, jit_compile="a
         model.compile(loss=pixel_cross_entropy(), metrics=[metric], **options)
         return model
     spec = MODELS.get(task.model)
-    if spec is None or not spec.aux_weight:
+    if spec is None or not spec.has_training_heads:
         raise ValueError(f"model {model.name} has {len(model.outputs)} outputs; expected one")
+    count = len(model.outputs)
     model.compile(
-        loss=[pixel_cross_entropy(), pixel_cross_entropy()],
-        loss_weights=[1.0, spec.aux_weight],
-        metrics=[[metric], []],
+        loss=[pixel_cross_entropy() for _ in range(count)],
+        loss_weights=list(spec.loss_weights(count)),
+        metrics=[[metric]] + [[] for _ in range(count - 1)],
         **options,
     )
     return model

@@ -79,8 +79,8 @@ def run(config: TrainConfig) -> dict:
     job = Job(config, runtime, folder, load_data_logged(config))
     model = None
     if folder.epochs_done < config.epochs:
-        make_pipelines(job)
         model = training_model(job)
+        make_pipelines(job, outputs=len(model.outputs))
     else:  # trained to the end before, but stopped while writing the results
         log.info(
             "all %d epochs of %s were trained: writing the results", config.epochs, folder.partial
@@ -135,8 +135,9 @@ def load_data_logged(config: TrainConfig):
     return data
 
 
-def make_pipelines(job: Job) -> None:
-    """Epoch-indexed training batches and validation batches, as the model takes them.
+def make_pipelines(job: Job, outputs: int = 1) -> None:
+    """Epoch-indexed training batches and validation batches, as the model takes them (labels
+    repeated for each of its `outputs`: training heads learn from the same labels).
 
     With several replicas a batch smaller than the replica count would leave one empty (Keras
     fails on that): the last, partial batch of each epoch is dropped (another one each epoch).
@@ -167,7 +168,7 @@ def make_pipelines(job: Job) -> None:
 
     def as_network_takes(images, labels):
         images, labels = spec.training_pairs(images, labels, config.image_shape)
-        return (images, (labels, labels)) if spec.aux_weight else (images, labels)
+        return (images, (labels,) * outputs) if outputs > 1 else (images, labels)
 
     job.train_data = train_data.map(as_network_takes)
     job.val_data = val_data.map(as_network_takes)
@@ -243,7 +244,7 @@ def best_model(job: Job):
         trained = best
         best = build_network(job.config, job.task)
         best.set_weights(trained.get_weights()[: len(best.weights)])
-    if len(best.outputs) == 2:  # the auxiliary head is for training only
+    if len(best.outputs) > 1:  # training heads are for training only; the first predicts
         best = keras.Model(best.inputs, best.outputs[0], name=best.name)
     return best
 

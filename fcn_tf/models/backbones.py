@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from fcn_tf.models.layers import PadToMultiple
+from fcn_tf.models.layers import MatmulConv2D, PadToMultiple
 
 # (convs per block, filters) of VGG16 (Simonyan & Zisserman 2015, configuration D).
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -70,7 +70,7 @@ def vgg16(
         features[f"P{block}"] = x
     if include_fc:
         # fc6/fc7 as convolutions: the FCN paper's "convolutionalization" of VGG's classifier.
-        x = keras.layers.Conv2D(fc_units, 7, padding="same", activation="relu", name="fc6")(x)
+        x = MatmulConv2D(fc_units, 7, padding="same", activation="relu", name="fc6")(x)
         x = keras.layers.Dropout(1.0 - keep_prob, name="drop6")(x)
         x = keras.layers.Conv2D(fc_units, 1, padding="same", activation="relu", name="fc7")(x)
         x = keras.layers.Dropout(1.0 - keep_prob, name="drop7")(x)

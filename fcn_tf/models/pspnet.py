@@ -5,7 +5,7 @@ into 1x1, 2x2, 3x3 and 6x6 bins (average pooling, the paper's choice; max option
 branch with a 1x1 conv to 1/4 of F's channels, upsamples each bilinearly to F's size and
 concatenates them with F. A 3x3 conv, dropout and a 1x1 classifier follow, and the logits are
 upsampled bilinearly to the input size. For training, an auxiliary head on stage conv4's output
-adds a second loss (weight 0.4 in the paper); `aux_head=True` returns both logits.
+adds a second loss (weight 0.4 in the paper); `training_head=True` returns both logits.
 
 Layer names: `ppm_pool{bin}`, `ppm_conv{bin}`, `ppm_bn{bin}`, `ppm_upsample{bin}`, `ppm_concat`,
 `final_conv`, `classifier`, `aux_conv`, `aux_classifier`; the backbone keeps
@@ -48,7 +48,7 @@ def build_pspnet(
     width: float = 1.0,
     pooling: str = "avg",
     weights: str | None = None,
-    aux_head: bool = False,
+    training_head: bool = False,
     dropout: float = 0.1,
     output_stride: int = 8,
 ) -> keras.Model:
@@ -59,7 +59,7 @@ def build_pspnet(
         width: multiplier of every channel count.
         pooling: "avg" (the paper) or "max" pyramid pooling.
         weights: None or a `keras.applications` ResNet weights file (loaded by layer name).
-        aux_head: also output the auxiliary logits (a list `[logits, aux_logits]`), for training.
+        training_head: also output the auxiliary logits (`[logits, aux_logits]`), for training.
         dropout: dropout rate before the classifiers.
         output_stride: 8 (the paper: conv4 and conv5 dilated) or 16 (conv5 dilated only:
             about 4x less work in conv4, coarser features).
@@ -78,7 +78,7 @@ def build_pspnet(
     # upsample to the padded input's size, then cut the padding off
     logits = ResizeLike(name="upsample")([x, features["padded"]])
     logits = CropLike(name="crop")([logits, inputs])
-    if not aux_head:
+    if not training_head:
         return keras.Model(inputs, logits, name=f"pspnet_{backbone}")
     aux = _conv_bn_relu(features["C4"], scaled(256, width), 3, "aux_conv")
     aux = keras.layers.Dropout(dropout, name="aux_dropout")(aux)

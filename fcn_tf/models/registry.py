@@ -23,6 +23,7 @@ FCN_OPTIONS = (
 )  # fmt: skip
 UNET_OPTIONS = ("width", "batch_norm", "dropout")
 PSPNET_OPTIONS = ("width", "weights", "pooling", "dropout", "output_stride")
+DEEPLAB_OPTIONS = ("width", "weights", "output_stride")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,8 @@ class ModelSpec:
         min_size: the smallest input side (its total downsampling; the paper U-Net: its rule).
         options: the keyword options the builder takes (besides num_classes, input_shape).
         aux_weight: weight of an auxiliary training head's loss (PSPNet: 0.4), 0 if none.
+        averaged_heads: trains several heads on the average of their losses when an option asks
+            for it (U-Net++'s deep supervision).
         overlap_tile: trained and run on mirror-padded tiles (the paper U-Net).
     """
 
@@ -41,7 +44,22 @@ class ModelSpec:
     min_size: int
     options: tuple[str, ...]
     aux_weight: float = 0.0
+    averaged_heads: bool = False
     overlap_tile: bool = False
+
+    @property
+    def has_training_heads(self) -> bool:
+        return bool(self.aux_weight) or self.averaged_heads
+
+    def loss_weights(self, outputs: int) -> tuple[float, ...]:
+        """The loss weight of each of the training model's `outputs` (the first predicts)."""
+        if outputs == 1:
+            return (1.0,)
+        if self.aux_weight and outputs == 2:
+            return (1.0, self.aux_weight)
+        if self.averaged_heads:
+            return (1.0 / outputs,) * outputs
+        raise ValueError(f"{self.builder} has no training heads, but {outputs} outputs")
 
     def build_function(self):
         module, function = self.builder.split(":")
@@ -89,6 +107,17 @@ MODELS: dict[str, ModelSpec] = {
         "fcn_tf.models.pspnet:build_pspnet101", 8, PSPNET_OPTIONS, aux_weight=0.4
     ),
     "segnet": ModelSpec("fcn_tf.models.segnet:build_segnet", 32, ("width",)),
+    "deeplabv3": ModelSpec("fcn_tf.models.deeplab:build_deeplabv3", 16, DEEPLAB_OPTIONS),
+    "deeplabv3plus": ModelSpec("fcn_tf.models.deeplab:build_deeplabv3plus", 16, DEEPLAB_OPTIONS),
+    "unetpp": ModelSpec(
+        "fcn_tf.models.unetpp:build_unetpp",
+        16,
+        ("width", "batch_norm", "deep_supervision", "head"),
+        averaged_heads=True,
+    ),  # fmt: skip
+    "refinenet": ModelSpec(
+        "fcn_tf.models.refinenet:build_refinenet", 32, ("width", "weights", "dropout")
+    ),
 }
 MIN_SIZE = {name: spec.min_size for name, spec in MODELS.items()}
 
@@ -123,8 +152,9 @@ def build_model(
 
     Args:
         options: the model's keyword options (`MODELS[name].options`); any other is an error.
-        training_head: also output the auxiliary logits of a model that has an auxiliary
-            training head (`[logits, aux_logits]`); others are built as usual.
+        training_head: also output the training heads of a model that has them (PSPNet's
+            auxiliary logits, U-Net++'s deeply supervised heads), the predicting one first;
+            others are built as usual.
 
     Raises:
         ValueError: `name` is not registered (the message lists the valid names), an option does
@@ -138,6 +168,6 @@ def build_model(
                 f"input of {input_shape[0]}x{input_shape[1]} is too small for {name}, which "
                 f"needs sides of at least {spec.min_size} pixels"
             )
-    if training_head and spec.aux_weight:
-        options["aux_head"] = True
+    if training_head and spec.has_training_heads:
+        options["training_head"] = True
     return spec.build_function()(num_classes=num_classes, input_shape=input_shape, **options)

@@ -76,8 +76,8 @@ def test_a_few_steps_on_one_batch_lower_the_loss(name):
 
 
 def test_unknown_model_lists_the_valid_names():
-    with pytest.raises(ValueError, match="choose one of fcn16s, fcn32s, fcn8s, pspnet"):
-        build_model("deeplab")
+    with pytest.raises(ValueError, match="choose one of deeplabv3, deeplabv3plus, fcn16s, fcn32s"):
+        build_model("deeplab9")
 
 
 def test_input_too_small_is_named():

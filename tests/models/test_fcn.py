@@ -106,7 +106,9 @@ def test_tiny_model_round_trips_through_keras_file(tmp_path):
 
 
 def test_unknown_model_lists_the_valid_names():
-    with pytest.raises(ValueError, match="unknown model 'fcn9s'; choose one of fcn16s, fcn32s"):
+    with pytest.raises(
+        ValueError, match="unknown model 'fcn9s'; choose one of deeplabv3, deeplabv3plus, fcn16s"
+    ):
         build_model("fcn9s")
 
 

@@ -1,0 +1,162 @@
+"""fcn_tf's FCN-8s against a PyTorch reference of the same network, measured side by side.
+
+    pip install -e ".[cpu,bench]"            # PyTorch (CPU) for the reference
+    python benchmarks/vs_pytorch.py [--size 160x576] [--steps 5]
+
+Runs, one after the other and each in its own process (so neither library's thread pools or
+allocator state affect the other): `python -m fcn_tf.benchmark` with `--jit-compile auto` and
+`on`, and the PyTorch reference in NCHW and channels-last layouts. The reference is the same
+FCN-8s (VGG16, fc6 7x7x512x4096 and fc7 1x1 as convolutions, 1x1 score layers, transposed convs
+x2, x2, x8 with biases, skip additions from pool4 and pool3: 134,271,436 parameters with two
+classes), trained with Adam and per-pixel cross-entropy (ignore index 255). Prints one table
+with images/s, percent of the float32 matmul peak fcn_tf measured, and the ratios to PyTorch's
+best, and names the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def torch_fcn8s(num_classes: int = 2):
+    import torch
+    from torch import nn
+
+    class FCN8s(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers, channels = [], 3
+            self.stages = nn.ModuleList()
+            for convs, width in ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512)):
+                layers = []
+                for _ in range(convs):
+                    layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+                    channels = width
+                layers.append(nn.MaxPool2d(2, 2))
+                self.stages.append(nn.Sequential(*layers))
+            self.fc = nn.Sequential(
+                nn.Conv2d(512, 4096, 7, padding=3), nn.ReLU(inplace=True), nn.Dropout(0.5),
+                nn.Conv2d(4096, 4096, 1), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            )  # fmt: skip
+            self.score_fr = nn.Conv2d(4096, num_classes, 1)
+            self.score_pool4 = nn.Conv2d(512, num_classes, 1)
+            self.score_pool3 = nn.Conv2d(256, num_classes, 1)
+            self.upscore2 = nn.ConvTranspose2d(num_classes, num_classes, 4, 2, 1)
+            self.upscore_pool4 = nn.ConvTranspose2d(num_classes, num_classes, 4, 2, 1)
+            self.upscore8 = nn.ConvTranspose2d(num_classes, num_classes, 16, 8, 4)
+            self.register_buffer("mean", torch.tensor([123.68, 116.779, 103.939]).view(1, 3, 1, 1))
+
+        def forward(self, x):
+            x = x - self.mean
+            pools = []
+            for stage in self.stages:
+                x = stage(x)
+                pools.append(x)
+            x = self.upscore2(self.score_fr(self.fc(x))) + self.score_pool4(pools[3])
+            x = self.upscore_pool4(x) + self.score_pool3(pools[2])
+            return self.upscore8(x)
+
+    return FCN8s()
+
+
+def torch_child(size, steps: int, channels_last: bool) -> dict:
+    """Measure the PyTorch reference in this process (float32, CPU)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch_fcn8s()
+    parameters = sum(p.numel() for p in model.parameters())
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory)
+    images = (torch.rand(4, 3, *size) * 255).to(memory_format=memory)
+    labels = (torch.rand(4, *size) < 0.3).long()
+    model.eval()
+    with torch.inference_mode():
+        forward = _timed(lambda: model(images[:1]), steps)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(images), labels).backward()
+        optimizer.step()
+
+    train = _timed(step, steps)
+    return {"parameters": parameters, "forward_images_per_s": 1 / forward,
+            "train_images_per_s": 4 / train, "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def _timed(call, steps: int) -> float:
+    call()  # warm-up
+    times = []
+    for _ in range(steps):
+        tic = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - tic)
+    return sorted(times)[len(times) // 2]
+
+
+def fcn_tf_child(size, steps: int, jit: str) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "bench.json"
+        command = [sys.executable, "-m", "fcn_tf.benchmark", "--sizes", f"{size[0]}x{size[1]}",
+                   "--steps", str(steps), "--no-pipeline", "--jit-compile", jit,
+                   "--json", str(out)]  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True)
+        report = json.loads(out.read_text())
+    (result,) = report["results"]
+    result["matmul_peak"] = report["matmul_peak_gflop_per_s"]
+    result["device"] = report["device"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="160x576")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--torch-child", choices=("nchw", "channels_last"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    if args.torch_child:
+        print(json.dumps(torch_child(size, args.steps, args.torch_child == "channels_last")))
+        return
+    rows = {}
+    for jit in ("auto", "on"):
+        rows[f"fcn_tf (--jit-compile {jit})"] = fcn_tf_child(size, args.steps, jit)
+    for layout in ("nchw", "channels_last"):
+        child = subprocess.run(
+            [sys.executable, __file__, "--size", args.size, "--steps", str(args.steps),
+             "--torch-child", layout], check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        rows[f"PyTorch ({layout})"] = json.loads(child.stdout.splitlines()[-1])
+    _print_table(rows, size)
+
+
+def _print_table(rows: dict, size) -> None:
+    first = next(iter(rows.values()))
+    peak, flops = first["matmul_peak"], first["forward_gflops_per_image"]
+    torch_rows = [r for name, r in rows.items() if name.startswith("PyTorch")]
+    best_train = max(r["train_images_per_s"] for r in torch_rows)
+    best_forward = max(r["forward_images_per_s"] for r in torch_rows)
+    print(f"{first['device']}; float32 matmul peak {peak:.0f} GFLOP/s; FCN-8s {size[0]}x{size[1]}, "
+          f"{flops:.1f} GFLOPs per image forward; training batch 4, forward batch 1")  # fmt: skip
+    print(
+        "\n| | training img/s | % of peak | x PyTorch best | forward img/s | % of peak "
+        "| x PyTorch best |\n|---|---:|---:|---:|---:|---:|---:|"
+    )
+    for name, r in rows.items():
+        train, forward = r["train_images_per_s"], r["forward_images_per_s"]
+        print(f"| {name} | {train:.2f} | {100 * train * 3 * flops / peak:.0f} % | "
+              f"{train / best_train:.2f} | {forward:.2f} | {100 * forward * flops / peak:.0f} % | "
+              f"{forward / best_forward:.2f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
