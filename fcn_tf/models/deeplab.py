@@ -10,7 +10,8 @@ batch norm and ReLU; they are concatenated and projected by a 1x1 conv (256, BN,
 * DeepLabV3 (`deeplabv3`): a 1x1 classifier on the ASPP output, upsampled bilinearly to the input.
 * DeepLabV3+ (`deeplabv3plus`): a decoder: the ASPP output upsampled x4 (to stride 4) and
   concatenated with the stride-4 low-level features (conv2's output, reduced by a 1x1 conv to 48
-  channels), two 3x3 convs (256), the classifier, upsampled x4.
+  channels), two 3x3 convs (256), the classifier, upsampled x4. As the V3+ paper does, its ASPP
+  and decoder 3x3 convs are depthwise separable (atrous in ASPP).
 
 Layer names: `aspp_conv1x1`, `aspp_atrous1..3`, `aspp_pool`, `aspp_pool_conv`, `aspp_concat`,
 `aspp_project`, `decoder_low_level`, `decoder_concat`, `decoder_conv1..2`, `classifier`; the
@@ -28,21 +29,23 @@ from fcn_tf.models.weights import load_weights_by_name
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 
 
-def conv_bn_relu(x, filters, kernel, name, dilation: int = 1):
-    """Conv (no bias) + batch norm + ReLU, named `name`, `name_bn`, `name_relu`."""
-    x = keras.layers.Conv2D(
-        filters, kernel, padding="same", dilation_rate=dilation, use_bias=False, name=name
-    )(x)
+def conv_bn_relu(x, filters, kernel, name, dilation: int = 1, separable: bool = False):
+    """Conv (no bias; depthwise-separable with `separable`) + batch norm + ReLU, named `name`,
+    `name_bn`, `name_relu`."""
+    layer = keras.layers.SeparableConv2D if separable else keras.layers.Conv2D
+    x = layer(filters, kernel, padding="same", dilation_rate=dilation, use_bias=False, name=name)(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def aspp(features, output_stride: int, width: float):
-    """Atrous spatial pyramid pooling on stride-`output_stride` features (module docstring)."""
+def aspp(features, output_stride: int, width: float, separable: bool = False):
+    """Atrous spatial pyramid pooling on stride-`output_stride` features (module docstring);
+    `separable`: atrous depthwise-separable convs (DeepLabV3+)."""
     filters = scaled(256, width)
     branches = [conv_bn_relu(features, filters, 1, "aspp_conv1x1")]
     for index, rate in enumerate(ASPP_RATES[output_stride], start=1):
-        branches.append(conv_bn_relu(features, filters, 3, f"aspp_atrous{index}", rate))
+        name = f"aspp_atrous{index}"
+        branches.append(conv_bn_relu(features, filters, 3, name, rate, separable))
     pooled = AdaptivePooling(1, "avg", name="aspp_pool")(features)
     pooled = conv_bn_relu(pooled, filters, 1, "aspp_pool_conv")
     branches.append(ResizeLike(name="aspp_pool_upsample")([pooled, features]))
@@ -73,13 +76,13 @@ def build_deeplab(
     inputs, features = resnet(input_shape, backbone, width, output_stride, pad_to=output_stride)
     if weights:
         load_weights_by_name(keras.Model(inputs, features["C5"]), weights)
-    x = aspp(features["C5"], output_stride, width)
+    x = aspp(features["C5"], output_stride, width, separable=decoder)
     if decoder:
         low = conv_bn_relu(features["P2"], scaled(48, width), 1, "decoder_low_level")
         x = ResizeLike(name="decoder_upsample")([x, low])
         x = keras.layers.Concatenate(name="decoder_concat")([x, low])
-        x = conv_bn_relu(x, scaled(256, width), 3, "decoder_conv1")
-        x = conv_bn_relu(x, scaled(256, width), 3, "decoder_conv2")
+        x = conv_bn_relu(x, scaled(256, width), 3, "decoder_conv1", separable=True)
+        x = conv_bn_relu(x, scaled(256, width), 3, "decoder_conv2", separable=True)
     x = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
     logits = ResizeLike(name="upsample")([x, features["padded"]])
     logits = CropLike(name="crop")([logits, inputs])
