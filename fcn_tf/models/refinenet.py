@@ -35,8 +35,13 @@ from fcn_tf.models.weights import load_weights_by_name
 CRP_BLOCKS = 2  # pooling blocks in each chained residual pooling (the paper's Fig. 2)
 
 
-def _conv(filters, kernel, name, bias=True):
-    return keras.layers.Conv2D(filters, kernel, padding="same", use_bias=bias, name=name)
+def _conv(filters, kernel, name, bias=True, zero=False):
+    # zero: the last conv of a residual branch starts at zero (Goyal et al. 2017), so every
+    # refinement starts as the identity: stable activations when training from scratch
+    initializer = "zeros" if zero else "glorot_uniform"
+    return keras.layers.Conv2D(
+        filters, kernel, padding="same", use_bias=bias, kernel_initializer=initializer, name=name
+    )
 
 
 def residual_conv_unit(x, name: str):
@@ -45,7 +50,7 @@ def residual_conv_unit(x, name: str):
     y = keras.layers.ReLU(name=f"{name}_relu1")(x)
     y = _conv(filters, 3, f"{name}_conv1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu2")(y)
-    y = _conv(filters, 3, f"{name}_conv2", bias=False)(y)
+    y = _conv(filters, 3, f"{name}_conv2", bias=False, zero=True)(y)
     return keras.layers.Add(name=f"{name}_add")([x, y])
 
 
@@ -57,7 +62,7 @@ def chained_residual_pooling(x, name: str, blocks: int = CRP_BLOCKS):
         path = keras.layers.MaxPooling2D(5, strides=1, padding="same", name=f"{name}_pool{index}")(
             path
         )
-        path = _conv(x.shape[-1], 3, f"{name}_conv{index}", bias=False)(path)
+        path = _conv(x.shape[-1], 3, f"{name}_conv{index}", bias=False, zero=True)(path)
         total = keras.layers.Add(name=f"{name}_sum{index}")([total, path])
     return total
 
