@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="KITTI: also write benchmark files for DATA/testing/image_2 and a zip",
     )
+    parser.add_argument(
+        "--crf",
+        action="store_true",
+        help="refine the model's predictions with the dense CRF before scoring (DeepLab's "
+        "parameters; a few seconds per image)",
+    )
     parser.add_argument("--output", help="output folder (default: RUN/eval-SPLIT or ./eval)")
     return parser
 
@@ -236,6 +242,12 @@ def evaluate_cli(args) -> Path:
             "pass either a model (a run folder, .keras file or export) or --predictions DIR"
         )
     predictor = _predictor(args) if args.model else None  # a bad model fails before any work
+    if args.crf:
+        if predictor is None:
+            raise ValueError("--crf refines a model's predictions: pass a model, not --predictions")
+        from fcn_tf.crf import CRFParams
+
+        predictor.crf = CRFParams()
     run_dir = _run_folder(args.model)
     config = data_config(args, run_dir)
     if run_dir is None and args.split in ("train", "val") and config.dataset != "camvid":

@@ -78,6 +78,13 @@ def decide(probabilities, task: Task):
     return tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)
 
 
+def masks_from(probabilities: np.ndarray, task: Task) -> np.ndarray:
+    """`decide` in NumPy, for probabilities refined outside the graph (e.g. by the CRF)."""
+    if task.binary:
+        return (probabilities[..., 1] >= task.threshold).astype(np.uint8)
+    return probabilities.argmax(-1).astype(np.uint8)
+
+
 def probabilities(model, image: np.ndarray, task: Task) -> np.ndarray:
     """Class probabilities `(H, W, C)` float32 for one uint8 RGB image `(H, W, 3)`."""
     import tensorflow as tf
@@ -250,9 +257,22 @@ class Predictor:
     def name(self) -> str:
         return self.task.model or getattr(getattr(self, "model", None), "name", "model")
 
+    crf = None  # a `fcn_tf.crf.CRFParams`: refine every prediction with the dense CRF
+
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = self._serve(np.ascontiguousarray(images, dtype=np.uint8))
-        return outputs["probabilities"].numpy(), outputs["mask"].numpy()
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        outputs = self._serve(images)
+        if self.crf is None:
+            return outputs["probabilities"].numpy(), outputs["mask"].numpy()
+        from fcn_tf.crf import dense_crf
+
+        refined = np.stack(
+            [
+                dense_crf(image, p, self.crf)
+                for image, p in zip(images, outputs["probabilities"].numpy(), strict=True)
+            ]
+        )
+        return refined, masks_from(refined, self.task)
 
     def one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`(probabilities (H, W, C), mask (H, W))` of one uint8 image `(H, W, 3)`."""

@@ -253,6 +253,12 @@ def build_parser():
         "--no-confidence", action="store_true", help="binary tasks: skip the confidence PNGs"
     )
     parser.add_argument("--codec", default="libx264", help="video codec for overlaid videos")
+    parser.add_argument(
+        "--crf",
+        action="store_true",
+        help="refine every prediction with the dense CRF (DeepLab's parameters; a few seconds "
+        "per image)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
     return parser
 
@@ -270,6 +276,10 @@ def predict_cli(args) -> dict:
     if videos:
         check_codec(args.codec)
     predictor = Predictor(args.model)
+    if args.crf:
+        from fcn_tf.crf import CRFParams
+
+        predictor.crf = CRFParams()
     task = predictor.task
     log.info(
         "%s model %s, %d classes (%s)%s",

@@ -14,13 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from fcn_tf import metrics
+from fcn_tf.inference import masks_from
 from fcn_tf.task import IGNORE_LABEL, Task
-
-
-def _masks(scores: np.ndarray, task: Task) -> np.ndarray:
-    if task.binary:
-        return (scores[..., 1] >= task.threshold).astype(np.uint8)
-    return scores.argmax(-1)
 
 
 def score_pairs(pairs, probabilities_of, task: Task, read_mask, calib_dir=None, progress=True):
@@ -55,7 +50,7 @@ def score_pairs(pairs, probabilities_of, task: Task, read_mask, calib_dir=None, 
                 f"but its label {Path(mask_path).name} is {labels.shape[1]}x{labels.shape[0]}; "
                 "predictions must have the image's size"
             )
-        matrix += metrics.confusion(labels, _masks(scores, task), task.num_classes)
+        matrix += metrics.confusion(labels, masks_from(scores, task), task.num_classes)
         if not task.binary:
             continue
         road, valid, confidence = labels == 1, labels != IGNORE_LABEL, scores[..., 1]

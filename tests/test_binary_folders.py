@@ -56,6 +56,14 @@ def test_binary_masks_train_evaluate_predict_and_export(tmp_path, caplog, varian
     assert set(np.unique(np.stack([iio.imread(m) for m in masks]))) <= stored
     assert len(list((out / "confidence").glob("*.png"))) == 10
 
+    # the dense CRF refines the predictions of any model (checked here on every stored form)
+    crf_out = tmp_path / "crf"
+    assert predict_main([str(run), str(root / "images"), "--output", str(crf_out), "--crf"]) == 0
+    assert len(list((crf_out / "masks").glob("*.png"))) == 10
+    assert evaluate_main([str(run), "--crf", "--output", str(tmp_path / "eval-crf")]) == 0
+    refined = json.loads((tmp_path / "eval-crf/evaluation.json").read_text())
+    assert 0 < refined["perspective"]["ALL"]["MaxF"] <= 1
+
     assert export_main([str(run), "--formats", "savedmodel"]) == 0
     exported = json.loads((run / "export/fcn_tf.json").read_text())
     assert exported["binary"] and exported["class_names"] == names
