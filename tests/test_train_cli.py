@@ -140,3 +140,25 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, caplog):
         code = main(["--output-dir", str(tmp_path / "runs"), "--run-name", "taken", *TINY_FLAGS])
     assert code == 2 and "already exists" in caplog.text
     assert (tmp_path / "runs" / "taken" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--model", "deeplabv3plus", "--output-stride", "8"],
+        ["--model", "unetpp", "--deep-supervision", "--head", "3"],
+        ["--model", "refinenet"],
+    ],
+    ids=["deeplabv3plus-os8", "unetpp-deep-supervision", "refinenet"],
+)
+def test_the_new_family_trains_on_kitti_layout_data(tmp_path, flags):
+    root = make_data_road(tmp_path / "data_road", num_train=6, num_test=1)
+    out = tmp_path / "runs"
+    common = ["--width", "0.05", "--image-shape", "64x192", "--batch-size", "4", "--epochs", "1"]
+    code = main(["--data-dir", str(root), "--output-dir", str(out), "--run-name", "r", *common,
+                 *flags])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((out / "r/metrics.json").read_text())
+    assert 0 <= metrics["val_maxf"] <= 1 and (out / "r/model.keras").is_file()
+    config = json.loads((out / "r/config.json").read_text())
+    assert config["fc_units"] is None  # the exercise preset's FCN options were left out

@@ -122,13 +122,19 @@ RESNET_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 
 def _bottleneck(x, filters, stride, dilation, shortcut_conv, name):
     # keras.applications ResNet (v1) bottleneck, layer for layer, so its weights load by name.
+    # Its stride-2 1x1 convs are computed as a subsampling and a stride-1 1x1 conv (the same
+    # arithmetic): TF 2.21's oneDNN Conv2DBackpropFilter for a 1x1 stride-2 conv with fewer than
+    # 16 input channels corrupts the heap on AVX-512 Xeons (segfault / "malloc(): unaligned tcache
+    # chunk detected"), which narrow models (width < 0.2) hit while training.
     bn = dict(axis=3, epsilon=1.001e-5)
+    if stride > 1:
+        x = keras.layers.MaxPooling2D(1, strides=stride, name=f"{name}_subsample")(x)
     if shortcut_conv:
-        shortcut = keras.layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(x)
+        shortcut = keras.layers.Conv2D(4 * filters, 1, name=f"{name}_0_conv")(x)
         shortcut = keras.layers.BatchNormalization(**bn, name=f"{name}_0_bn")(shortcut)
     else:
         shortcut = x
-    x = keras.layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
+    x = keras.layers.Conv2D(filters, 1, name=f"{name}_1_conv")(x)
     x = keras.layers.BatchNormalization(**bn, name=f"{name}_1_bn")(x)
     x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
     x = keras.layers.Conv2D(
