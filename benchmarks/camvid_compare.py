@@ -23,9 +23,12 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument(
-        "--models", default="fcn32s,fcn16s,fcn8s,unet,unet_vgg16,pspnet,pspnet101,segnet"
+        "--models",
+        default="fcn32s,fcn16s,fcn8s,unet,unet_vgg16,pspnet,pspnet101,segnet,deeplabv3,"
+        "deeplabv3plus,unetpp,refinenet",
     )
     parser.add_argument("--out", help="also write the results as JSON to this file")
+    parser.add_argument("--keep", metavar="DIR", help="keep the run folders in DIR")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -34,7 +37,8 @@ def main() -> None:
 
     results = {}
     print("| model | val mIoU | pixel accuracy | training s |\n|---|---:|---:|---:|", flush=True)
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.keep or scratch
         for name in args.models.split(","):
             settings = {
                 "dataset": "camvid",

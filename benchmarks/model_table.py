@@ -48,7 +48,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=11)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument(
-        "--models", default="fcn32s,fcn16s,fcn8s,unet,unet_vgg16,pspnet,pspnet101,segnet"
+        "--models",
+        default="fcn32s,fcn16s,fcn8s,unet,unet_vgg16,pspnet,pspnet101,segnet,deeplabv3,"
+        "deeplabv3plus,unetpp,refinenet",
     )
     parser.add_argument("--out", help="also write the table (markdown) to this file")
     args = parser.parse_args()

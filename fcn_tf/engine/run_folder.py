@@ -143,23 +143,20 @@ class RunFolder:
                 f"{error}. The state after epoch {state['epoch']} is kept in {self.partial}: "
                 "rerun with a lower --learning-rate to continue from it"
             ) from None
-        except KeyboardInterrupt:
-            if read_resume_state(self.checkpoints):
-                log.warning(
-                    "interrupted: the unfinished run is left in %s (rerun to resume)", self.partial
-                )
-            else:
-                shutil.rmtree(self.partial, ignore_errors=True)
-                log.warning("interrupted before the first epoch ended: nothing was kept")
+        except BaseException as error:
+            self._keep_or_remove(interrupted=isinstance(error, KeyboardInterrupt))
             raise
-        except BaseException:
-            if read_resume_state(self.checkpoints):
-                log.error(
-                    "the unfinished run is kept in %s: rerun the command to resume", self.partial
-                )
-            else:
-                shutil.rmtree(self.partial, ignore_errors=True)
-            raise
+
+    def _keep_or_remove(self, interrupted: bool) -> None:
+        """After a failure: keep the partial folder if it holds a state to resume, else remove
+        it; say which."""
+        if read_resume_state(self.checkpoints):
+            how = "interrupted: the" if interrupted else "the"
+            log.warning("%s unfinished run is kept in %s: rerun to resume", how, self.partial)
+            return
+        shutil.rmtree(self.partial, ignore_errors=True)
+        if interrupted:
+            log.warning("interrupted before the first epoch ended: nothing was kept")
 
 
 def _saved_settings(partial: Path) -> dict:

@@ -162,7 +162,8 @@ def test_full_size_parameter_counts(name, expected, reference):
     assert build_model(name, 2).count_params() == expected, reference
 
 
-def test_pspnet_loads_resnet_weights_by_keras_applications_names(tmp_path):
+@pytest.mark.parametrize("name", ["pspnet", "deeplabv3plus", "refinenet"])
+def test_resnet_models_load_weights_by_keras_applications_names(tmp_path, name):
     import h5py
     from keras.src.legacy.saving import legacy_h5_format
 
@@ -172,7 +173,7 @@ def test_pspnet_loads_resnet_weights_by_keras_applications_names(tmp_path):
     source = keras.Model(inputs, features["C5"])
     with h5py.File(tmp_path / "resnet50.h5", "w") as file:
         legacy_h5_format.save_weights_to_hdf5_group(file, source)
-    model = tiny("pspnet", 2, weights=str(tmp_path / "resnet50.h5"))
+    model = tiny(name, 2, weights=str(tmp_path / "resnet50.h5"))
     expected = source.get_layer("conv1_conv").kernel.numpy()[:, :, ::-1, :]  # BGR -> RGB
     np.testing.assert_array_equal(model.get_layer("conv1_conv").kernel.numpy(), expected)
     np.testing.assert_array_equal(
