@@ -47,6 +47,8 @@ def test_binary_masks_train_evaluate_predict_and_export(tmp_path, caplog, varian
     assert evaluate_main([str(run)]) == 0  # the run's own validation split, as training scored it
     report = json.loads((run / "eval-val/evaluation.json").read_text())
     assert report["perspective"]["ALL"]["MaxF"] == pytest.approx(metrics["val_maxf"])
+    if not palette and stored == "0/1/255":
+        return  # predict, --crf and export: on the other two ways of storing the masks
 
     out = tmp_path / "predictions"
     assert predict_main([str(run), str(root / "images"), "--output", str(out), "--quiet"]) == 0

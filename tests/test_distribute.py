@@ -104,6 +104,7 @@ def free_ports(count):
     return ports
 
 
+@pytest.mark.slow  # 21 s: two worker processes
 def test_multi_worker_training_with_two_processes_on_loopback(tmp_path):
     ensure_synthetic(16, 12, 42)  # generated once, before two processes would race for it
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]

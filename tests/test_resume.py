@@ -29,6 +29,7 @@ def weights_of(run_dir):
     return keras.saving.load_model(run_dir / "model.keras").get_weights()
 
 
+@pytest.mark.slow  # 50 s: three training processes
 def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     killed = tmp_path / "killed"
     process = subprocess.Popen(

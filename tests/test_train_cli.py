@@ -145,9 +145,10 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, caplog):
 @pytest.mark.parametrize(
     "flags",
     [
-        ["--model", "deeplabv3plus", "--output-stride", "8"],
+        # ResNet-50 models take ~40 s each to trace and train here: `pytest -m slow`
+        pytest.param(["--model", "deeplabv3plus", "--output-stride", "8"], marks=pytest.mark.slow),
         ["--model", "unetpp", "--deep-supervision", "--head", "3"],
-        ["--model", "refinenet"],
+        pytest.param(["--model", "refinenet"], marks=pytest.mark.slow),
     ],
     ids=["deeplabv3plus-os8", "unetpp-deep-supervision", "refinenet"],
 )

@@ -46,8 +46,15 @@ def test_keras_round_trip_in_safe_mode_gives_identical_outputs(models, name, tmp
     )
 
 
-# pspnet101 is pspnet with 17 more bottleneck blocks (36 s here); its build and reload are tested
-@pytest.mark.parametrize("name", sorted(set(MODELS) - {"pspnet101"}))
+# pspnet101 is pspnet with 17 more bottleneck blocks (36 s here), deeplabv3 is deeplabv3plus
+# without its decoder: their builds and reloads are tested, their training in `pytest -m slow`
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in ("pspnet101", "deeplabv3") else name
+        for name in sorted(MODELS)
+    ],
+)
 def test_a_few_steps_on_one_batch_lower_the_loss(name):
     keras.utils.set_random_seed(0)
     model = compile_model(tiny(name, 3), task_for(["a", "b", "c"], model=name), 2e-3)
