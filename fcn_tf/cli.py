@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from fcn_tf.errors import STORAGE_ERRNOS, Preempted
+
 
 def setup_logging(quiet: bool = False) -> None:
     logging.basicConfig(
@@ -15,12 +17,21 @@ def setup_logging(quiet: bool = False) -> None:
 
 def run_command(command, log: logging.Logger) -> int:
     """Call `command()`; bad input (ValueError, FileNotFoundError) becomes one logged line and
-    exit status 2, Ctrl-C exit status 130. Returns 0 on success."""
+    exit status 2, a full or read-only disk one line and exit status 1, a stop on request
+    (SIGTERM, the state saved) one line and 143, Ctrl-C exit status 130. Returns 0 on success."""
     try:
         command()
     except (ValueError, FileNotFoundError, NotADirectoryError) as error:
         log.error("%s", error)
         return 2
+    except Preempted as stopped:
+        log.warning("%s", stopped)
+        return Preempted.exit_status
+    except OSError as error:
+        if error.errno not in STORAGE_ERRNOS:
+            raise
+        log.error("%s", error.strerror if error.filename is None else error)
+        return 1
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import typing
 from pathlib import Path
@@ -69,6 +70,7 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: str = "auto"
     deterministic: bool = False
+    save_every: int = 0
     # -- outputs
     output_dir: str = "runs"
     run_name: str | None = None
@@ -139,6 +141,8 @@ HELP = {
     "mixed_precision": "float16 compute on GPUs, bfloat16 on CPUs/TPUs (weights stay float32)",
     "jit_compile": "XLA compilation of the train step: auto (Keras: on for GPUs), on or off",
     "deterministic": "reproducible runs: TensorFlow op determinism and fixed seeds (slower)",
+    "save_every": "also save the training state every N steps within an epoch, for long epochs "
+    "(0: at epoch ends only; SIGTERM always saves at the next step)",
     "output_dir": "folder in which the run folder is created",
     "run_name": "name of the run folder (default: model-dataset-timestamp); must not exist",
     "preset": "'exercise' (the original's settings), 'demo' (light model, fast synthetic run) "
@@ -189,7 +193,7 @@ def validate(config: TrainConfig) -> None:
     positive = ("epochs", "batch_size", "learning_rate", "fc_units", "width", "synthetic_images")
     for name in positive:
         value = getattr(config, name)
-        if value is not None and value <= 0:
+        if value is not None and not (value > 0 and math.isfinite(value)):
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if config.keep_prob is not None and not 0.0 < config.keep_prob <= 1.0:
         raise ValueError(f"--keep-prob must be in (0, 1], got {config.keep_prob}")
@@ -208,6 +212,10 @@ def validate(config: TrainConfig) -> None:
     if config.jit_compile not in JIT_CHOICES:
         raise ValueError(
             f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {config.jit_compile!r}"
+        )
+    if config.save_every < 0:
+        raise ValueError(
+            f"--save-every must be >= 0 (0: at epoch ends only), got {config.save_every}"
         )
     if config.cpu_replicas < 0:
         raise ValueError(f"--cpu-replicas must be >= 0, got {config.cpu_replicas}")

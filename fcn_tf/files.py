@@ -13,7 +13,13 @@ import contextlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 
 def cache_dir() -> Path:
@@ -107,3 +113,45 @@ def replace_folder(partial: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     os.replace(partial, target)
+
+
+def hold_lock(path: str | os.PathLike) -> int:
+    """Create `path` and hold an exclusive lock on it; return the open descriptor (see
+    `release_lock`). The lock goes with the process, also when it is killed.
+
+    Raises:
+        ValueError: another process holds the lock (named with its process id), or the
+            folder cannot be written (named, with the reason).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise ValueError(
+            f"the output folder {path.parent} cannot be written ({error.strerror or error}); "
+            "choose another --output-dir"
+        ) from None
+    if fcntl is None:  # no advisory locks (Windows): the folder is at least writable
+        return descriptor
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 200).decode(errors="replace").strip() or "another process"
+        os.close(descriptor)
+        raise ValueError(
+            f"{path.name[1:-5]} in {path.parent} is being trained by {holder}; wait for it to "
+            "end, or choose another --run-name"
+        ) from None
+    if not path.exists() or os.stat(path).st_ino != os.fstat(descriptor).st_ino:
+        os.close(descriptor)  # released and removed by its holder meanwhile: take the new one
+        return hold_lock(path)
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"process {os.getpid()} (since {time.strftime('%H:%M:%S')})".encode())
+    return descriptor
+
+
+def release_lock(descriptor: int, path: str | os.PathLike) -> None:
+    """Remove the lock file and release the lock taken by `hold_lock`."""
+    Path(path).unlink(missing_ok=True)
+    os.close(descriptor)

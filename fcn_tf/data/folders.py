@@ -113,11 +113,36 @@ def _mask_values(pair) -> tuple[tuple[int, int], frozenset]:
             "save it as an 8-bit PNG"
         )
     if mask.shape != image.shape[:2]:
-        raise ValueError(
-            f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but image "
-            f"{image_path} is {image.shape[1]}x{image.shape[0]}"
-        )
+        raise size_mismatch(image_path, image.shape, mask_path, mask.shape)
     return image.shape[:2], frozenset(np.unique(mask).tolist())
+
+
+def exif_orientation(path) -> int:
+    """The EXIF orientation tag of an image file (1 = stored upright; 5..8 = turned 90 degrees
+    when displayed), 1 when there is none."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return int(image.getexif().get(0x0112, 1))
+    except (OSError, ValueError):
+        return 1
+
+
+def size_mismatch(image_path, image_shape, mask_path, mask_shape) -> ValueError:
+    """The error for a mask whose size is not its image's; names an EXIF rotation when that
+    explains it (fcn_tf, like TensorFlow, reads the stored pixels and ignores the tag)."""
+    message = (
+        f"mask {mask_path} is {mask_shape[1]}x{mask_shape[0]} but image {image_path} is "
+        f"{image_shape[1]}x{image_shape[0]}"
+    )
+    if exif_orientation(image_path) >= 5 and tuple(mask_shape[:2]) == tuple(image_shape[1::-1]):
+        message += (
+            "; the image is stored turned by 90 degrees with an EXIF orientation tag and the "
+            "mask was drawn on the turned view: save the image with its rotation applied "
+            "(e.g. PIL.ImageOps.exif_transpose)"
+        )
+    return ValueError(message)
 
 
 def index_labels(found: set, palette: dict | None):
@@ -246,7 +271,7 @@ def read_colour_masks(pairs, palette: dict):
         image = read_rgb(image_path)
         mask = read_rgb(mask_path).astype(np.int64)
         if mask.shape != image.shape:
-            raise ValueError(f"mask {mask_path} does not have the size of image {image_path}")
+            raise size_mismatch(image_path, image.shape, mask_path, mask.shape)
         found = np.unique(mask[..., 0] << 16 | mask[..., 1] << 8 | mask[..., 2])
         unknown = [int(k) for k in found if int(k) not in keys]
         if unknown:

@@ -161,14 +161,21 @@ def check_pair(pair: tuple[Path, Path]) -> tuple[int, int]:
 
 def parallel_map(function, items, desc: str, unit: str, progress: bool = True) -> list:
     """`[function(item) for item in items]` on a thread per core (decoding releases the GIL),
-    with a progress bar on a terminal; the first exception is raised as is."""
+    with a progress bar on a terminal. Every item is tried: a ValueError (a bad file) is
+    raised once all are done, as is for one bad item, else as one line with the count, the
+    first message and the other items' names."""
     from tqdm.auto import tqdm
 
+    def attempt(item):
+        try:
+            return function(item), None
+        except ValueError as error:
+            return None, error
+
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = pool.map(function, items)
-        return list(
+        results = list(
             tqdm(
-                results,
+                pool.map(attempt, items),
                 total=len(items),
                 desc=desc,
                 unit=unit,
@@ -176,6 +183,22 @@ def parallel_map(function, items, desc: str, unit: str, progress: bool = True) -
                 disable=None if progress else True,
             )
         )
+    failed = [(item, error) for item, (_, error) in zip(items, results, strict=True) if error]
+    if len(failed) == 1:
+        raise failed[0][1]
+    if failed:
+        others = [_name(item) for item, _ in failed[1:6]]
+        more = f" and {len(failed) - 6} more" if len(failed) > 6 else ""
+        raise ValueError(
+            f"{len(failed)} of {len(items)} {unit}s cannot be used; the first: {failed[0][1]}; "
+            f"also {', '.join(others)}{more}: fix or remove them"
+        )
+    return [result for result, _ in results]
+
+
+def _name(item) -> str:
+    """The file name that identifies an item (a path, or a pair's image path)."""
+    return Path(item[0] if isinstance(item, (tuple, list)) else item).name
 
 
 def check_pairs(pairs, progress: bool = True) -> list[tuple[int, int]]:

@@ -104,6 +104,7 @@ def make_dataset(
     epochs: int | None = None,
     first_epoch: int = 0,
     drop_remainder: bool = False,
+    first_step: int = 0,
 ) -> tf.data.Dataset:
     """Batches of `(images float32 (B, H, W, 3) in [0, 255], labels uint8 (B, H, W))`.
 
@@ -123,7 +124,8 @@ def make_dataset(
             and augmentation of epoch `e` depend only on `(seed, e)`, so a run resumed at epoch
             `e` sees exactly the batches an uninterrupted run would have. Without it, the
             dataset is one epoch, reshuffled on every pass. `drop_remainder`: drop each epoch's
-            last, partial batch (multi-replica training).
+            last, partial batch (multi-replica training). `first_step`: start epoch
+            `first_epoch` after that many batches (a run resumed mid-epoch).
     """
     label_decoder = label_decoder or kitti_label_decoder()
     images = [str(image) for image, _ in pairs]
@@ -140,8 +142,9 @@ def make_dataset(
         dataset = dataset.cache()
     if training and epochs is not None:
         return _epoch_indexed(
-            dataset, len(images), batch_size, augment, seed, epochs, first_epoch, drop_remainder
-        )
+            dataset, len(images), batch_size, augment, seed, (first_epoch, epochs, first_step),
+            drop_remainder,
+        )  # fmt: skip
     if training:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         if augment:
@@ -156,24 +159,30 @@ def make_dataset(
     return dataset.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def _epoch_indexed(decoded, count, batch_size, augment, seed, epochs, first_epoch, drop_remainder):
-    """Epochs `first_epoch .. epochs-1` of `decoded` back to back, each shuffled and augmented
-    by seeds that depend only on `(seed, epoch)` (see `make_dataset`)."""
+def _epoch_indexed(decoded, count, batch_size, augment, seed, span, drop_remainder):
+    """Epochs `first_epoch .. epochs-1` (`span` = first epoch, epochs, first step) of `decoded`
+    back to back, each shuffled and augmented by seeds that depend only on `(seed, epoch)`
+    (see `make_dataset`); the first one from its `first_step`-th batch."""
+    first_epoch, epochs, first_step = span
 
-    def one_epoch(epoch):
+    def one_epoch(epoch, skip=0):
         # A full-size shuffle buffer seeded by (seed, epoch): a permutation per epoch.
         order = decoded.shuffle(
             count, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False
         )
+        # Positions count from the epoch's start, also when its first batches are skipped.
+        order = order.enumerate(start=epoch * count).skip(skip * batch_size)
         if augment:
             # One stateless seed per (epoch, position): the same after a resume.
-            order = order.enumerate(start=epoch * count).map(
+            order = order.map(
                 lambda index, pair: augment_pair(
                     *pair, tf.stack([index, tf.constant(seed, tf.int64)])
                 ),
                 num_parallel_calls=AUTOTUNE,
                 deterministic=True,
             )
+        else:
+            order = order.map(lambda index, pair: pair)
         # batches never straddle two epochs
         return order.batch(batch_size, drop_remainder=drop_remainder)
 
@@ -183,7 +192,7 @@ def _epoch_indexed(decoded, count, batch_size, augment, seed, epochs, first_epoc
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     # One dataset per epoch, chained (Python seeds: shuffle() cannot take a tensor seed
     # before a global seed is set); all of them read the same cache.
-    dataset = one_epoch(first_epoch)
+    dataset = one_epoch(first_epoch, first_step)
     for epoch in range(first_epoch + 1, epochs):
         dataset = dataset.concatenate(one_epoch(epoch))
     return dataset.prefetch(AUTOTUNE).with_options(options)

@@ -3,17 +3,17 @@
 The exercise's stages (`fcn_tf.tutorial`) are thin calls into this package.
 """
 
-from fcn_tf.engine.callbacks import (
-    STATE_FILE,
-    TrainingDiverged,
-    read_resume_state,
-    restore_state,
-)
+from fcn_tf.engine.callbacks import TrainingDiverged
 from fcn_tf.engine.fit import compile_model, fit
 from fcn_tf.engine.runner import run
+from fcn_tf.engine.state import STATE_FILE, read_resume_state, restore_state
+from fcn_tf.errors import DamagedState, Preempted, StorageFull
 
 __all__ = [
     "STATE_FILE",
+    "DamagedState",
+    "Preempted",
+    "StorageFull",
     "TrainingDiverged",
     "compile_model",
     "fit",

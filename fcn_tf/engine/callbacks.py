@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from fcn_tf.files import write_json
+from fcn_tf.engine import state
+from fcn_tf.errors import Preempted, StorageFull
 from fcn_tf.metrics import RoadCounts, class_scores, confusion, road_scores
 from fcn_tf.task import IGNORE_LABEL, Task
-
-STATE_FILE = "resume.json"
 
 
 class TrainingDiverged(ValueError):
@@ -95,21 +92,34 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
-    """The whole training state at the end of every epoch, and the best epoch's model.
+    """The whole training state at the end of every epoch (and every `save_every` steps, and at
+    the next step after a stop request), and the best epoch's model.
 
-    In `folder`: `state-EEEE.weights.h5` (weights, optimizer state) and, when the epoch's
-    `monitor` score is the best so far, `best-EEEE.keras` are written under temporary names and
-    renamed; then `resume.json` (the epoch, both files, the best score, the dropout layers' seed
-    states) is replaced the same way; then the files it no longer names are removed. A reader,
-    or a run resumed after a kill at any instant, always finds a complete state and the best
-    model of the epochs that state covers. Epochs whose loss is not finite are never saved.
+    In `folder`: `state-*.weights.h5` (weights, optimizer state) and, when the epoch's `monitor`
+    score is the best so far, `best-EEEE.keras`; then `resume.json` names them and
+    `resume-previous.json` the state before (see `fcn_tf.engine.state`). A reader, or a run
+    resumed after a kill at any instant, always finds a complete state and the best model of the
+    epochs that state covers. Epochs whose loss is not finite are never saved.
+
+    Args:
+        last: the state training resumed from (None for a new run).
+        step_offset: steps of the first epoch done before this run (a run resumed mid-epoch);
+            that epoch's saved metric sums are added back after its first step.
+        stop: an object whose `requested` attribute becomes true to stop (SIGTERM): the state
+            is saved at the next step boundary and `Preempted` raised.
     """
 
-    def __init__(self, folder, monitor: str = "loss"):
+    def __init__(self, folder, monitor: str = "loss", last: dict | None = None,
+                 save_every: int = 0, stop=None):  # fmt: skip
         super().__init__()
         self.folder = Path(folder)
         self.monitor = monitor
         self.mode = "min" if monitor.endswith("loss") else "max"
+        self.last = last
+        self.save_every = save_every
+        self.stop = stop
+        self.step_offset = (last or {}).get("step", 0)
+        self.epoch = 0
 
     def _better(self, score, best) -> bool:
         if score is None or not finite(score):
@@ -118,64 +128,66 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             return True
         return score < best["score"] if self.mode == "min" else score > best["score"]
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0 and self.step_offset and self.last and self.last.get("metrics"):
+            state.add_metric_sums(self.model, self.last["metrics"])
+        step = self.step_offset + batch + 1
+        requested = self.stop is not None and self.stop.requested
+        if not (requested or (self.save_every and step % self.save_every == 0)):
+            return
+        if not finite((logs or {}).get("loss", 0.0)):
+            return  # StopOnNonFinite stops; the last good state stays
+        saved = self._save_state(self.epoch, step, metrics=state.metric_sums(self.model))
+        if requested:
+            raise preempted(saved, self.folder)
+
     def on_epoch_end(self, epoch, logs=None):
+        self.step_offset = 0
         logs = logs or {}
         if not finite(logs.get("loss", 0.0)):
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        previous = read_resume_state(self.folder) or {}
-        best = previous.get("best")
+        best = (self.last or {}).get("best")
         if self._better(logs.get(self.monitor), best):
             best = {"file": f"best-{epoch + 1:04d}.keras", "epoch": epoch + 1,
                     "score": float(logs[self.monitor]), "monitor": self.monitor}  # fmt: skip
-            self._save(best["file"], self.model.save)
-        name = f"state-{epoch + 1:04d}.weights.h5"
-        self._save(name, self.model.save_weights)
-        state = {"epoch": epoch + 1, "weights": name, "best": best,
-                 "seed_states": seed_states(self.model)}  # fmt: skip
-        write_json(self.folder / STATE_FILE, state)
-        for old in (previous.get("weights"), (previous.get("best") or {}).get("file")):
-            if old and old not in (name, (best or {}).get("file")):
-                (self.folder / old).unlink(missing_ok=True)
+            self._save_file(best["file"], self.model.save, "the best model")
+        self._save_state(epoch + 1, 0, best=best)
 
-    def _save(self, name: str, save) -> None:
-        partial = self.folder / f".partial-{name}"  # Keras needs the .keras / .weights.h5 suffix
-        save(partial)
-        os.replace(partial, self.folder / name)
+    def _save_state(self, epoch: int, step: int, best=None, metrics=None) -> dict:
+        """Save the weights and optimizer state as epoch `epoch` + `step` steps; return it."""
+        name = (
+            f"state-{epoch:04d}-{step:06d}.weights.h5" if step else f"state-{epoch:04d}.weights.h5"
+        )
+        self._save_file(name, self.model.save_weights, "the training state")
+        saved = {"epoch": epoch, "step": step, "weights": name,
+                 "best": best if best is not None else (self.last or {}).get("best"),
+                 "seed_states": state.seed_states(self.model)}  # fmt: skip
+        if metrics is not None:
+            saved["metrics"] = metrics
+        state.commit_state(self.folder, saved, self.last)
+        self.last = saved
+        return saved
 
-
-def _seed_variables(model) -> list:
-    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
-
-
-def seed_states(model) -> list:
-    """The dropout layers' random-generator states, which `save_weights` leaves out."""
-    return [[int(x) for x in keras.ops.convert_to_numpy(v)] for v in _seed_variables(model)]
-
-
-def read_resume_state(folder) -> dict | None:
-    """`{"epoch": E, "weights": FILE, "best": {...}, ...}` of the last complete state in
-    `folder`, or None."""
-    path = Path(folder) / STATE_FILE
-    if not path.is_file():
-        return None
-    state = json.loads(path.read_text())
-    return state if (Path(folder) / state["weights"]).is_file() else None
+    def _save_file(self, name: str, save, what: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        needed = state.state_bytes(self.model) // (3 if what == "the best model" else 1)
+        try:
+            state.save_file(self.folder, name, save, needed, what)
+        except StorageFull as error:
+            kept = (
+                f"the state after {state.where(self.last)} is kept"
+                if self.last
+                else "no state is kept yet"
+            )
+            raise StorageFull(error.errno, f"{error.strerror}; {kept}") from None
 
 
-def best_checkpoint(folder) -> Path | None:
-    """The best epoch's model that the last complete state of `folder` names, or None."""
-    state = read_resume_state(folder)
-    best = (state or {}).get("best")
-    return Path(folder) / best["file"] if best else None
-
-
-def restore_state(model, folder) -> int:
-    """Load the last `ResumableCheckpoint` state of `folder` into a compiled `model`: weights,
-    optimizer state and dropout generator states. Returns the number of epochs done."""
-    state = read_resume_state(folder)
-    model.optimizer.build(model.trainable_variables)
-    model.load_weights(Path(folder) / state["weights"])
-    for variable, value in zip(_seed_variables(model), state["seed_states"], strict=True):
-        variable.assign(value)
-    return state["epoch"]
+def preempted(saved: dict, folder: Path) -> Preempted:
+    """The error that ends training after a requested stop saved `saved` in `folder`."""
+    return Preempted(
+        f"stopped on request after {state.where(saved)}; the state is saved in "
+        f"{Path(folder).parent}: run the same command again to resume from there"
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 
 from fcn_tf.engine.callbacks import ResumableCheckpoint, StopOnNonFinite, ValidationScores
+from fcn_tf.engine.state import read_resume_state
 from fcn_tf.losses import pixel_cross_entropy
 from fcn_tf.metrics import mean_iou, positive_iou
 from fcn_tf.models.registry import MODELS
@@ -58,45 +59,66 @@ def fit(
     steps_per_epoch: int | None = None,
     callbacks=(),
     keras_validation: bool = True,
+    *,
+    resumed: dict | None = None,
+    rest_of_epoch=None,
+    save_every: int = 0,
+    stop=None,
 ):
-    """Train with `model.fit`; return the `keras.callbacks.History`.
+    """Train with `model.fit`; return the last `keras.callbacks.History`.
 
     After every epoch the task's selection score is computed on `val_data` (`val_maxf` for
     binary tasks, `val_miou` otherwise). With a `run_dir`, writes the best epoch's model and the
-    resumable training state into `checkpoints/` (see `ResumableCheckpoint`) and `history.csv`;
-    `initial_epoch` continues a run (history appended, best score carried over). `verbose`
-    defaults to a progress bar on a terminal and one line per epoch otherwise. `callbacks` are
-    added to fcn_tf's own. `keras_validation=False` leaves validation to `ValidationScores`
-    alone (it runs on one device, so any validation batch works with several replicas).
+    resumable training state into `checkpoints/` (see `ResumableCheckpoint`: also every
+    `save_every` steps, and at the next step once `stop.requested` is set) and `history.csv`;
+    `initial_epoch` continues a run (history appended, best score carried over from the
+    `resumed` state). A state saved mid-epoch (`resumed["step"]` > 0) continues with
+    `rest_of_epoch`, the batches of epoch `initial_epoch` after that step, then `train_data`
+    from the next epoch. `verbose` defaults to a progress bar on a terminal and one line per
+    epoch otherwise. `callbacks` are added to fcn_tf's own. `keras_validation=False` leaves
+    validation to `ValidationScores` alone (it runs on one device, so any validation batch
+    works with several replicas).
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite (training stops at that batch).
+        Preempted: `stop.requested` was set; the state was saved at a step boundary.
     """
-    stop = StopOnNonFinite()
-    callbacks = [stop, *callbacks]
+    stop_nan = StopOnNonFinite()
+    callbacks = [stop_nan, *callbacks]
     if val_data is not None:
         callbacks.append(ValidationScores(val_data, task))
     monitor = task.selection_metric if val_data is not None else "loss"
+    saving = []  # the history row first, then the state that covers it
     if run_dir is not None:
-        callbacks += _run_callbacks(Path(run_dir), monitor, initial_epoch)
+        checkpoints = Path(run_dir) / "checkpoints"
+        if resumed is None and initial_epoch:
+            resumed = read_resume_state(checkpoints)
+        saving = [ResumableCheckpoint(checkpoints, monitor, resumed, save_every, stop)]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    history = model.fit(
-        train_data,
-        validation_data=val_data if keras_validation else None,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the tf.data pipeline shuffles (seeded)
-    )
-    stop.raise_if_stopped()
+    segments = [(train_data, initial_epoch, steps_per_epoch)]
+    first_step = (resumed or {}).get("step", 0)
+    if first_step:  # the rest of the interrupted epoch, then whole epochs
+        segments = [(rest_of_epoch, initial_epoch, steps_per_epoch - first_step),
+                    (train_data, initial_epoch + 1, steps_per_epoch)]  # fmt: skip
+    history = None
+    for data, start, steps in segments:
+        if start >= epochs:
+            break
+        csv = [] if run_dir is None else [_csv_logger(Path(run_dir), start)]
+        history = model.fit(
+            data,
+            validation_data=val_data if keras_validation else None,
+            epochs=start + 1 if data is rest_of_epoch else epochs,
+            initial_epoch=start,
+            steps_per_epoch=steps,
+            callbacks=callbacks + csv + saving,
+            verbose=verbose,
+            shuffle=False,  # the tf.data pipeline shuffles (seeded)
+        )
+        stop_nan.raise_if_stopped()
     return history
 
 
-def _run_callbacks(run_dir: Path, monitor: str, initial_epoch: int) -> list:
-    return [
-        keras.callbacks.CSVLogger(run_dir / "history.csv", append=initial_epoch > 0),
-        ResumableCheckpoint(run_dir / "checkpoints", monitor),
-    ]
+def _csv_logger(run_dir: Path, initial_epoch: int):
+    return keras.callbacks.CSVLogger(run_dir / "history.csv", append=initial_epoch > 0)

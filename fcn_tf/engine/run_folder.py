@@ -1,10 +1,11 @@
 """A run's output folder and its lifecycle: written hidden, renamed when complete.
 
 A run is written into `.NAME.partial` beside its final place `NAME`. The training state is saved
-there after every epoch (`checkpoints/`), so a run that is killed can be resumed by running the
-same command again; when everything is written the folder is renamed to `NAME` in one step. A
-failed run therefore never leaves a half-written run folder, and an existing run folder is never
-overwritten.
+there after every epoch (`checkpoints/`, see `fcn_tf.engine.state`), so a run that is killed can be
+resumed by running the same command again; when everything is written the folder is renamed to
+`NAME` in one step. A failed run therefore never leaves a half-written run folder, and an existing
+run folder is never overwritten. While a process trains a run it holds a lock on `.NAME.lock`, so
+a second process started on the same run is refused instead of writing into it too.
 """
 
 from __future__ import annotations
@@ -16,28 +17,46 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from fcn_tf.engine.callbacks import (
+from fcn_tf.engine.callbacks import TrainingDiverged
+from fcn_tf.engine.history import read_history
+from fcn_tf.engine.state import (
+    PREVIOUS_FILE,
     STATE_FILE,
-    TrainingDiverged,
     best_checkpoint,
     read_resume_state,
+    where,
 )
-from fcn_tf.engine.history import read_history
-from fcn_tf.files import write_json
+from fcn_tf.errors import DamagedState, Preempted, StorageFull
+from fcn_tf.files import hold_lock, release_lock, write_json
 
 log = logging.getLogger(__name__)
 
 # Settings a resumed run may change: train longer, or continue with a lower learning rate.
-RESUMABLE_CHANGES = ("epochs", "learning_rate", "run_name")
+RESUMABLE_CHANGES = ("epochs", "learning_rate", "run_name", "save_every")
 
 
 class RunFolder:
-    """The folder of one training run (`final`), written as `partial` until complete."""
+    """The folder of one training run (`final`), written as `partial` until complete.
 
-    def __init__(self, final: Path, epochs_done: int = 0):
+    `state` is the saved training state it resumes from (None: a new run).
+    """
+
+    def __init__(self, final: Path, state: dict | None = None):
         self.final = Path(final)
         self.partial = self.final.with_name(f".{self.final.name}.partial")
-        self.epochs_done = epochs_done
+        self.lock_path = self.final.with_name(f".{self.final.name}.lock")
+        self.state = state
+        self._lock = None
+        self._created_root = False
+
+    @property
+    def epochs_done(self) -> int:
+        return (self.state or {}).get("epoch", 0)
+
+    @property
+    def steps_done(self) -> int:
+        """Steps of epoch `epochs_done + 1` done (a state saved mid-epoch), else 0."""
+        return (self.state or {}).get("step", 0)
 
     def __truediv__(self, name: str) -> Path:
         """A path inside the folder being written."""
@@ -66,10 +85,13 @@ class RunFolder:
         wanted = _comparable(config.to_dict())
         for partial in candidates:
             state = read_resume_state(partial / "checkpoints")
-            if state is None or not (partial / "config.json").is_file():
+            if not (partial / "config.json").is_file():
+                continue
+            if state is None:
+                _refuse_damaged(partial, same=_comparable(_saved_settings(partial)) == wanted)
                 continue
             if _comparable(_saved_settings(partial)) == wanted:
-                folder = cls(root / partial.name[1 : -len(".partial")], state["epoch"])
+                folder = cls(root / partial.name[1 : -len(".partial")], state)
                 if folder.final.exists():
                     raise ValueError(
                         f"run folder {folder.final} already exists beside the unfinished "
@@ -91,15 +113,31 @@ class RunFolder:
         return folder
 
     # -- lifecycle
+    def lock(self) -> None:
+        """Take the run's lock (held until `unlock` or the process ends, also by kill -9), or
+        raise ValueError naming the process that holds it. Also refuses an output folder that
+        cannot be written, before any training."""
+        self._created_root = not self.final.parent.exists()
+        self._lock = hold_lock(self.lock_path)
+
+    def unlock(self) -> None:
+        """Release the lock; remove the output folder if `lock` created it and it stayed empty."""
+        if self._lock is not None:
+            release_lock(self._lock, self.lock_path)
+            self._lock = None
+            if self._created_root:
+                with contextlib.suppress(OSError):
+                    self.final.parent.rmdir()
+
     def prepare(self, epochs: int) -> None:
         """Create the partial folder (a new run) or keep it (a run resumed to train `epochs`)."""
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        if self.epochs_done:
+        if self.state:
             log.info(
-                "resuming the unfinished run %s after epoch %d of %d (delete that folder to "
+                "resuming the unfinished run %s after %s of %d (delete that folder to "
                 "start afresh)",
                 self.partial,
-                self.epochs_done,
+                where(self.state),
                 epochs,
             )
             read_history(self / "history.csv", keep_epochs=self.epochs_done)
@@ -122,6 +160,7 @@ class RunFolder:
         os.replace(self.partial, self.final)
         checkpoints = self.final / "checkpoints"
         (checkpoints / STATE_FILE).unlink(missing_ok=True)
+        (checkpoints / PREVIOUS_FILE).unlink(missing_ok=True)
         for state_file in [*checkpoints.glob("state-*.weights.h5"), *checkpoints.glob("best-*")]:
             state_file.unlink()
         return self.final
@@ -140,23 +179,40 @@ class RunFolder:
                     f"{error}. No epoch completed, nothing was kept; lower --learning-rate"
                 ) from None
             raise TrainingDiverged(
-                f"{error}. The state after epoch {state['epoch']} is kept in {self.partial}: "
+                f"{error}. The state after {where(state)} is kept in {self.partial}: "
                 "rerun with a lower --learning-rate to continue from it"
             ) from None
         except BaseException as error:
-            self._keep_or_remove(interrupted=isinstance(error, KeyboardInterrupt))
+            # a stop on request and a full disk say themselves what was kept
+            said = isinstance(error, (Preempted, StorageFull))
+            self._keep_or_remove(isinstance(error, KeyboardInterrupt), quiet=said)
             raise
 
-    def _keep_or_remove(self, interrupted: bool) -> None:
+    def _keep_or_remove(self, interrupted: bool, quiet: bool = False) -> None:
         """After a failure: keep the partial folder if it holds a state to resume, else remove
         it; say which."""
         if read_resume_state(self.checkpoints):
+            if quiet:
+                return
             how = "interrupted: the" if interrupted else "the"
             log.warning("%s unfinished run is kept in %s: rerun to resume", how, self.partial)
             return
         shutil.rmtree(self.partial, ignore_errors=True)
         if interrupted:
             log.warning("interrupted before the first epoch ended: nothing was kept")
+
+
+def _refuse_damaged(partial: Path, same: bool) -> None:
+    """A run of the same settings whose saved state files exist but cannot be read: say what
+    to delete, rather than start over on top of it."""
+    checkpoints = partial / "checkpoints"
+    written = [name for name in (STATE_FILE, PREVIOUS_FILE) if (checkpoints / name).exists()]
+    if same and written:
+        raise DamagedState(
+            f"the training state of the unfinished run {partial} cannot be read "
+            f"({', '.join(written)} damaged or naming missing files); delete {partial} to start "
+            "this run afresh"
+        )
 
 
 def _saved_settings(partial: Path) -> dict:

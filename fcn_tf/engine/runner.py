@@ -23,10 +23,11 @@ import keras
 
 from fcn_tf import distribute
 from fcn_tf.config import TrainConfig
-from fcn_tf.engine.callbacks import best_checkpoint, read_resume_state, restore_state
 from fcn_tf.engine.fit import compile_model, fit
 from fcn_tf.engine.history import plot_history, read_history
+from fcn_tf.engine.preemption import stop_on_sigterm
 from fcn_tf.engine.run_folder import RunFolder
+from fcn_tf.engine.state import best_checkpoint, read_resume_state, restore_state, state_bytes
 from fcn_tf.models.registry import build_model, get_spec
 from fcn_tf.task import Task
 
@@ -56,6 +57,7 @@ class Job:
     data: object  # fcn_tf.data.datasets.SegmentationData
     train_data: object = None
     val_data: object = None
+    rest_of_epoch: object = None  # resumed mid-epoch: the batches after the saved step
     steps_per_epoch: int = 0
 
     @property
@@ -71,10 +73,20 @@ def run(config: TrainConfig) -> dict:
     """
     runtime = start_runtime(config)
     folder = RunFolder.open(config)
-    if folder.epochs_done > config.epochs:
+    if runtime.chief:  # one process per run: a second one is refused here
+        folder.lock()
+    try:
+        return _run_locked(config, runtime, folder)
+    finally:
+        folder.unlock()
+
+
+def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder) -> dict:
+    trained = folder.epochs_done + (1 if folder.steps_done else 0)
+    if trained > config.epochs:
         raise ValueError(
-            f"the unfinished run {folder.partial} already trained {folder.epochs_done} epochs; "
-            f"pass --epochs {folder.epochs_done} or more to finish it, or delete it to start afresh"
+            f"the unfinished run {folder.partial} already trained {trained} epochs; "
+            f"pass --epochs {trained} or more to finish it, or delete it to start afresh"
         )
     job = Job(config, runtime, folder, load_data_logged(config))
     model = None
@@ -153,10 +165,19 @@ def make_pipelines(job: Job, outputs: int = 1) -> None:
         label_decoder=data.label_decoder(),
     )
     replicated = job.runtime.replicated
-    train_data = make_dataset(
-        data.train, training=True, augment=config.augment, epochs=config.epochs,
-        first_epoch=job.folder.epochs_done, drop_remainder=replicated, **common,
-    )  # fmt: skip
+    folder = job.folder
+
+    def epochs(first: int, last: int, first_step: int = 0):
+        return make_dataset(
+            data.train, training=True, augment=config.augment, epochs=last, first_epoch=first,
+            drop_remainder=replicated, first_step=first_step, **common,
+        )  # fmt: skip
+
+    if folder.steps_done:  # resumed mid-epoch: the rest of that epoch, then the next ones
+        rest = epochs(folder.epochs_done, folder.epochs_done + 1, folder.steps_done)
+        train_data = epochs(folder.epochs_done + 1, config.epochs)
+    else:
+        rest, train_data = None, epochs(folder.epochs_done, config.epochs)
     steps = (math.floor if replicated else math.ceil)(len(data.train) / config.batch_size)
     if steps == 0:
         raise ValueError(
@@ -171,6 +192,7 @@ def make_pipelines(job: Job, outputs: int = 1) -> None:
         return (images, (labels,) * outputs) if outputs > 1 else (images, labels)
 
     job.train_data = train_data.map(as_network_takes)
+    job.rest_of_epoch = None if rest is None else rest.map(as_network_takes)
     job.val_data = val_data.map(as_network_takes)
     job.steps_per_epoch = steps
 
@@ -197,8 +219,8 @@ def training_model(job: Job):
             model = keras.Model(model.inputs, outputs, name=model.name)
         jit = distribute.jit_setting(config.jit_compile)
         model = compile_model(model, job.task, config.learning_rate, jit)
-        if job.folder.epochs_done:
-            restore_state(model, job.folder.checkpoints)
+        if job.folder.state:  # a damaged last state falls back to the one before
+            job.folder.state = restore_state(model, job.folder.checkpoints)
             model.optimizer.learning_rate.assign(config.learning_rate)
     log.info(
         "%s: %s parameters; %s, %d replica(s) of batch %d; dtype policy %s",
@@ -215,13 +237,33 @@ def training_model(job: Job):
 def train(job: Job, model, folder: Path) -> float:
     """Fit the model, writing checkpoints and history into `folder`; return the seconds."""
     start = time.perf_counter()
-    with distribute.keras_multi_worker_fixes(model, job.runtime.strategy):
+    warn_if_short_of_space(model, folder)
+    fixes = distribute.keras_multi_worker_fixes(model, job.runtime.strategy)
+    with fixes, stop_on_sigterm() as stop:
         fit(
             model, job.train_data, job.val_data, job.config.epochs, job.task, folder, None,
             job.folder.epochs_done, job.steps_per_epoch,
-            keras_validation=not job.runtime.replicated,
+            keras_validation=not job.runtime.replicated, resumed=job.folder.state,
+            rest_of_epoch=job.rest_of_epoch, save_every=job.config.save_every, stop=stop,
         )  # fmt: skip
     return time.perf_counter() - start
+
+
+def warn_if_short_of_space(model, folder: Path) -> None:
+    """Say so up front when the disk cannot hold the states training will save (the last
+    state, the one before and the best model: about 2.4x the weights and optimizer state)."""
+    import shutil
+
+    needed = int(state_bytes(model) * 2.4)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        log.warning(
+            "only %.0f MB free in %s; the saved training states need about %.0f MB: training "
+            "will stop, keeping its last state, when a save does not fit",
+            free / 2**20,
+            folder,
+            needed / 2**20,
+        )
 
 
 def train_as_worker(job: Job, model) -> None:

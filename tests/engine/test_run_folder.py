@@ -9,7 +9,8 @@ import pytest
 
 from fcn_tf import config as config_lib
 from fcn_tf.engine import STATE_FILE, read_resume_state
-from fcn_tf.engine.callbacks import ResumableCheckpoint, best_checkpoint
+from fcn_tf.engine.callbacks import ResumableCheckpoint
+from fcn_tf.engine.state import PREVIOUS_FILE, best_checkpoint, saved_states
 from fcn_tf.engine.run_folder import RunFolder
 from fcn_tf.models import build_model
 from fcn_tf.tutorial import optimize, run
@@ -27,14 +28,17 @@ def test_the_best_model_is_kept_with_the_state_that_covers_it(tmp_path):
         checkpoint.on_epoch_end(epoch, {"loss": 1.0, "val_maxf": score})
         state = read_resume_state(tmp_path)
         files = sorted(p.name for p in tmp_path.iterdir())
-        # every file the state names exists, and nothing else is left over
-        assert files == sorted({state["weights"], state["best"]["file"], STATE_FILE})
+        # every file the last two states name exists, and nothing else is left over
+        named = {STATE_FILE} | ({PREVIOUS_FILE} if epoch else set())
+        for saved in saved_states(tmp_path):
+            named |= {saved["weights"], saved["best"]["file"]}
+        assert files == sorted(named)
     assert state["epoch"] == 4 and state["best"]["epoch"] == 2 and state["best"]["score"] == 0.7
     assert best_checkpoint(tmp_path).name == "best-0002.keras"
 
 
 def test_finishing_renames_the_folder_and_keeps_only_the_best_model(tmp_path):
-    folder = RunFolder(tmp_path / "run", epochs_done=0)
+    folder = RunFolder(tmp_path / "run")
     folder.prepare(1)
     model = optimize(build_model("fcn8s", 2, **TINY))
     checkpoint = ResumableCheckpoint(folder.checkpoints, monitor="loss")
