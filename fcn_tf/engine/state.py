@@ -176,6 +176,8 @@ def restore_state(model, folder) -> dict:
     folder = Path(folder)
     model.optimizer.build(model.trainable_variables)
     problems = []
+    if (folder / STATE_FILE).exists() and _read(folder / STATE_FILE) is None:
+        problems.append(f"{STATE_FILE} is not a state whose files exist")
     for state in saved_states(folder):
         try:
             model.load_weights(folder / state["weights"])

@@ -10,8 +10,8 @@ import pytest
 from fcn_tf import config as config_lib
 from fcn_tf.engine import STATE_FILE, read_resume_state
 from fcn_tf.engine.callbacks import ResumableCheckpoint
-from fcn_tf.engine.state import PREVIOUS_FILE, best_checkpoint, saved_states
 from fcn_tf.engine.run_folder import RunFolder
+from fcn_tf.engine.state import PREVIOUS_FILE, best_checkpoint, saved_states
 from fcn_tf.models import build_model
 from fcn_tf.tutorial import optimize, run
 from tests.conftest import TINY
