@@ -179,6 +179,9 @@ def predict_video(
     """Write `<out_dir>/<stem>_overlay.mp4`: every frame with its prediction painted on.
 
     Returns the number of frames. The video is written under a temporary name and renamed.
+    Damaged frames: ffmpeg drops or repeats what it cannot conceal, and the frames before and
+    after are still processed; a count that differs from the header's, or a stream that ends
+    early, is a warning naming the video.
     """
     import imageio.v2 as iio2
     from tqdm.auto import tqdm
@@ -213,18 +216,30 @@ def predict_video(
             with tqdm(
                 total=total, desc=path.name, unit="frame", disable=None if progress else True
             ) as bar:
-                for frame in reader:
-                    batch.append(np.asarray(frame)[..., :3])
-                    if len(batch) == batch_size:
-                        frames += len(batch)
-                        flush()
-                        bar.update(batch_size)
+                try:
+                    for frame in reader:
+                        batch.append(np.asarray(frame)[..., :3])
+                        if len(batch) == batch_size:
+                            frames += len(batch)
+                            flush()
+                            bar.update(batch_size)
+                except (OSError, RuntimeError) as error:  # a stream ffmpeg cannot go on with
+                    log.warning("video %s: reading stopped after frame %d (%s)", path,
+                                frames + len(batch), str(error).splitlines()[0])  # fmt: skip
                 if batch:
                     frames += len(batch)
                     bar.update(len(batch))
                     flush()
             if writer is None:
                 raise ValueError(f"video {path} has no frames")
+            if total and frames != total:
+                log.warning(
+                    "video %s: %d frames decoded where its header announces %d: damaged "
+                    "frames were dropped or repeated; the others are processed",
+                    path,
+                    frames,
+                    total,
+                )
         finally:
             reader.close()
             if writer is not None:

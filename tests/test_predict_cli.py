@@ -132,3 +132,27 @@ def test_a_savedmodel_not_written_by_fcn_tf_is_an_error(tmp_path, caplog):
     iio.imwrite(image, np.zeros((40, 40, 3), np.uint8))
     assert main([str(tmp_path / "other"), str(image), "--output", str(tmp_path / "out")]) == 2
     assert any("not one fcn_tf.export wrote" in m for m in errors(caplog))
+
+
+def test_a_video_with_a_damaged_frame_is_processed_around_it(trained_run, tmp_path, caplog):
+    path = tmp_path / "damaged.avi"  # MJPEG: every frame its own JPEG
+    writer = iio2.get_writer(path, format="FFMPEG", codec="mjpeg", fps=5, quality=8,
+                             macro_block_size=1, pixelformat="yuvj420p")  # fmt: skip
+    for index in range(9):
+        writer.append_data(render_scene(0, index, 72, 96)[0])
+    writer.close()
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xd8"]
+    assert len(starts) == 9
+    middle = starts[4]
+    data[middle + 150 : middle + 350] = b"\x55" * 200  # frame 5's picture data
+    path.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING):
+        status = main([trained_run["run_dir"], str(path), "--output", str(out)])
+    assert status == 0
+    frames = [frame for frame in iio2.get_reader(out / "damaged_overlay.mp4", format="FFMPEG")]
+    assert 7 <= len(frames) <= 9  # the frames before and after the damage
+    assert not errors(caplog)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("header announces 9" in m for m in warnings) == (len(frames) != 9)
