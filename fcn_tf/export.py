@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import json
 import logging
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 
 from fcn_tf.cli import run_command, setup_logging
 from fcn_tf.config import parse_shape
+from fcn_tf.errors import STORAGE_ERRNOS, StorageFull
 from fcn_tf.files import atomic_folder, write_bytes, write_json
 from fcn_tf.inference import METADATA_FILE, export_metadata, load_model, serving_module
 
@@ -404,13 +406,23 @@ def export(
             raise ValueError("this model has no training size on record; pass --tflite-size HxW")
         if "int8" in quantizations:
             calibration = _calibration(model_path, calibration_dir, size, calibration_count)
-    with atomic_folder(output) as partial:  # --overwrite: the old export goes only at the end
-        module = serving_module(model, task)
-        files, parity = _write_formats(
-            partial, module, metadata, formats, quantizations, size, calibration
-        )
-        summary = {**metadata, "files": files, "tflite_size": list(size) if size else None}
-        write_json(partial / METADATA_FILE, {**summary, "parity": parity})
+    try:
+        with atomic_folder(output) as partial:  # --overwrite: the old export goes at the end
+            module = serving_module(model, task)
+            files, parity = _write_formats(
+                partial, module, metadata, formats, quantizations, size, calibration
+            )
+            summary = {**metadata, "files": files, "tflite_size": list(size) if size else None}
+            write_json(partial / METADATA_FILE, {**summary, "parity": parity})
+    except OSError as error:
+        if error.errno not in STORAGE_ERRNOS:
+            raise
+        kept = "the previous export is unchanged" if output.exists() else "nothing was written"
+        raise StorageFull(
+            error.errno,
+            f"cannot write the export {output} ({error.strerror or error}; "
+            f"{shutil.disk_usage(output.parent).free / 2**20:,.0f} MB free); {kept}",
+        ) from None
     _log_sizes(output, files)
     return output
 

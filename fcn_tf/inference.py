@@ -260,7 +260,7 @@ class Predictor:
     crf = None  # a `fcn_tf.crf.CRFParams`: refine every prediction with the dense CRF
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        images = np.ascontiguousarray(images, dtype=np.uint8)
+        images = as_uint8_images(images)
         outputs = self._serve(images)
         if self.crf is None:
             return outputs["probabilities"].numpy(), outputs["mask"].numpy()
@@ -278,6 +278,30 @@ class Predictor:
         """`(probabilities (H, W, C), mask (H, W))` of one uint8 image `(H, W, 3)`."""
         scores, masks = self(image[None])
         return scores[0], masks[0]
+
+
+def as_uint8_images(images) -> np.ndarray:
+    """RGB images as contiguous uint8. Float arrays must hold finite values in 0..255 (a NaN or
+    infinity would otherwise turn silently into some pixel value): ValueError saying what is
+    wrong."""
+    images = np.asarray(images)
+    if images.dtype.kind == "f":
+        finite = np.isfinite(images)
+        if not finite.all():
+            raise ValueError(
+                f"the images hold {int((~finite).sum())} NaN or infinite values; pass uint8 RGB "
+                "images, or floats in 0..255"
+            )
+        low, high = float(images.min(initial=0)), float(images.max(initial=0))
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"the images hold values from {low:g} to {high:g}; pass uint8 RGB images, or "
+                "floats in 0..255"
+            )
+        if 0 < high <= 1.0:
+            log.warning("the images' values are all <= 1: fcn_tf expects 0..255, not 0..1")
+        images = np.round(images)
+    return np.ascontiguousarray(images, dtype=np.uint8)
 
 
 # ---------------------------------------------------------------------------- pictures

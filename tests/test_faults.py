@@ -336,3 +336,56 @@ def test_impossible_numbers_are_refused_before_training(tmp_path, caplog, flags,
     (line,) = errors(caplog)
     assert expected in line
     assert not (tmp_path / "out").exists()
+
+
+# -- numbers
+def test_a_loss_that_explodes_after_a_resume_keeps_the_last_good_state(tmp_path, monkeypatch):
+    from fcn_tf.engine import TrainingDiverged
+
+    out = tmp_path / "runs"
+    at_epoch_start(monkeypatch, 1, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(config(out))
+    monkeypatch.undo()
+    with pytest.raises(
+        TrainingDiverged, match=r"The state after epoch 1 is kept in .*\.r\.partial"
+    ):
+        run(config(out, learning_rate=1e30))  # resumed with a learning rate that explodes
+    assert read_resume_state(checkpoints(out))["epoch"] == 1
+    assert run(config(out))["epochs_run"] == 2  # and the rerun at a sane rate finishes
+
+
+def test_nan_or_out_of_range_pixels_are_refused_by_the_predictor(trained_run):
+    from fcn_tf.inference import Predictor
+
+    predictor = Predictor(trained_run["run_dir"])
+    image = np.full((1, 64, 192, 3), 128.0, np.float32)
+    probabilities, _ = predictor(image)
+    assert np.isfinite(probabilities).all()
+    image[0, 3, 4, 1] = np.nan
+    with pytest.raises(ValueError, match="1 NaN or infinite values"):
+        predictor(image)
+    with pytest.raises(ValueError, match="values from 0 to 300"):
+        predictor(np.where(np.isnan(image), 300.0, image))
+
+
+# -- export
+def test_an_export_on_a_full_disk_writes_nothing_and_says_so(trained_run, tmp_path, monkeypatch,
+                                                              caplog):  # fmt: skip
+    import tensorflow as tf
+
+    from fcn_tf.export import main as export_main
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tf.saved_model, "save", full)
+    out = tmp_path / "export"
+    with caplog.at_level(logging.ERROR):
+        code = export_main([trained_run["run_dir"], "--output", str(out), "--formats",
+                            "savedmodel"])  # fmt: skip
+    assert code == 1
+    (line,) = errors(caplog)
+    assert f"cannot write the export {out} (No space left on device" in line
+    assert "nothing was written" in line
+    assert not list(tmp_path.iterdir())  # no export, no partial folder
