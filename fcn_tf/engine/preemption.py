@@ -8,13 +8,28 @@ import logging
 import signal
 import threading
 
+from fcn_tf.errors import Preempted
+
 log = logging.getLogger(__name__)
 
 
 class StopRequest:
-    """`requested` becomes True when the process is asked to stop."""
+    """`requested` becomes True when the process is asked to stop. While `at_once` is true
+    (before and after the training loop, where nothing is being saved that a rerun does not
+    redo), the request raises `Preempted` at once instead."""
 
     requested = False
+    at_once = True
+
+    @contextlib.contextmanager
+    def at_step_boundaries(self):
+        """Within the block a request only sets `requested`: the training loop saves at the
+        next step and stops."""
+        self.at_once = False
+        try:
+            yield self
+        finally:
+            self.at_once = True
 
 
 @contextlib.contextmanager
@@ -28,6 +43,11 @@ def stop_on_sigterm():
         return
 
     def handler(signum, frame):
+        if request.at_once:
+            raise Preempted(
+                "stopped on request (SIGTERM) outside the training loop; nothing saved was "
+                "lost: run the same command again to continue"
+            )
         if not request.requested:
             log.warning(
                 "SIGTERM received: saving the training state at the next step, then stopping"

@@ -58,6 +58,7 @@ class Job:
     train_data: object = None
     val_data: object = None
     rest_of_epoch: object = None  # resumed mid-epoch: the batches after the saved step
+    stop: object = None  # the SIGTERM request (fcn_tf.engine.preemption.StopRequest)
     steps_per_epoch: int = 0
 
     @property
@@ -76,19 +77,20 @@ def run(config: TrainConfig) -> dict:
     if runtime.chief:  # one process per run: a second one is refused here
         folder.lock()
     try:
-        return _run_locked(config, runtime, folder)
+        with stop_on_sigterm() as stop:
+            return _run_locked(config, runtime, folder, stop)
     finally:
         folder.unlock()
 
 
-def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder) -> dict:
+def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder, stop) -> dict:
     trained = folder.epochs_done + (1 if folder.steps_done else 0)
     if trained > config.epochs:
         raise ValueError(
             f"the unfinished run {folder.partial} already trained {trained} epochs; "
             f"pass --epochs {trained} or more to finish it, or delete it to start afresh"
         )
-    job = Job(config, runtime, folder, load_data_logged(config))
+    job = Job(config, runtime, folder, load_data_logged(config), stop=stop)
     model = None
     if folder.epochs_done < config.epochs:
         model = training_model(job)
@@ -239,7 +241,7 @@ def train(job: Job, model, folder: Path) -> float:
     start = time.perf_counter()
     warn_if_short_of_space(model, folder)
     fixes = distribute.keras_multi_worker_fixes(model, job.runtime.strategy)
-    with fixes, stop_on_sigterm() as stop:
+    with fixes, job.stop.at_step_boundaries() as stop:
         fit(
             model, job.train_data, job.val_data, job.config.epochs, job.task, folder, None,
             job.folder.epochs_done, job.steps_per_epoch,
