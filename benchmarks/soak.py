@@ -4,10 +4,11 @@
 
 Runs `python -m fcn_tf.train` (tiny FCN-8s on synthetic scenes, `--deterministic`,
 `--save-every 3`, 30 epochs) and, `--kills` times, sends it SIGKILL or SIGTERM (seeded coin) at
-a seeded random moment after its model is built, then reruns the same command. Afterwards it trains the same
-settings once without interruption and compares: the final weights must be bit-identical and
-the histories equal. Prints a line per kill (signal, where the run had saved, where the rerun
-resumed, exit status) and the verdict; exits 1 if the runs differ or a rerun did not resume.
+a seeded random moment after its model is built, then reruns the same command. Afterwards it
+trains the same settings once without interruption and compares: the final weights must be
+bit-identical and the histories equal. Prints a line per kill (signal, exit status, where the
+run resumed from and what it had saved when killed) and the verdict; exits 1 if the runs
+differ, a rerun failed or a traceback was printed.
 """
 
 from __future__ import annotations

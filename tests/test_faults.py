@@ -389,3 +389,44 @@ def test_an_export_on_a_full_disk_writes_nothing_and_says_so(trained_run, tmp_pa
     assert f"cannot write the export {out} (No space left on device" in line
     assert "nothing was written" in line
     assert not list(tmp_path.iterdir())  # no export, no partial folder
+
+
+def test_mixed_image_sizes_in_a_folder_resize_or_are_refused_for_padding(tmp_path):
+    import imageio.v3 as iio
+
+    from fcn_tf.data.datasets import load_data
+    from fcn_tf.data.pipeline import make_dataset
+
+    root = tmp_path / "mine"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for index, size in enumerate([(64, 96), (80, 120), (48, 200), (64, 96)]):
+        image = np.random.default_rng(index).integers(0, 255, (*size, 3), np.uint8)
+        mask = np.zeros(size, np.uint8)
+        mask[: size[0] // 2] = 1
+        iio.imwrite(root / "images" / f"{index}.png", image)
+        iio.imwrite(root / "masks" / f"{index}.png", mask)
+    common = {"dataset": "folder", "data_dir": str(root), "val_fraction": 0.25, **TINY}
+    data = load_data(config_lib.resolve({**common, "image_shape": (64, 96)}))
+    images, labels = next(iter(make_dataset(data.train, (64, 96), 3,
+                                            label_decoder=data.label_decoder())))  # fmt: skip
+    assert images.shape == (3, 64, 96, 3) and labels.shape == (3, 64, 96)
+    padded = {**common, "image_shape": (64, 128), "resize_mode": "pad"}
+    with pytest.raises(ValueError, match="larger than --image-shape"):
+        load_data(config_lib.resolve(padded))
+    iio.imwrite(root / "masks" / "2.png", np.zeros((48, 199), np.uint8))
+    with pytest.raises(ValueError, match=r"mask .*2\.png is 199x48 but image .*2\.png is 200x48"):
+        load_data(config_lib.resolve({**common, "image_shape": (64, 96)}))
+
+
+@pytest.mark.slow  # about 3 minutes: 12 training processes
+def test_soak_ten_kills_end_as_an_uninterrupted_run(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "soak.py"), "--kills", "10", "--out",
+         str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    kills = [line for line in result.stdout.splitlines() if line.startswith("kill ")]
+    assert len(kills) == 10 and "TRACEBACK" not in result.stdout
+    assert "final weights bit-identical: True" in result.stdout
