@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fcn_tf.errors import STORAGE_ERRNOS, Preempted
+from fcn_tf.errors import STORAGE_ERRNOS, Preempted, WorkerLost
 
 
 def setup_logging(quiet: bool = False) -> None:
@@ -27,6 +27,9 @@ def run_command(command, log: logging.Logger) -> int:
     except Preempted as stopped:
         log.warning("%s", stopped)
         return Preempted.exit_status
+    except WorkerLost as error:
+        log.error("%s", error)
+        return WorkerLost.exit_status
     except OSError as error:
         if error.errno not in STORAGE_ERRNOS:
             raise

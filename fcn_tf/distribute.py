@@ -23,6 +23,8 @@ import json
 import logging
 import os
 
+from fcn_tf.errors import WorkerLost
+
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
@@ -242,3 +244,25 @@ def keras_multi_worker_fixes(model, strategy):
     finally:
         tf_trainer.reduce_per_replica = original
         model._distribute_strategy = strategy
+
+
+@contextlib.contextmanager
+def peer_failures(strategy, folder):
+    """Under MultiWorkerMirroredStrategy, a worker that stops (killed, crashed, preempted) makes
+    the others' collective ops fail within seconds (the coordination service's heartbeats):
+    turn that into `WorkerLost`, one line saying what was kept and how to resume."""
+    import tensorflow as tf
+
+    lost = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+            tf.errors.DeadlineExceededError)  # fmt: skip
+    try:
+        yield
+    except lost as error:
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise
+        reason = " ".join(str(error.message).split())
+        reason = reason.split("Error reported from ", 1)[-1].split(". ", 1)[0][:160]
+        raise WorkerLost(
+            f"the cluster lost a worker ({reason}); the last saved state is kept in "
+            f"{folder.partial}: start every worker again with the same command to resume"
+        ) from None

@@ -20,6 +20,13 @@ class DamagedState(ValueError):
     """No saved training state of a run can be read; the message says what to delete."""
 
 
+class WorkerLost(Exception):  # noqa: N818 - what happened
+    """Another worker of a multi-worker cluster stopped (crash, kill, preemption); the message
+    says what was kept and how to resume."""
+
+    exit_status = 1
+
+
 class Preempted(Exception):  # noqa: N818 - what happened, not a failure
     """Training was asked to stop (SIGTERM) and saved its state at a step boundary; the message
     says how to resume."""

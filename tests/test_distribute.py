@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import types
 
 import pytest
@@ -153,3 +154,47 @@ def test_the_multi_worker_workaround_is_guarded_by_keras_version(monkeypatch, ca
     monkeypatch.delattr(trainer, "reduce_per_replica")
     with pytest.raises(ValueError, match="keras-team/keras#20585.*lacks what it replaces"):
         distribute._keras_trainer_internals()
+
+
+@pytest.mark.slow  # about 90 s: two clusters of two worker processes
+def test_a_killed_worker_stops_the_cluster_cleanly_and_the_restart_resumes(tmp_path):
+    ensure_synthetic(16, 12, 42)
+    command = train_command(
+        "--strategy", "multi_worker", "--batch-size", "4", "--synthetic-images", "16",
+        "--epochs", "6", "--save-every", "2", "--output-dir", str(tmp_path),
+        "--run-name", "cluster",
+    )  # fmt: skip
+
+    def start_cluster():
+        workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+        processes = []
+        for index in range(2):
+            config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            env = {**os.environ, "TF_CONFIG": json.dumps(config)}
+            processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.PIPE, text=True))  # fmt: skip
+        return processes
+
+    chief, worker = start_cluster()
+    state = tmp_path / ".cluster.partial/checkpoints/resume.json"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (
+        state.exists() and json.loads(state.read_text())["epoch"] >= 2
+    ):
+        time.sleep(0.2)
+    worker.kill()
+    killed = time.monotonic()
+    stderr = chief.communicate(timeout=120)[1]
+    assert time.monotonic() - killed < 60  # the chief stops within a bounded time
+    assert chief.returncode == 1 and "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "the cluster lost a worker" in errors[0]
+    assert "start every worker again with the same command" in errors[0]
+    saved = json.loads(state.read_text())["epoch"]
+    assert saved >= 2
+
+    for process in start_cluster():  # the rerun resumes and finishes
+        output = process.communicate(timeout=240)[1]
+        assert process.returncode == 0, output[-3000:]
+    metrics = json.loads((tmp_path / "cluster/metrics.json").read_text())
+    assert metrics["epochs_run"] == 6

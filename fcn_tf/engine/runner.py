@@ -77,7 +77,7 @@ def run(config: TrainConfig) -> dict:
     if runtime.chief:  # one process per run: a second one is refused here
         folder.lock()
     try:
-        with stop_on_sigterm() as stop:
+        with stop_on_sigterm() as stop, distribute.peer_failures(runtime.strategy, folder):
             return _run_locked(config, runtime, folder, stop)
     finally:
         folder.unlock()

@@ -104,9 +104,9 @@ def save_file(folder: Path, name: str, save, needed: int, what: str) -> None:
     try:
         save(partial)
         partial.replace(folder / name)
-    except OSError as error:
+    except BaseException as error:
         partial.unlink(missing_ok=True)
-        if error.errno not in STORAGE_ERRNOS:
+        if not isinstance(error, OSError) or error.errno not in STORAGE_ERRNOS:
             raise
         raise StorageFull(
             error.errno,
@@ -124,8 +124,8 @@ def commit_state(folder: Path, state: dict, previous: dict | None) -> None:
         write_json(folder / PREVIOUS_FILE, previous)
     write_json(folder / STATE_FILE, state)
     keep = {STATE_FILE, PREVIOUS_FILE} | _files_of(state) | _files_of(previous)
-    for path in folder.iterdir():
-        if path.name not in keep and (path.name.startswith(("state-", "best-"))):
+    for path in folder.iterdir():  # older states, and what a killed process was writing
+        if path.name not in keep and path.name.startswith(("state-", "best-", ".partial-")):
             path.unlink(missing_ok=True)
 
 
