@@ -116,9 +116,11 @@ def test_save_every_keeps_a_state_inside_long_epochs(tmp_path, monkeypatch, capl
     assert [line.split(",")[0] for line in history[1:]] == ["0", "1"]
 
 
-def test_the_cli_stops_on_sigterm_with_one_line_and_resumes(tmp_path):
+@pytest.mark.parametrize("strategy", [[], ["--strategy", "mirrored", "--cpu-replicas", "2"]],
+                         ids=["one device", "mirrored"])  # fmt: skip
+def test_the_cli_stops_on_sigterm_with_one_line_and_resumes(tmp_path, strategy):
     out = tmp_path / "runs"
-    command = [sys.executable, "-m", "fcn_tf.train", *FLAGS, "--output-dir", str(out)]
+    command = [sys.executable, "-m", "fcn_tf.train", *FLAGS, *strategy, "--output-dir", str(out)]
     process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (checkpoints(out) / STATE_FILE).exists():
