@@ -63,6 +63,12 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 16
     learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    weight_decay: float | None = None
+    momentum: float | None = None
+    nesterov: bool = False
     seed: int = 42
     # -- scale and speed
     strategy: str = "auto"
@@ -141,6 +147,14 @@ HELP = {
     "mixed_precision": "float16 compute on GPUs, bfloat16 on CPUs/TPUs (weights stay float32)",
     "jit_compile": "XLA compilation of the train step: auto (Keras: on for GPUs), on or off",
     "deterministic": "reproducible runs: TensorFlow op determinism and fixed seeds (slower)",
+    "optimizer": "'adam' (the exercise), 'adamw' (decoupled weight decay) or 'sgd' (momentum; "
+    "the FCN paper's)",
+    "schedule": "learning rate over the run: 'constant', 'poly' (power 0.9), 'cosine' or 'step' "
+    "(x0.1 at 1/2 and 3/4 of the steps); resumes exactly",
+    "warmup_epochs": "linear learning-rate warm-up from 0 over this many epochs",
+    "weight_decay": "AdamW / SGD: decoupled weight decay (AdamW default 0.004, SGD none)",
+    "momentum": "SGD: momentum (default 0.9)",
+    "nesterov": "SGD: Nesterov momentum",
     "save_every": "also save the training state every N steps within an epoch, for long epochs "
     "(0: at epoch ends only; SIGTERM always saves at the next step)",
     "output_dir": "folder in which the run folder is created",
@@ -213,6 +227,30 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(
             f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {config.jit_compile!r}"
         )
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+        )
+    if config.schedule not in SCHEDULES:
+        raise ValueError(
+            f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}"
+        )
+    if not 0 <= config.warmup_epochs < config.epochs:
+        raise ValueError(
+            f"--warmup-epochs must be >= 0 and less than --epochs ({config.epochs}), got "
+            f"{config.warmup_epochs}"
+        )
+    if config.weight_decay is not None and (
+        config.optimizer == "adam" or not 0 <= config.weight_decay < 1
+    ):
+        raise ValueError(
+            f"--weight-decay {config.weight_decay}: give a value in [0, 1), with --optimizer "
+            "adamw or sgd"
+        )
+    if (config.momentum is not None or config.nesterov) and config.optimizer != "sgd":
+        raise ValueError("--momentum and --nesterov apply to --optimizer sgd")
+    if config.momentum is not None and not 0 <= config.momentum < 1:
+        raise ValueError(f"--momentum must be in [0, 1), got {config.momentum}")
     if config.save_every < 0:
         raise ValueError(
             f"--save-every must be >= 0 (0: at epoch ends only), got {config.save_every}"
@@ -291,6 +329,10 @@ def _coerce(values: dict, source: str) -> dict:
         out["image_shape"] = parse_shape(shape) if isinstance(shape, str) else tuple(shape)
     return out
 
+
+# fcn_tf.optim builds them (it imports Keras; this module does not)
+SCHEDULES = ("constant", "poly", "cosine", "step")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 
 V1_MODEL_OPTIONS = {"decoder", "at_once", "pooling", "fc_units", "keep_prob", "l2"}
 

@@ -15,9 +15,10 @@ from fcn_tf.models.registry import MODELS
 from fcn_tf.task import Task
 
 
-def compile_model(model, task: Task, learning_rate: float = 1e-3, jit_compile="auto"):
-    """Compile `model` for `task`: Adam, per-pixel cross-entropy ignoring void, and the task's
-    IoU metric (`<positive>_iou` for binary tasks, `miou` otherwise).
+def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", optimizer=None):
+    """Compile `model` for `task`: `optimizer` (default Adam at `learning_rate`), per-pixel
+    cross-entropy ignoring void, and the task's IoU metric (`<positive>_iou` for binary tasks,
+    `miou` otherwise).
 
     Layer regularizers (the FCN decoder's L2) are part of the loss Keras minimises. A model with
     training heads (several outputs: PSPNet's auxiliary head, U-Net++'s deep supervision) gets
@@ -30,7 +31,8 @@ def compile_model(model, task: Task, learning_rate: float = 1e-3, jit_compile="a
             f"({', '.join(task.class_names)})"
         )
     metric = positive_iou(task.iou_metric) if task.binary else mean_iou(task.num_classes)
-    options = {"optimizer": keras.optimizers.Adam(learning_rate), "jit_compile": jit_compile}
+    optimizer = optimizer or keras.optimizers.Adam(learning_rate)
+    options = {"optimizer": optimizer, "jit_compile": jit_compile}
     if len(model.outputs) == 1:
         model.compile(loss=pixel_cross_entropy(), metrics=[metric], **options)
         return model

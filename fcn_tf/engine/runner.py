@@ -29,6 +29,7 @@ from fcn_tf.engine.preemption import stop_on_sigterm
 from fcn_tf.engine.run_folder import RunFolder
 from fcn_tf.engine.state import best_checkpoint, read_resume_state, restore_state, state_bytes
 from fcn_tf.models.registry import build_model, get_spec
+from fcn_tf.optim import learning_rate, make_optimizer
 from fcn_tf.task import Task
 
 log = logging.getLogger(__name__)
@@ -180,12 +181,7 @@ def make_pipelines(job: Job, outputs: int = 1) -> None:
         train_data = epochs(folder.epochs_done + 1, config.epochs)
     else:
         rest, train_data = None, epochs(folder.epochs_done, config.epochs)
-    steps = (math.floor if replicated else math.ceil)(len(data.train) / config.batch_size)
-    if steps == 0:
-        raise ValueError(
-            f"{len(data.train)} training images make no full batch of {config.batch_size}; "
-            "lower --batch-size"
-        )
+    steps = steps_of(job)
     val_data = make_dataset(data.val, training=False, **common)
     spec = get_spec(config.model)
 
@@ -197,6 +193,18 @@ def make_pipelines(job: Job, outputs: int = 1) -> None:
     job.rest_of_epoch = None if rest is None else rest.map(as_network_takes)
     job.val_data = val_data.map(as_network_takes)
     job.steps_per_epoch = steps
+
+
+def steps_of(job: Job) -> int:
+    """Training steps per epoch. With several replicas a batch smaller than the replica count
+    would leave one empty (Keras fails on that): the last, partial batch is dropped."""
+    count, batch = len(job.data.train), job.config.batch_size
+    steps = (math.floor if job.runtime.replicated else math.ceil)(count / batch)
+    if steps == 0:
+        raise ValueError(
+            f"{count} training images make no full batch of {batch}; lower --batch-size"
+        )
+    return steps
 
 
 def build_network(config: TrainConfig, task: Task, training_head: bool = False):
@@ -220,10 +228,17 @@ def training_model(job: Job):
             ]
             model = keras.Model(model.inputs, outputs, name=model.name)
         jit = distribute.jit_setting(config.jit_compile)
-        model = compile_model(model, job.task, config.learning_rate, jit)
+        optimizer = make_optimizer(
+            config.optimizer,
+            learning_rate(config.schedule, config.learning_rate, config.epochs * steps_of(job),
+                          config.warmup_epochs * steps_of(job)),
+            config.weight_decay, config.momentum, config.nesterov,
+        )  # fmt: skip
+        model = compile_model(model, job.task, jit_compile=jit, optimizer=optimizer)
         if job.folder.state:  # a damaged last state falls back to the one before
             job.folder.state = restore_state(model, job.folder.checkpoints)
-            model.optimizer.learning_rate.assign(config.learning_rate)
+            if config.schedule == "constant" and not config.warmup_epochs:
+                model.optimizer.learning_rate.assign(config.learning_rate)
     log.info(
         "%s: %s parameters; %s, %d replica(s) of batch %d; dtype policy %s",
         config.model,
@@ -282,7 +297,7 @@ def best_model(job: Job):
     path = best_checkpoint(job.folder.checkpoints)
     if path is None or not path.is_file():
         raise RuntimeError("training stopped before the first checkpoint")
-    best = keras.saving.load_model(path)
+    best = keras.saving.load_model(path, compile=False)  # served, not trained further
     if job.runtime.policy != "float32":  # serve in float32: rebuild and copy the weights
         keras.mixed_precision.set_global_policy("float32")
         trained = best
