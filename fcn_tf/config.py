@@ -219,22 +219,13 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"--l2 must be >= 0, got {config.l2}")
     from fcn_tf.distribute import JIT_CHOICES, STRATEGIES
 
-    if config.strategy not in STRATEGIES:
-        raise ValueError(
-            f"unknown strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}"
-        )
+    _check_choice("strategy", config.strategy, STRATEGIES)
     if config.jit_compile not in JIT_CHOICES:
         raise ValueError(
             f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {config.jit_compile!r}"
         )
-    if config.optimizer not in OPTIMIZERS:
-        raise ValueError(
-            f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
-        )
-    if config.schedule not in SCHEDULES:
-        raise ValueError(
-            f"unknown schedule {config.schedule!r}; choose one of {', '.join(SCHEDULES)}"
-        )
+    _check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    _check_choice("schedule", config.schedule, SCHEDULES)
     if not 0 <= config.warmup_epochs < config.epochs:
         raise ValueError(
             f"--warmup-epochs must be >= 0 and less than --epochs ({config.epochs}), got "
@@ -257,6 +248,11 @@ def validate(config: TrainConfig) -> None:
         )
     if config.cpu_replicas < 0:
         raise ValueError(f"--cpu-replicas must be >= 0, got {config.cpu_replicas}")
+
+
+def _check_choice(what: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
 
 
 def parse_shape(text: str) -> tuple[int, int]:
