@@ -28,6 +28,9 @@ MODEL_OPTIONS = (
     "weights", "fc_units", "keep_prob", "decoder", "at_once", "l2", "upsampling", "batch_norm",
     "dropout", "pooling", "output_stride", "deep_supervision", "head",
 )  # fmt: skip
+AUGMENTATIONS = ("none", "basic", "strong")  # fcn_tf.data.augment's policies
+LOSSES = ("ce", "focal", "dice", "ce+dice", "ohem")  # fcn_tf.losses
+CLASS_WEIGHTINGS = ("none", "inverse", "median")  # fcn_tf.data.class_weights, or a JSON file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +45,7 @@ class TrainConfig:
     image_shape: tuple[int, int] = (160, 576)
     resize_mode: str = "resize"
     val_fraction: float = 0.1
-    augment: bool = True
+    augment: str = "basic"
     # -- model (options other than width apply to some models only; None: the model's default)
     model: str = "fcn8s"
     width: float = 1.0
@@ -69,6 +72,9 @@ class TrainConfig:
     weight_decay: float | None = None
     momentum: float | None = None
     nesterov: bool = False
+    loss: str = "ce"
+    class_weights: str = "none"
+    focal_gamma: float = 2.0
     seed: int = 42
     # -- scale and speed
     strategy: str = "auto"
@@ -78,6 +84,7 @@ class TrainConfig:
     deterministic: bool = False
     save_every: int = 0
     # -- outputs
+    tensorboard: bool = True
     output_dir: str = "runs"
     run_name: str | None = None
     preset: str = "auto"
@@ -113,7 +120,9 @@ HELP = {
     "resize_mode": "'resize': bilinear resize to --image-shape (the exercise); 'pad': keep full "
     "resolution, pad to --image-shape (e.g. 384x1248) and ignore the padding",
     "val_fraction": "fraction of labelled images held out for validation (seeded split)",
-    "augment": "joint image+label augmentation: flip, scale/crop, brightness/contrast",
+    "augment": "joint image+label augmentation policy: 'none', 'basic' (flip, zoom in 1-1.25x, "
+    "brightness/contrast) or 'strong' (flip, scale 0.5-2x, rotation, colour jitter, blur); "
+    "true/false mean basic/none",
     "model": f"architecture: {', '.join(MODELS)}",
     "width": "multiplier for every conv width of the model (1.0 = the published network)",
     "weights": "FCN, unet_vgg16, PSPNet, DeepLab, RefineNet: encoder weights: none, 'imagenet' "
@@ -128,7 +137,8 @@ HELP = {
     "fc_units": "FCN: width of fc6/fc7 (4096 in VGG16)",
     "keep_prob": "FCN: dropout keep-probability after fc6 and fc7 (the exercise's keep_prob)",
     "l2": "FCN: L2 penalty on decoder kernels, added to the loss (5e-4 = TF1 l2_regularizer(1e-3))",
-    "batch_norm": "U-Net, U-Net++: batch normalization after every conv",
+    "batch_norm": "U-Net, U-Net++, FCN (a VGG16-BN encoder; random initialisation only): batch "
+    "normalization after every conv; synchronised over replicas under multi-replica strategies",
     "dropout": "U-Net (end of the contracting path, 0.5), PSPNet (before the classifier, 0.1), "
     "RefineNet (deepest features, 0.5): dropout rate",
     "pooling": "PSPNet: pyramid pooling 'avg' (the paper) or 'max'",
@@ -138,7 +148,7 @@ HELP = {
     "head": "U-Net++: the head (1..4) that predicts, pruning the network to it (default 4)",
     "epochs": "number of passes over the training split",
     "batch_size": "images per step",
-    "learning_rate": "Adam learning rate",
+    "learning_rate": "the optimizer's (peak) learning rate",
     "seed": "seed for data generation, split, augmentation and initialisation",
     "strategy": "tf.distribute strategy: auto (mirrored over all GPUs if more than one), "
     "one_device, mirrored, multi_worker (cluster from TF_CONFIG) or tpu; --batch-size is global",
@@ -155,12 +165,22 @@ HELP = {
     "weight_decay": "AdamW / SGD: decoupled weight decay (AdamW default 0.004, SGD none)",
     "momentum": "SGD: momentum (default 0.9)",
     "nesterov": "SGD: Nesterov momentum",
+    "loss": "'ce' (cross-entropy), 'focal' (Lin et al.), 'dice' (soft Dice over the classes "
+    "present), 'ce+dice', or 'ohem' (cross-entropy over the hardest pixels); void is ignored",
+    "class_weights": "weights of the classes in ce/focal/ohem: 'none', 'inverse' (inverse "
+    "frequency), 'median' (median-frequency balancing, as SegNet on CamVid; counted once from "
+    "the training masks and cached) or a JSON file (a list, or class name -> weight)",
+    "focal_gamma": "--loss focal: the focusing parameter gamma (2 in the paper)",
+    "tensorboard": "write TensorBoard logs into RUN/tensorboard: scalars (losses, metrics, "
+    "learning rate) per epoch, and validation images with their predictions (binary tasks: "
+    "the PR curve)",
     "save_every": "also save the training state every N steps within an epoch, for long epochs "
     "(0: at epoch ends only; SIGTERM always saves at the next step)",
     "output_dir": "folder in which the run folder is created",
     "run_name": "name of the run folder (default: model-dataset-timestamp); must not exist",
-    "preset": "'exercise' (the original's settings), 'demo' (light model, fast synthetic run) "
-    "or 'auto' (demo for synthetic data, exercise otherwise)",
+    "preset": "'exercise' (the original's settings), 'demo' (light model, fast synthetic run), "
+    "'camvid' (the CamVid recipe, see docs/recipe.md) or 'auto' (demo for synthetic data, "
+    "exercise otherwise)",
 }
 
 # The original exercise's settings, and a light configuration that trains on 2 CPU cores in a
@@ -175,6 +195,25 @@ PRESETS: dict[str, dict] = {
         "batch_size": 8,
         "keep_prob": 0.8,
         "val_fraction": 0.15,
+    },
+    # The CamVid recipe (docs/recipe.md): the issue-12 protocol's size, epochs and batch, and
+    # the settings that won there, from random initialisation.
+    "camvid": {
+        "model": "unet",
+        "width": 0.25,
+        "batch_norm": True,
+        "image_shape": (192, 256),
+        "resize_mode": "resize",
+        "epochs": 20,
+        "batch_size": 8,
+        "optimizer": "adamw",
+        "learning_rate": 2e-3,
+        "weight_decay": 1e-4,
+        "schedule": "poly",
+        "warmup_epochs": 1,
+        "loss": "ce",
+        "class_weights": "median",
+        "augment": "strong",
     },
 }
 
@@ -196,7 +235,7 @@ def validate(config: TrainConfig) -> None:
             f"unknown resize mode {config.resize_mode!r}; choose one of {', '.join(RESIZE_MODES)}"
         )
     if config.preset not in (*PRESETS, "auto"):
-        raise ValueError(f"unknown preset {config.preset!r}; choose exercise, demo or auto")
+        raise ValueError(f"unknown preset {config.preset!r}; choose {', '.join(PRESETS)} or auto")
     get_spec(config.model)
     check_options(config.model, [k for k in MODEL_OPTIONS if getattr(config, k) is not None])
     height, width = config.image_shape
@@ -225,6 +264,17 @@ def validate(config: TrainConfig) -> None:
             f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {config.jit_compile!r}"
         )
     _check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    _check_choice("augmentation", config.augment, AUGMENTATIONS)
+    _check_choice("loss", config.loss, LOSSES)
+    if config.class_weights not in CLASS_WEIGHTINGS and not config.class_weights.endswith(".json"):
+        raise ValueError(
+            f"--class-weights {config.class_weights!r}: choose one of "
+            f"{', '.join(CLASS_WEIGHTINGS)} or give a .json file"
+        )
+    if config.class_weights != "none" and config.loss == "dice":
+        raise ValueError("--class-weights applies to --loss ce, focal, ce+dice and ohem, not dice")
+    if not (config.focal_gamma >= 0 and math.isfinite(config.focal_gamma)):
+        raise ValueError(f"--focal-gamma must be >= 0, got {config.focal_gamma}")
     _check_choice("schedule", config.schedule, SCHEDULES)
     if not 0 <= config.warmup_epochs < config.epochs:
         raise ValueError(
@@ -274,6 +324,16 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def _parse_augment(value) -> str:
+    """An augmentation policy; true/false (fcn_tf 0.2's switch) mean basic/none."""
+    text = str(value).lower()
+    if text in ("1", "true", "yes", "on"):
+        return "basic"
+    if text in ("0", "false", "no", "off"):
+        return "none"
+    return text
+
+
 def _parse_optional_str(text: str) -> str | None:
     return None if str(text).lower() in ("", "none", "null") else text
 
@@ -283,6 +343,8 @@ def _field_parser(field: dataclasses.Field):
     kinds = set(typing.get_args(hint)) - {type(None)} or {hint}
     if hint == tuple[int, int]:
         return parse_shape
+    if field.name == "augment":
+        return _parse_augment
     if bool in kinds:
         return _parse_bool
     if kinds & {int, float}:
@@ -300,7 +362,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             shown = "the model's"
         # switches work bare (--mixed-precision) or with a value (--mixed-precision false)
         switch = _field_parser(field) is _parse_bool
-        bare = {"jit_compile": "on"}.get(field.name, True if switch else None)
+        bare = {"jit_compile": "on", "augment": "basic"}.get(field.name, True if switch else None)
         group.add_argument(
             f"--{field.name.replace('_', '-')}",
             dest=field.name,
@@ -320,6 +382,8 @@ def _coerce(values: dict, source: str) -> dict:
             f"{source}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(names)}"
         )
     out = dict(values)
+    if "augment" in out:
+        out["augment"] = _parse_augment(out["augment"])
     if "image_shape" in out and not isinstance(out["image_shape"], tuple):
         shape = out["image_shape"]
         out["image_shape"] = parse_shape(shape) if isinstance(shape, str) else tuple(shape)
@@ -363,9 +427,9 @@ def resolve(overrides: dict | None = None, config_file: str | None = None) -> Tr
     if preset == "auto":
         preset = "demo" if given.get("dataset", "synthetic") == "synthetic" else "exercise"
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose exercise, demo or auto")
+        raise ValueError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)} or auto")
     dataset_defaults = DATASET_DEFAULTS.get(given.get("dataset", "synthetic"), {})
-    model = get_spec(given.get("model", "fcn8s"))
+    model = get_spec(given.get("model", PRESETS[preset].get("model", "fcn8s")))
     preset_values = {
         k: v for k, v in PRESETS[preset].items() if k not in MODEL_OPTIONS or k in model.options
     }

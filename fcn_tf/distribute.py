@@ -163,6 +163,24 @@ def speed_settings(mixed_precision: bool, deterministic: bool, seed: int) -> str
     return policy
 
 
+def synchronize_batch_norm(model) -> int:
+    """Make every batch normalization of `model` compute its batch statistics over all replicas
+    (synchronised batch norm: with a few images per replica, per-replica statistics are noisy).
+    Set before the train step is traced; returns how many layers it changed."""
+    import keras
+
+    layers = [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    for layer in layers:
+        layer.synchronized = True
+    if layers:
+        log.info("batch normalization synchronised over replicas (%d layers)", len(layers))
+    return len(layers)
+
+
 def jit_setting(value: str):
     """`--jit-compile` auto/on/off -> Keras' `compile(jit_compile=...)` ("auto": XLA on GPUs)."""
     if value not in JIT_CHOICES:

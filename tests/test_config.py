@@ -76,8 +76,8 @@ def test_config_is_frozen():
 def test_a_flag_the_model_does_not_take_is_an_error_naming_both():
     with pytest.raises(ValueError, match="--decoder does not apply to model unet"):
         config_lib.resolve(parse(["--model", "unet", "--decoder", "paper"]))
-    with pytest.raises(ValueError, match="--batch-norm does not apply to model fcn8s"):
-        config_lib.resolve(parse(["--batch-norm"]))
+    with pytest.raises(ValueError, match="--batch-norm does not apply to model segnet"):
+        config_lib.resolve(parse(["--model", "segnet", "--batch-norm"]))
 
 
 def test_a_presets_fcn_options_are_left_out_for_other_models():

@@ -97,7 +97,7 @@ def make_dataset(
     batch_size: int,
     resize_mode: str = "resize",
     training: bool = False,
-    augment: bool = True,
+    augment: bool | str = True,
     seed: int = 0,
     cache: bool = True,
     label_decoder=None,
@@ -114,7 +114,8 @@ def make_dataset(
         batch_size: images per batch (the last, smaller batch is kept).
         resize_mode: "resize" or "pad" (module docstring).
         training: shuffle every epoch (seeded) and augment.
-        augment: apply joint augmentation when training.
+        augment: the augmentation policy when training ("none", "basic", "strong"; see
+            `fcn_tf.data.augment`); True means "basic", False "none".
         seed: seed of the shuffle order and of the augmentation.
         cache: keep decoded, resized images in memory after the first epoch.
         label_decoder: PNG bytes -> uint8 labels `(H, W)`; KITTI road colours by default
@@ -128,6 +129,7 @@ def make_dataset(
             `first_epoch` after that many batches (a run resumed mid-epoch).
     """
     label_decoder = label_decoder or kitti_label_decoder()
+    policy = policy_name(augment)
     images = [str(image) for image, _ in pairs]
     labels = [str(label) for _, label in pairs]
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
@@ -142,24 +144,31 @@ def make_dataset(
         dataset = dataset.cache()
     if training and epochs is not None:
         return _epoch_indexed(
-            dataset, len(images), batch_size, augment, seed, (first_epoch, epochs, first_step),
+            dataset, len(images), batch_size, policy, seed, (first_epoch, epochs, first_step),
             drop_remainder,
         )  # fmt: skip
     if training:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-        if augment:
+        if policy != "none":
             # One stateless seed per (epoch, element): reproducible for a given --seed.
             counter = tf.data.Dataset.counter(start=seed * 1_000_003)
             dataset = tf.data.Dataset.zip((dataset, counter)).map(
                 lambda pair, index: augment_pair(
-                    *pair, tf.stack([index, tf.constant(seed, tf.int64)])
+                    *pair, tf.stack([index, tf.constant(seed, tf.int64)]), policy
                 ),
                 num_parallel_calls=AUTOTUNE,
             )
     return dataset.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def _epoch_indexed(decoded, count, batch_size, augment, seed, span, drop_remainder):
+def policy_name(augment: bool | str) -> str:
+    """`--augment`'s policy: a name, or a bool (fcn_tf 0.2's switch: True is "basic")."""
+    if isinstance(augment, bool):
+        return "basic" if augment else "none"
+    return augment
+
+
+def _epoch_indexed(decoded, count, batch_size, policy, seed, span, drop_remainder):
     """Epochs `first_epoch .. epochs-1` (`span` = first epoch, epochs, first step) of `decoded`
     back to back, each shuffled and augmented by seeds that depend only on `(seed, epoch)`
     (see `make_dataset`); the first one from its `first_step`-th batch."""
@@ -172,11 +181,11 @@ def _epoch_indexed(decoded, count, batch_size, augment, seed, span, drop_remaind
         )
         # Positions count from the epoch's start, also when its first batches are skipped.
         order = order.enumerate(start=epoch * count).skip(skip * batch_size)
-        if augment:
+        if policy != "none":
             # One stateless seed per (epoch, position): the same after a resume.
             order = order.map(
                 lambda index, pair: augment_pair(
-                    *pair, tf.stack([index, tf.constant(seed, tf.int64)])
+                    *pair, tf.stack([index, tf.constant(seed, tf.int64)]), policy
                 ),
                 num_parallel_calls=AUTOTUNE,
                 deterministic=True,

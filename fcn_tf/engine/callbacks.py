@@ -36,6 +36,8 @@ class ValidationScores(keras.callbacks.Callback):
         super().__init__()
         self.val_data = val_data
         self.task = task
+        self.counts = None  # the last epoch's RoadCounts (binary tasks), for the PR curve
+        self.class_iou = None  # the last epoch's IoU per class, NaN for absent classes
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not finite(logs.get("loss", 0.0)):
@@ -62,8 +64,12 @@ class ValidationScores(keras.callbacks.Callback):
         if self.task.binary:
             road = road_scores(counts)
             logs["val_maxf"], logs["val_maxf_threshold"] = road["MaxF"], road["threshold"]
+            self.counts = counts
         else:
-            logs["val_miou"] = class_scores(matrix)["mIoU"]
+            scores = class_scores(matrix, self.task.class_names)
+            logs["val_miou"] = scores["mIoU"]
+            logs["val_pixel_accuracy"] = scores["pixel_accuracy"]
+            self.class_iou = scores["per_class_iou"]
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

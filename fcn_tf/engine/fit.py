@@ -15,10 +15,11 @@ from fcn_tf.models.registry import MODELS
 from fcn_tf.task import Task
 
 
-def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", optimizer=None):
-    """Compile `model` for `task`: `optimizer` (default Adam at `learning_rate`), per-pixel
-    cross-entropy ignoring void, and the task's IoU metric (`<positive>_iou` for binary tasks,
-    `miou` otherwise).
+def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", optimizer=None,
+                  loss=None):  # fmt: skip
+    """Compile `model` for `task`: `optimizer` (default Adam at `learning_rate`), `loss` (default
+    per-pixel cross-entropy ignoring void; see `fcn_tf.losses.make_loss`), and the task's IoU
+    metric (`<positive>_iou` for binary tasks, `miou` otherwise).
 
     Layer regularizers (the FCN decoder's L2) are part of the loss Keras minimises. A model with
     training heads (several outputs: PSPNet's auxiliary head, U-Net++'s deep supervision) gets
@@ -33,15 +34,16 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
     metric = positive_iou(task.iou_metric) if task.binary else mean_iou(task.num_classes)
     optimizer = optimizer or keras.optimizers.Adam(learning_rate)
     options = {"optimizer": optimizer, "jit_compile": jit_compile}
+    loss = loss or pixel_cross_entropy()
     if len(model.outputs) == 1:
-        model.compile(loss=pixel_cross_entropy(), metrics=[metric], **options)
+        model.compile(loss=loss, metrics=[metric], **options)
         return model
     spec = MODELS.get(task.model)
     if spec is None or not spec.has_training_heads:
         raise ValueError(f"model {model.name} has {len(model.outputs)} outputs; expected one")
     count = len(model.outputs)
     model.compile(
-        loss=[pixel_cross_entropy() for _ in range(count)],
+        loss=[loss for _ in range(count)],
         loss_weights=list(spec.loss_weights(count)),
         metrics=[[metric]] + [[] for _ in range(count - 1)],
         **options,
@@ -66,6 +68,7 @@ def fit(
     rest_of_epoch=None,
     save_every: int = 0,
     stop=None,
+    tensorboard=None,
 ):
     """Train with `model.fit`; return the last `keras.callbacks.History`.
 
@@ -77,7 +80,8 @@ def fit(
     `resumed` state). A state saved mid-epoch (`resumed["step"]` > 0) continues with
     `rest_of_epoch`, the batches of epoch `initial_epoch` after that step, then `train_data`
     from the next epoch. `verbose` defaults to a progress bar on a terminal and one line per
-    epoch otherwise. `callbacks` are added to fcn_tf's own. `keras_validation=False` leaves
+    epoch otherwise. `callbacks` are added to fcn_tf's own. `tensorboard`: a folder for
+    TensorBoard logs (see `fcn_tf.engine.tensorboard`), or None. `keras_validation=False` leaves
     validation to `ValidationScores` alone (it runs on one device, so any validation batch
     works with several replicas).
 
@@ -88,7 +92,12 @@ def fit(
     stop_nan = StopOnNonFinite()
     callbacks = [stop_nan, *callbacks]
     if val_data is not None:
-        callbacks.append(ValidationScores(val_data, task))
+        scores = ValidationScores(val_data, task)
+        callbacks.append(scores)
+        if tensorboard is not None:
+            from fcn_tf.engine.tensorboard import TensorBoardLogger
+
+            callbacks.append(TensorBoardLogger(tensorboard, val_data, task, scores))
     monitor = task.selection_metric if val_data is not None else "loss"
     saving = []  # the history row first, then the state that covers it
     if run_dir is not None:

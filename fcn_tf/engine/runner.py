@@ -28,6 +28,7 @@ from fcn_tf.engine.history import plot_history, read_history
 from fcn_tf.engine.preemption import stop_on_sigterm
 from fcn_tf.engine.run_folder import RunFolder
 from fcn_tf.engine.state import best_checkpoint, read_resume_state, restore_state, state_bytes
+from fcn_tf.losses import make_loss
 from fcn_tf.models.registry import build_model, get_spec
 from fcn_tf.optim import learning_rate, make_optimizer
 from fcn_tf.task import Task
@@ -61,6 +62,7 @@ class Job:
     rest_of_epoch: object = None  # resumed mid-epoch: the batches after the saved step
     stop: object = None  # the SIGTERM request (fcn_tf.engine.preemption.StopRequest)
     steps_per_epoch: int = 0
+    class_weights: list | None = None  # the loss' class weights (--class-weights)
 
     @property
     def task(self) -> Task:
@@ -92,6 +94,7 @@ def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder, stop) 
             f"pass --epochs {trained} or more to finish it, or delete it to start afresh"
         )
     job = Job(config, runtime, folder, load_data_logged(config), stop=stop)
+    job.class_weights = loss_class_weights(job)
     model = None
     if folder.epochs_done < config.epochs:
         model = training_model(job)
@@ -148,6 +151,15 @@ def load_data_logged(config: TrainConfig):
         data.task.selection_metric,
     )
     return data
+
+
+def loss_class_weights(job: Job) -> list | None:
+    """`--class-weights` for the training masks (counted once, cached), or None."""
+    if job.config.class_weights == "none":
+        return None
+    from fcn_tf.data.class_weights import class_weights
+
+    return class_weights(job.config.class_weights, job.data.train, job.task)
 
 
 def make_pipelines(job: Job, outputs: int = 1) -> None:
@@ -227,6 +239,8 @@ def training_model(job: Job):
                 for name, output in zip(names, model.outputs, strict=False)
             ]
             model = keras.Model(model.inputs, outputs, name=model.name)
+        if runtime.replicated:
+            distribute.synchronize_batch_norm(model)
         jit = distribute.jit_setting(config.jit_compile)
         optimizer = make_optimizer(
             config.optimizer,
@@ -234,7 +248,8 @@ def training_model(job: Job):
                           config.warmup_epochs * steps_of(job)),
             config.weight_decay, config.momentum, config.nesterov,
         )  # fmt: skip
-        model = compile_model(model, job.task, jit_compile=jit, optimizer=optimizer)
+        loss = make_loss(config.loss, job.class_weights, config.focal_gamma)
+        model = compile_model(model, job.task, jit_compile=jit, optimizer=optimizer, loss=loss)
         if job.folder.state:  # a damaged last state falls back to the one before
             job.folder.state = restore_state(model, job.folder.checkpoints)
             if config.schedule == "constant" and not config.warmup_epochs:
@@ -255,6 +270,8 @@ def train(job: Job, model, folder: Path) -> float:
     """Fit the model, writing checkpoints and history into `folder`; return the seconds."""
     start = time.perf_counter()
     warn_if_short_of_space(model, folder)
+    if job.config.tensorboard and job.runtime.chief:
+        log.info("TensorBoard logs: tensorboard --logdir %s", folder / "tensorboard")
     fixes = distribute.keras_multi_worker_fixes(model, job.runtime.strategy)
     with fixes, job.stop.at_step_boundaries() as stop:
         fit(
@@ -262,6 +279,7 @@ def train(job: Job, model, folder: Path) -> float:
             job.folder.epochs_done, job.steps_per_epoch,
             keras_validation=not job.runtime.replicated, resumed=job.folder.state,
             rest_of_epoch=job.rest_of_epoch, save_every=job.config.save_every, stop=stop,
+            tensorboard=folder / "tensorboard" if job.config.tensorboard else None,
         )  # fmt: skip
     return time.perf_counter() - start
 

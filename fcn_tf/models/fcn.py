@@ -133,6 +133,7 @@ def build_fcn(
     l2: float = 5e-4,
     upsampling: str = "learned",
     at_once: bool = False,
+    batch_norm: bool = False,
 ) -> keras.Model:
     """FCN-32s/16s/8s on VGG16: float RGB images in [0, 255] of any size -> logits, same size.
 
@@ -145,14 +146,22 @@ def build_fcn(
         upsampling: the transposed convs start as bilinear upsampling and are "learned" (the
             paper) or stay "bilinear" (frozen).
         at_once: the paper's at-once training (pool4 scaled by 0.01, pool3 by 0.0001).
+        batch_norm: a VGG16-BN encoder (batch normalization after every conv), for training
+            from random initialisation; VGG16's ImageNet weights have no batch norm.
     """
+    if batch_norm and weights is not None:
+        raise ValueError(
+            "--batch-norm builds a VGG16-BN encoder, which VGG16's ImageNet weights do not fit: "
+            "use one of them, not both"
+        )
     if upsampling not in UPSAMPLING:
         raise ValueError(
             f"unknown upsampling {upsampling!r}; choose one of {', '.join(UPSAMPLING)}"
         )
     inputs, features = vgg16(
-        input_shape, width=width, fc_units=fc_units, keep_prob=keep_prob, pad_to=32
-    )
+        input_shape, width=width, fc_units=fc_units, keep_prob=keep_prob, pad_to=32,
+        batch_norm=batch_norm,
+    )  # fmt: skip
     load_vgg16_weights(keras.Model(inputs, features["fc7"], name="vgg16_encoder"), weights)
     logits = fcn_decoder(
         stride,

@@ -20,6 +20,7 @@ import importlib
 
 FCN_OPTIONS = (
     "width", "weights", "fc_units", "keep_prob", "decoder", "l2", "upsampling", "at_once",
+    "batch_norm",
 )  # fmt: skip
 UNET_OPTIONS = ("width", "batch_norm", "dropout")
 PSPNET_OPTIONS = ("width", "weights", "pooling", "dropout", "output_stride")
