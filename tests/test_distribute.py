@@ -72,6 +72,53 @@ def test_one_step_on_two_replicas_updates_the_weights_as_one_replica_does(tmp_pa
     assert float(values["gap"]) <= 1e-6
 
 
+def test_synchronised_batch_norm_takes_statistics_over_the_global_batch(tmp_path):
+    # With batch norm, each replica normalises by its own half-batch's statistics unless they
+    # are synchronised: then the statistics (seen in the moving means and variances after one
+    # step) are those of the whole batch, as on one replica.
+    script = textwrap.dedent(
+        """
+        import numpy as np, keras, tensorflow as tf
+        from fcn_tf.distribute import make_strategy, synchronize_batch_norm
+        mirrored = make_strategy("mirrored", cpu_replicas=2)
+        from fcn_tf.losses import pixel_cross_entropy
+        from fcn_tf.models import build_model
+
+        rng = np.random.default_rng(0)
+        images = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        images[2:] *= 0.3  # the two halves have different statistics
+        labels = (rng.uniform(size=(4, 32, 32)) < 0.3).astype("uint8")
+        keras.utils.set_random_seed(0)
+        options = dict(width=0.125, batch_norm=True, dropout=0.0)  # dropout differs per replica
+        start = build_model("unet", 2, (32, 32, 3), **options).get_weights()
+
+        def one_step(strategy, synchronised):
+            with strategy.scope():
+                model = build_model("unet", 2, (32, 32, 3), **options)
+                model.set_weights(start)
+                if synchronised:
+                    assert synchronize_batch_norm(model) == 18
+                model.compile(keras.optimizers.SGD(0.1), loss=pixel_cross_entropy())
+            data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+            model.fit(data, epochs=1, verbose=0)
+            return [np.asarray(w) for w in model.non_trainable_weights]  # moving statistics
+
+        one = one_step(tf.distribute.get_strategy(), False)
+        for synchronised in (False, True):
+            two = one_step(mirrored, synchronised)
+            gap = max(np.abs(a - b).max() / (np.abs(a).max() + 1e-6) for a, b in zip(one, two))
+            print(f"RESULT {synchronised} {gap:.3e}")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    gaps = dict(x.split()[1:] for x in result.stdout.splitlines() if x.startswith("RESULT"))
+    assert float(gaps["False"]) > 1e-2  # per-replica statistics
+    assert float(gaps["True"]) <= 1e-5
+
+
 def test_training_with_mirrored_strategy_on_two_cpu_devices(tmp_path):
     command = train_command(
         "--strategy", "mirrored", "--cpu-replicas", "2", "--batch-size", "4",

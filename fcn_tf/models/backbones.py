@@ -17,6 +17,11 @@ VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 # The per-channel RGB means that VGG16 was trained with (keras "caffe" preprocessing, in RGB
 # order: the BGR flip of the caffe weights is folded into block1_conv1 when weights are loaded).
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
+# Batch norm's moving statistics follow the batches with momentum 0.9 (PyTorch's default,
+# "momentum=0.1" there), not Keras' 0.99: in short runs from scratch the weights change faster
+# than a 0.99 average (a time constant of 100 steps) can follow, so validation, which uses the
+# averages, lags behind training by epochs.
+BN_MOMENTUM = 0.9
 
 
 def scaled(filters: int, width: float) -> int:
@@ -112,7 +117,7 @@ def conv_block(
         use_bias=False,
         name=name,
     )(x)
-    x = keras.layers.BatchNormalization(name=bn_name or f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=bn_name or f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{bn_name or name}_relu")(x)
 
 
@@ -126,7 +131,7 @@ def _bottleneck(x, filters, stride, dilation, shortcut_conv, name):
     # arithmetic): TF 2.21's oneDNN Conv2DBackpropFilter for a 1x1 stride-2 conv with fewer than
     # 16 input channels corrupts the heap on AVX-512 Xeons (segfault / "malloc(): unaligned tcache
     # chunk detected"), which narrow models (width < 0.2) hit while training.
-    bn = dict(axis=3, epsilon=1.001e-5)
+    bn = dict(axis=3, epsilon=1.001e-5, momentum=BN_MOMENTUM)
     if stride > 1:
         x = keras.layers.MaxPooling2D(1, strides=stride, name=f"{name}_subsample")(x)
     if shortcut_conv:
@@ -173,7 +178,9 @@ def resnet(
     padded = x
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = keras.layers.Conv2D(scaled(64, width), 7, strides=2, name="conv1_conv")(x)
-    x = keras.layers.BatchNormalization(axis=3, epsilon=1.001e-5, name="conv1_bn")(x)
+    x = keras.layers.BatchNormalization(
+        axis=3, epsilon=1.001e-5, momentum=BN_MOMENTUM, name="conv1_bn"
+    )(x)
     x = keras.layers.Activation("relu", name="conv1_relu")(x)
     features = {"padded": padded, "P1": x}
     x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)

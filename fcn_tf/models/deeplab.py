@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import keras
 
-from fcn_tf.models.backbones import resnet, scaled
+from fcn_tf.models.backbones import BN_MOMENTUM, resnet, scaled
 from fcn_tf.models.layers import AdaptivePooling, CropLike, ResizeLike
 from fcn_tf.models.weights import load_weights_by_name
 
@@ -34,7 +34,7 @@ def conv_bn_relu(x, filters, kernel, name, dilation: int = 1, separable: bool = 
     `name_bn`, `name_relu`."""
     layer = keras.layers.SeparableConv2D if separable else keras.layers.Conv2D
     x = layer(filters, kernel, padding="same", dilation_rate=dilation, use_bias=False, name=name)(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import keras
 
-from fcn_tf.models.backbones import resnet, scaled
+from fcn_tf.models.backbones import BN_MOMENTUM, resnet, scaled
 from fcn_tf.models.layers import AdaptivePooling, CropLike, ResizeLike
 from fcn_tf.models.weights import load_weights_by_name
 
@@ -25,7 +25,7 @@ BINS = (1, 2, 3, 6)
 
 def _conv_bn_relu(x, filters, kernel, name):
     x = keras.layers.Conv2D(filters, kernel, padding="same", use_bias=False, name=name)(x)
-    x = keras.layers.BatchNormalization(name=name.replace("conv", "bn"))(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name.replace("conv", "bn"))(x)
     return keras.layers.ReLU(name=name.replace("conv", "relu"))(x)
 
 

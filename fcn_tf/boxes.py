@@ -1,0 +1,102 @@
+"""`python -m fcn_tf.boxes`: derive box files from a dataset's masks, so that training from boxes
+can be measured against training from the masks on the same images.
+
+    python -m fcn_tf.boxes --dataset folder --data-dir my_data [--palette p.json]
+    python -m fcn_tf.boxes --dataset camvid --data-dir camvid --split train --output camvid_boxes
+
+One box per connected component (8-connected) of each boxed class, components smaller than
+`--min-area` pixels left out. Folder datasets get `DATA/boxes/NAME.json` beside `images/` and
+`masks/`; CamVid `DATA/<split>boxes/`; `--output` puts them elsewhere. The folder is written
+completely or not at all. See `fcn_tf.data.boxes` for the file format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from fcn_tf.cli import run_command, setup_logging
+
+log = logging.getLogger("fcn_tf.boxes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fcn_tf.boxes",
+        description="Write a box file per image from the connected components of its mask.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--dataset", choices=("folder", "camvid"), default="folder")
+    parser.add_argument("--data-dir", required=True, help="the dataset's folder")
+    parser.add_argument("--palette", help="folder datasets: the palette naming the classes")
+    parser.add_argument("--split", default="train", help="CamVid: the split whose masks to box")
+    parser.add_argument(
+        "--classes",
+        help="comma-separated class names to box (default: every class but one named 'background')",
+    )
+    parser.add_argument("--min-area", type=int, default=16, help="smallest component, in pixels")
+    parser.add_argument("--output", help="folder for the box files (default: see above)")
+    parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    return parser
+
+
+def derive_boxes(args) -> Path:
+    """Write the box files; return their folder."""
+    from fcn_tf import config as config_lib
+    from fcn_tf.data import pipeline
+    from fcn_tf.data.boxes import boxes_from_mask, write_box_file
+    from fcn_tf.data.datasets import load_data
+    from fcn_tf.data.kitti import parallel_map
+    from fcn_tf.files import atomic_folder
+
+    if args.min_area < 1:
+        raise ValueError(f"--min-area must be at least 1 pixel, got {args.min_area}")
+    settings = {"dataset": args.dataset, "data_dir": args.data_dir, "palette": args.palette}
+    config = config_lib.resolve({k: v for k, v in settings.items() if v is not None})
+    data = load_data(config, training=False)
+    pairs = data.split(args.split if args.dataset == "camvid" else "all")
+    names = data.task.class_names
+    classes = boxed_classes(names, args.classes)
+    root = Path(args.data_dir)
+    default = root / ("boxes" if args.dataset == "folder" else f"{args.split}boxes")
+    target = Path(args.output) if args.output else default
+    read = pipeline.decode_masks(data.label_decoder())
+    with atomic_folder(target) as folder:
+
+        def box_one(pair):
+            boxes = boxes_from_mask(read(pair[1]), classes, args.min_area)
+            write_box_file(folder / f"{Path(pair[0]).stem}.json", boxes, names)
+            return len(boxes)
+
+        counts = parallel_map(box_one, pairs, "boxing", "mask")
+    log.info(
+        "%d boxes of %s in %d files: %s", sum(counts), ", ".join(names[c] for c in classes),
+        len(counts), target,
+    )  # fmt: skip
+    return target
+
+
+def boxed_classes(names, chosen: str | None) -> list[int]:
+    """Indices of the classes to box: `chosen` (comma-separated names) or all but background."""
+    if chosen is None:
+        return [i for i, name in enumerate(names) if name.lower() != "background"]
+    wanted = [name.strip() for name in chosen.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in names]
+    if unknown or not wanted:
+        raise ValueError(
+            f"--classes {chosen!r}: unknown {', '.join(unknown) or 'none given'}; the classes "
+            f"are {', '.join(names)}"
+        )
+    return [names.index(name) for name in wanted]
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet)
+    return run_command(lambda: derive_boxes(args), log)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

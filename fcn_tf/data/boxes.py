@@ -1,0 +1,197 @@
+"""Learning from bounding boxes (BoxSup, Dai et al. 2015; "Simple Does It", Khoreva et al. 2017):
+box files, training labels made from boxes, the box constraint on a network's predictions, and
+boxes derived from existing masks (to measure box supervision against full supervision).
+
+A box file is JSON beside an image (`boxes/NAME.json` for `images/NAME.png`)::
+
+    {"boxes": [{"class": "car", "box": [x0, y0, x1, y1]}, ...]}
+
+in pixels, `x1`/`y1` exclusive (`[0, 0, W, H]` is the whole image). `{"boxes": []}` is an image
+with no object. A class name must be one of the task's; a box must lie inside its image and have
+a positive area; an empty or broken file is refused with one line naming it.
+
+Labels from boxes (`labels_from_boxes`), as Simple Does It's baselines:
+
+* ``box``: every box filled with its class.
+* ``box_i``: only an inner box of `inner` of the box's area (centred) gets the class; the band
+  around it is ignored (`IGNORE_LABEL`), since object boundaries lie somewhere in it.
+
+Overlapping boxes are painted largest first, so the smallest is on top. Pixels outside every box
+are background (the task's background class), or ignored when the task has none (datasets such
+as CamVid, whose every class is boxed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fcn_tf.task import IGNORE_LABEL
+
+BOX_LABELS = ("box", "box_i")
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """One box: class index and pixel corners (`x1`, `y1` exclusive)."""
+
+    class_index: int
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def area(self) -> int:
+        return (self.x1 - self.x0) * (self.y1 - self.y0)
+
+    def region(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    def inner(self, fraction: float) -> Box:
+        """The centred box of `fraction` of this one's area (at least one pixel)."""
+        scale = float(np.sqrt(fraction))
+        height, width = self.y1 - self.y0, self.x1 - self.x0
+        inner_h, inner_w = max(1, round(height * scale)), max(1, round(width * scale))
+        top, left = self.y0 + (height - inner_h) // 2, self.x0 + (width - inner_w) // 2
+        return Box(self.class_index, left, top, left + inner_w, top + inner_h)
+
+
+def read_box_file(path, class_names, image_size: tuple[int, int]) -> list[Box]:
+    """The boxes of one image (`image_size` = (height, width)); ValueError naming the file."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else None
+    if text is None:
+        raise FileNotFoundError(f"box file {path} does not exist")
+    if not text.strip():
+        raise ValueError(
+            f'box file {path} is empty; write {{"boxes": []}} for an image without boxes'
+        )
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"box file {path} is not valid JSON ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("boxes"), list):
+        raise ValueError(
+            f'box file {path}: expected {{"boxes": [{{"class": NAME, "box": [x0, y0, x1, y1]}}, '
+            "...]}"
+        )
+    names = list(class_names)
+    return [_parse_box(entry, path, names, image_size) for entry in data["boxes"]]
+
+
+def _parse_box(entry, path: Path, names: list, image_size) -> Box:
+    if not isinstance(entry, dict) or "class" not in entry or "box" not in entry:
+        raise ValueError(f'box file {path}: each box needs "class" and "box", got {entry!r}')
+    if entry["class"] not in names:
+        raise ValueError(
+            f"box file {path}: unknown class {entry['class']!r}; the classes are {', '.join(names)}"
+        )
+    corners = entry["box"]
+    if (
+        not isinstance(corners, list)
+        or len(corners) != 4
+        or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in corners)
+    ):
+        raise ValueError(f"box file {path}: a box is [x0, y0, x1, y1] in pixels, got {corners!r}")
+    x0, y0, x1, y1 = (int(round(v)) for v in corners)
+    height, width = image_size
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"box file {path}: box {corners} has no area (x1 <= x0 or y1 <= y0)")
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        raise ValueError(
+            f"box file {path}: box {corners} lies outside the {width}x{height} image "
+            f"(x in 0..{width}, y in 0..{height})"
+        )
+    return Box(names.index(entry["class"]), x0, y0, x1, y1)
+
+
+def write_box_file(path, boxes, class_names) -> Path:
+    """Write `boxes` as a box file (atomically)."""
+    from fcn_tf.files import write_json
+
+    entries = [
+        {"class": class_names[b.class_index], "box": [b.x0, b.y0, b.x1, b.y1]} for b in boxes
+    ]
+    return write_json(path, {"boxes": entries})
+
+
+def labels_from_boxes(boxes, shape, background: int | None = 0, mode: str = "box",
+                      inner: float = 0.2) -> np.ndarray:  # fmt: skip
+    """uint8 labels `(H, W)` from `boxes` (module docstring).
+
+    Args:
+        boxes: the image's `Box`es.
+        shape: `(H, W)`.
+        background: the class of pixels outside every box; None: ignored.
+        mode: "box" (filled boxes) or "box_i" (inner region, band ignored).
+        inner: "box_i": the inner region's share of the box's area.
+    """
+    if mode not in BOX_LABELS:
+        raise ValueError(f"unknown box labels {mode!r}; choose one of {', '.join(BOX_LABELS)}")
+    if not 0.0 < inner <= 1.0:
+        raise ValueError(f"the inner region's share of a box must be in (0, 1], got {inner}")
+    labels = np.full(shape, IGNORE_LABEL if background is None else background, np.uint8)
+    for box in sorted(boxes, key=lambda b: -b.area):  # largest first: the smallest ends on top
+        if mode == "box":
+            labels[box.region()] = box.class_index
+        else:
+            labels[box.region()] = IGNORE_LABEL
+            labels[box.inner(inner).region()] = box.class_index
+    return labels
+
+
+def constrain(predicted: np.ndarray, boxes, initial: np.ndarray, background: int | None = 0,
+              min_coverage: float = 0.5) -> np.ndarray:  # fmt: skip
+    """The next round's labels from a prediction, kept within the boxes.
+
+    A pixel keeps its predicted class only if a box of that class covers it (or it is
+    background); otherwise it takes its `initial` label. Outside every box: background (or
+    ignored without a background class). A box whose class the prediction gives to less than
+    `min_coverage` of its area falls back to its initial labels.
+
+    Args:
+        predicted: `(H, W)` class indices predicted by the network.
+        boxes: the image's `Box`es.
+        initial: the image's labels from `labels_from_boxes` (round 0).
+    """
+    predicted = np.asarray(predicted)
+    covered_by = np.zeros((*predicted.shape, max([b.class_index for b in boxes], default=0) + 1),
+                          bool)  # fmt: skip
+    for box in boxes:
+        covered_by[(*box.region(), box.class_index)] = True
+    inside = covered_by.any(-1)
+    index = np.clip(predicted, 0, covered_by.shape[-1] - 1)
+    allowed = np.take_along_axis(covered_by, index[..., None].astype(np.int64), -1)[..., 0]
+    allowed &= predicted < covered_by.shape[-1]
+    if background is not None:
+        allowed |= predicted == background
+    labels = np.where(allowed, predicted, initial).astype(np.uint8)
+    labels[~inside] = IGNORE_LABEL if background is None else background
+    for box in sorted(boxes, key=lambda b: -b.area):
+        region = box.region()
+        if (labels[region] == box.class_index).mean() < min_coverage:
+            labels[region] = initial[region]
+    return labels
+
+
+def boxes_from_mask(mask: np.ndarray, classes, min_area: int = 16) -> list[Box]:
+    """Boxes around the connected components (8-connected) of each class in `classes` in an
+    index mask `(H, W)`; components of fewer than `min_area` pixels are left out."""
+    from scipy import ndimage
+
+    boxes = []
+    for class_index in classes:
+        components, count = ndimage.label(mask == class_index, structure=np.ones((3, 3)))
+        if not count:
+            continue
+        sizes = np.bincount(components.ravel())
+        for label, found in enumerate(ndimage.find_objects(components), start=1):
+            if found is None or sizes[label] < min_area:
+                continue
+            rows, columns = found
+            boxes.append(Box(int(class_index), columns.start, rows.start, columns.stop, rows.stop))
+    return boxes

@@ -1,0 +1,131 @@
+"""Box supervision's building blocks on hand-made examples: labels from boxes (overlap, inner
+band, background), the box constraint on a prediction, boxes derived from a mask, bad box files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fcn_tf.data.boxes import (
+    Box,
+    boxes_from_mask,
+    constrain,
+    labels_from_boxes,
+    read_box_file,
+    write_box_file,
+)
+from fcn_tf.task import IGNORE_LABEL as V
+
+NAMES = ("background", "car", "person")
+
+
+def test_filled_boxes_smallest_on_top_background_outside():
+    big, small = Box(1, 0, 0, 4, 3), Box(2, 2, 1, 4, 3)
+    labels = labels_from_boxes([small, big], (4, 5))  # order given does not matter
+    expected = np.array(
+        [[1, 1, 1, 1, 0],
+         [1, 1, 2, 2, 0],
+         [1, 1, 2, 2, 0],
+         [0, 0, 0, 0, 0]]
+    )  # fmt: skip
+    np.testing.assert_array_equal(labels, expected)
+    # without a background class, pixels outside every box are ignored
+    assert (labels_from_boxes([big], (4, 5), background=None)[3] == V).all()
+
+
+def test_inner_boxes_label_the_centre_and_ignore_the_band():
+    box = Box(1, 1, 1, 11, 11)  # 10x10
+    labels = labels_from_boxes([box], (12, 12), mode="box_i", inner=0.36)  # 6x6 inside
+    assert (labels[4:8, 4:8] == 1).all() and (labels == 1).sum() == 36
+    assert (labels[box.region()] != 0).all()  # the band is ignored, not background
+    assert (labels[1:11, 1:11] == V).sum() == 100 - 36
+    assert (labels[0] == 0).all() and (labels[:, 11] == 0).all()
+
+
+def test_the_constraint_keeps_predictions_inside_their_boxes():
+    car = Box(1, 0, 0, 4, 4)
+    initial = labels_from_boxes([car], (4, 6))
+    predicted = np.array(
+        [[1, 1, 1, 0, 1, 1],   # car outside its box (columns 4, 5) -> background
+         [1, 1, 2, 0, 0, 0],   # person where no person box is -> the initial label (car)
+         [1, 1, 1, 1, 0, 0],
+         [0, 0, 1, 1, 0, 2]]
+    )  # fmt: skip
+    labels = constrain(predicted, [car], initial)
+    expected = np.array(
+        [[1, 1, 1, 0, 0, 0],
+         [1, 1, 1, 0, 0, 0],
+         [1, 1, 1, 1, 0, 0],
+         [0, 0, 1, 1, 0, 0]]
+    )  # fmt: skip
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_a_box_the_prediction_barely_covers_falls_back_to_its_initial_label():
+    car = Box(1, 0, 0, 4, 4)
+    initial = labels_from_boxes([car], (4, 6), mode="box_i", inner=0.25)
+    predicted = np.zeros((4, 6), int)
+    predicted[0, 0] = 1  # 1 of 16 pixels: under half
+    labels = constrain(predicted, [car], initial, min_coverage=0.5)
+    np.testing.assert_array_equal(labels[:, :4], initial[:, :4])
+    assert (labels[:, 4:] == 0).all()
+
+
+def test_boxes_derived_from_a_mask_per_connected_component():
+    mask = np.zeros((10, 12), np.uint8)
+    mask[1:4, 1:5] = 1  # a car, 12 px
+    mask[6:9, 7:11] = 1  # another car
+    mask[5, 0] = 1  # a 1-pixel speck, left out by min_area
+    mask[2:8, 9] = 2  # a thin person touching nothing
+    mask[9, 11] = V
+    boxes = boxes_from_mask(mask, classes=(1, 2), min_area=3)
+    assert sorted(boxes, key=lambda b: (b.class_index, b.y0)) == [
+        Box(1, 1, 1, 5, 4),
+        Box(1, 7, 6, 11, 9),
+        Box(2, 9, 2, 10, 8),
+    ]
+    # boxes written and read back
+    labels = labels_from_boxes(boxes, mask.shape)
+    assert (labels[mask == 1] >= 1).mean() > 0.9
+
+
+def test_box_files_round_trip_and_bad_files_are_named(tmp_path):
+    path = tmp_path / "a.json"
+    boxes = [Box(1, 0, 0, 3, 2), Box(2, 4, 1, 6, 5)]
+    write_box_file(path, boxes, NAMES)
+    assert read_box_file(path, NAMES, (5, 6)) == boxes
+    for content, message in [
+        ("", "is empty"),
+        ("{", "not valid JSON"),
+        ("[]", "expected"),
+        (json.dumps({"boxes": [{"class": "tree", "box": [0, 0, 1, 1]}]}), "unknown class 'tree'"),
+        (json.dumps({"boxes": [{"class": "car", "box": [0, 0, 1]}]}), "a box is"),
+        (json.dumps({"boxes": [{"class": "car", "box": [3, 0, 3, 2]}]}), "no area"),
+        (json.dumps({"boxes": [{"class": "car", "box": [0, 0, 7, 2]}]}), "outside the 6x5 image"),
+        (json.dumps({"boxes": [{"box": [0, 0, 1, 1]}]}), 'needs "class"'),
+    ]:
+        path.write_text(content)
+        with pytest.raises(ValueError, match=message) as error:
+            read_box_file(path, NAMES, (5, 6))
+        assert str(path) in str(error.value)
+    path.write_text(json.dumps({"boxes": []}))
+    assert read_box_file(path, NAMES, (5, 6)) == []
+
+
+def test_the_cli_derives_box_files_from_a_folders_masks(tmp_path):
+    import imageio.v3 as iio
+
+    from fcn_tf.boxes import main
+    from tests.engine.test_recipe import make_class_folder
+
+    root = make_class_folder(tmp_path / "data", count=4)
+    args = ["--data-dir", str(root), "--palette", str(root / "palette.json"), "--quiet"]
+    assert main([*args, "--classes", "road,car", "--min-area", "8"]) == 0
+    files = sorted((root / "boxes").glob("*.json"))
+    assert [f.stem for f in files] == [p.stem for p in sorted((root / "images").glob("*.png"))]
+    mask = iio.imread(root / "masks" / "f00.png")
+    boxes = read_box_file(files[0], ("sky", "road", "car"), mask.shape)
+    assert boxes and {b.class_index for b in boxes} <= {1, 2}
+    assert boxes == boxes_from_mask(mask, (1, 2), 8)
+    assert main([*args, "--classes", "tree"]) == 2  # one line, nothing written
+    assert not list(root.glob(".*partial*"))
