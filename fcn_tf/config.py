@@ -46,6 +46,12 @@ class TrainConfig:
     resize_mode: str = "resize"
     val_fraction: float = 0.1
     augment: str = "basic"
+    supervision: str = "masks"
+    boxes_dir: str | None = None
+    box_labels: str = "box_i"
+    box_inner: float = 0.2
+    box_rounds: int = 0
+    box_min_coverage: float = 0.5
     # -- model (options other than width apply to some models only; None: the model's default)
     model: str = "fcn8s"
     width: float = 1.0
@@ -123,6 +129,18 @@ HELP = {
     "augment": "joint image+label augmentation policy: 'none', 'basic' (flip, zoom in 1-1.25x, "
     "brightness/contrast) or 'strong' (flip, scale 0.5-2x, rotation, colour jitter, blur); "
     "true/false mean basic/none",
+    "supervision": "'masks' (pixel labels) or 'boxes' (train from bounding boxes, Simple Does "
+    "It's recursive rounds; validation still uses the masks)",
+    "boxes_dir": "--supervision boxes: the folder of box files NAME.json for the training images "
+    "(default DATA/boxes; CamVid DATA/trainboxes; write them from masks with python -m "
+    "fcn_tf.boxes)",
+    "box_labels": "--supervision boxes: round-0 labels 'box' (filled boxes) or 'box_i' (an inner "
+    "region labelled, the band around it ignored)",
+    "box_inner": "--box-labels box_i: the inner region's share of the box's area",
+    "box_rounds": "--supervision boxes: recursive rounds after the first, each training on the "
+    "previous round's predictions kept within the boxes (the epochs are split evenly)",
+    "box_min_coverage": "--supervision boxes: a box whose class the prediction gives to less "
+    "than this share of it falls back to its round-0 labels",
     "model": f"architecture: {', '.join(MODELS)}",
     "width": "multiplier for every conv width of the model (1.0 = the published network)",
     "weights": "FCN, unet_vgg16, PSPNet, DeepLab, RefineNet: encoder weights: none, 'imagenet' "
@@ -265,6 +283,12 @@ def validate(config: TrainConfig) -> None:
         )
     _check_choice("optimizer", config.optimizer, OPTIMIZERS)
     _check_choice("augmentation", config.augment, AUGMENTATIONS)
+    _check_choice("supervision", config.supervision, ("masks", "boxes"))
+    _check_choice("box labels", config.box_labels, ("box", "box_i"))
+    if config.supervision == "boxes":
+        from fcn_tf.engine.boxes import check_rounds
+
+        check_rounds(config)
     _check_choice("loss", config.loss, LOSSES)
     if config.class_weights not in CLASS_WEIGHTINGS and not config.class_weights.endswith(".json"):
         raise ValueError(

@@ -63,6 +63,8 @@ class Job:
     stop: object = None  # the SIGTERM request (fcn_tf.engine.preemption.StopRequest)
     steps_per_epoch: int = 0
     class_weights: list | None = None  # the loss' class weights (--class-weights)
+    train_pairs: list | None = None  # labels other than the dataset's masks (box rounds)
+    boxes: object = None  # --supervision boxes: fcn_tf.engine.boxes.BoxRounds
 
     @property
     def task(self) -> Task:
@@ -98,7 +100,8 @@ def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder, stop) 
     model = None
     if folder.epochs_done < config.epochs:
         model = training_model(job)
-        make_pipelines(job, outputs=len(model.outputs))
+        if config.supervision == "masks":
+            make_pipelines(job, outputs=len(model.outputs))
     else:  # trained to the end before, but stopped while writing the results
         log.info(
             "all %d epochs of %s were trained: writing the results", config.epochs, folder.partial
@@ -162,14 +165,16 @@ def loss_class_weights(job: Job) -> list | None:
     return class_weights(job.config.class_weights, job.data.train, job.task)
 
 
-def make_pipelines(job: Job, outputs: int = 1) -> None:
-    """Epoch-indexed training batches and validation batches, as the model takes them (labels
-    repeated for each of its `outputs`: training heads learn from the same labels).
+def make_pipelines(job: Job, outputs: int = 1, until: int | None = None) -> None:
+    """Epoch-indexed training batches (up to epoch `until`, default all) and validation batches,
+    as the model takes them (labels repeated for each of its `outputs`: training heads learn
+    from the same labels). Training labels are `job.train_pairs` when set (box rounds: index
+    PNGs of class indices), else the dataset's masks.
 
     With several replicas a batch smaller than the replica count would leave one empty (Keras
     fails on that): the last, partial batch of each epoch is dropped (another one each epoch).
     """
-    from fcn_tf.data.pipeline import make_dataset
+    from fcn_tf.data.pipeline import index_label_decoder, make_dataset
 
     config, data = job.config, job.data
     common = dict(
@@ -177,24 +182,29 @@ def make_pipelines(job: Job, outputs: int = 1) -> None:
         batch_size=config.batch_size,
         resize_mode=config.resize_mode,
         seed=config.seed,
-        label_decoder=data.label_decoder(),
     )
     replicated = job.runtime.replicated
     folder = job.folder
+    until = until or config.epochs
+    train_pairs, train_decoder = data.train, data.label_decoder()
+    if job.train_pairs is not None:  # stored class indices, 255 ignored
+        train_pairs = job.train_pairs
+        train_decoder = index_label_decoder(list(range(255)) + [255])
 
     def epochs(first: int, last: int, first_step: int = 0):
         return make_dataset(
-            data.train, training=True, augment=config.augment, epochs=last, first_epoch=first,
-            drop_remainder=replicated, first_step=first_step, **common,
+            train_pairs, training=True, augment=config.augment, epochs=last, first_epoch=first,
+            drop_remainder=replicated, first_step=first_step, label_decoder=train_decoder,
+            **common,
         )  # fmt: skip
 
     if folder.steps_done:  # resumed mid-epoch: the rest of that epoch, then the next ones
         rest = epochs(folder.epochs_done, folder.epochs_done + 1, folder.steps_done)
-        train_data = epochs(folder.epochs_done + 1, config.epochs)
+        train_data = epochs(folder.epochs_done + 1, until)
     else:
-        rest, train_data = None, epochs(folder.epochs_done, config.epochs)
+        rest, train_data = None, epochs(folder.epochs_done, until)
     steps = steps_of(job)
-    val_data = make_dataset(data.val, training=False, **common)
+    val_data = make_dataset(data.val, training=False, label_decoder=data.label_decoder(), **common)
     spec = get_spec(config.model)
 
     def as_network_takes(images, labels):
@@ -272,16 +282,37 @@ def train(job: Job, model, folder: Path) -> float:
     warn_if_short_of_space(model, folder)
     if job.config.tensorboard and job.runtime.chief:
         log.info("TensorBoard logs: tensorboard --logdir %s", folder / "tensorboard")
+    if job.config.supervision == "boxes":
+        train_from_boxes(job, model, folder)
+    else:
+        fit_epochs(job, model, folder, job.config.epochs)
+    return time.perf_counter() - start
+
+
+def fit_epochs(job: Job, model, folder: Path, until: int) -> None:
+    """`fit` from the folder's saved state up to epoch `until`."""
     fixes = distribute.keras_multi_worker_fixes(model, job.runtime.strategy)
     with fixes, job.stop.at_step_boundaries() as stop:
         fit(
-            model, job.train_data, job.val_data, job.config.epochs, job.task, folder, None,
+            model, job.train_data, job.val_data, until, job.task, folder, None,
             job.folder.epochs_done, job.steps_per_epoch,
             keras_validation=not job.runtime.replicated, resumed=job.folder.state,
             rest_of_epoch=job.rest_of_epoch, save_every=job.config.save_every, stop=stop,
             tensorboard=folder / "tensorboard" if job.config.tensorboard else None,
         )  # fmt: skip
-    return time.perf_counter() - start
+
+
+def train_from_boxes(job: Job, model, folder: Path) -> None:
+    """Box supervision's rounds (`fcn_tf.engine.boxes`): each round's labels, then its epochs."""
+    from fcn_tf.engine.boxes import BoxRounds
+
+    rounds = BoxRounds(job.config, job.data, folder)
+    while job.folder.epochs_done < job.config.epochs:
+        current = rounds.round_of(job.folder.epochs_done)
+        job.train_pairs = rounds.pairs(current, model)
+        make_pipelines(job, outputs=len(model.outputs), until=rounds.end_of(current))
+        fit_epochs(job, model, folder, rounds.end_of(current))
+        job.folder.state = read_resume_state(job.folder.checkpoints)
 
 
 def warn_if_short_of_space(model, folder: Path) -> None:

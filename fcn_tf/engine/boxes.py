@@ -1,0 +1,139 @@
+"""Training from boxes (`--supervision boxes`): the rounds of Simple Does It's recursive training.
+
+The run's epochs are split into `--box-rounds` + 1 rounds. Round 0 trains on labels made from
+the boxes (`--box-labels box|box_i`, see `fcn_tf.data.boxes`); before each later round the
+network predicts every training image, the prediction is kept within the boxes
+(`fcn_tf.data.boxes.constrain`: a pixel only takes a class whose box covers it, or background; a
+box its class covers less than `--box-min-coverage` of falls back to its round-0 labels), and
+that becomes the next round's labels. Every round's labels are written as index PNGs into
+`RUN/box_labels/roundK/` (class index per pixel, 255 ignored), where they can be inspected, and
+where a resumed run finds them. Validation and the held-out scores use the dataset's masks.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from fcn_tf.data.boxes import constrain, labels_from_boxes, read_box_file
+
+log = logging.getLogger(__name__)
+
+
+def default_boxes_dir(config) -> Path:
+    """Where a dataset's box files are unless `--boxes-dir` says: `DATA/boxes` (folder
+    datasets), `DATA/trainboxes` (CamVid, as `python -m fcn_tf.boxes` writes them)."""
+    root = Path(config.data_dir or ".")
+    return root / ("trainboxes" if config.dataset == "camvid" else "boxes")
+
+
+class BoxRounds:
+    """The box files of the training images, the rounds' epochs and their label files."""
+
+    def __init__(self, config, data, folder):
+        from fcn_tf.data.kitti import parallel_map, read_rgb
+
+        self.config = config
+        self.task = data.task
+        self.images = [image for image, _ in data.train]
+        self.root = folder / "box_labels"
+        boxes_dir = Path(config.boxes_dir) if config.boxes_dir else default_boxes_dir(config)
+        if not boxes_dir.is_dir():
+            raise FileNotFoundError(
+                f"--supervision boxes: the box folder {boxes_dir} does not exist; write it with "
+                "python -m fcn_tf.boxes, or pass --boxes-dir"
+            )
+
+        def read(image):
+            size = read_rgb(image).shape[:2]
+            boxes = read_box_file(boxes_dir / f"{Path(image).stem}.json", self.task.class_names,
+                                  size)  # fmt: skip
+            return boxes, size
+
+        found = parallel_map(read, self.images, "reading boxes", "file")
+        self.boxes = [boxes for boxes, _ in found]
+        self.sizes = [size for _, size in found]
+        names = [name.lower() for name in self.task.class_names]
+        self.background = names.index("background") if "background" in names else None
+        rounds = config.box_rounds + 1
+        self.bounds = [round(i * config.epochs / rounds) for i in range(rounds + 1)]
+        log.info(
+            "training from %d boxes of %d images (%s labels); rounds end after epochs %s; "
+            "outside the boxes: %s",
+            sum(map(len, self.boxes)), len(self.images), config.box_labels,
+            ", ".join(map(str, self.bounds[1:])),
+            "ignored" if self.background is None else self.task.class_names[self.background],
+        )  # fmt: skip
+
+    def round_of(self, epoch: int) -> int:
+        """The round that trains epoch `epoch` (0-based)."""
+        return max(k for k in range(len(self.bounds) - 1) if self.bounds[k] <= epoch)
+
+    def end_of(self, round_index: int) -> int:
+        return self.bounds[round_index + 1]
+
+    def folder_of(self, round_index: int) -> Path:
+        return self.root / f"round{round_index}"
+
+    def pairs(self, round_index: int, model=None) -> list:
+        """`(image, label PNG)` pairs of round `round_index`, writing the labels if they are not
+        there yet (round 0 from the boxes, later rounds from `model`'s predictions)."""
+        folder = self.folder_of(round_index)
+        paths = [folder / f"{Path(image).stem}.png" for image in self.images]
+        if not all(path.is_file() for path in paths):
+            self._write(round_index, model)
+        return list(zip(self.images, paths, strict=True))
+
+    def initial(self, index: int) -> np.ndarray:
+        inner = self.config.box_inner
+        return labels_from_boxes(self.boxes[index], self.sizes[index], self.background,
+                                 self.config.box_labels, inner)  # fmt: skip
+
+    def _write(self, round_index: int, model) -> None:
+        from tqdm.auto import tqdm
+
+        from fcn_tf.files import atomic_folder, write_image
+
+        predict = None if round_index == 0 else self._predictor(model)
+        with atomic_folder(self.folder_of(round_index)) as folder:
+            for index, image in enumerate(
+                tqdm(
+                    self.images, desc=f"box labels, round {round_index}", unit="image", disable=None
+                )  # fmt: skip
+            ):
+                labels = self.initial(index)
+                if predict is not None:
+                    labels = constrain(predict(image), self.boxes[index], labels,
+                                       self.background, self.config.box_min_coverage)  # fmt: skip
+                write_image(folder / f"{Path(image).stem}.png", labels)
+        if predict is not None:
+            log.info("round %d: labels from the network's predictions, within the boxes",
+                     round_index)  # fmt: skip
+
+    def _predictor(self, model):
+        import keras
+
+        from fcn_tf.data.kitti import read_rgb
+        from fcn_tf.inference import masks_from, probabilities
+
+        network = model if len(model.outputs) == 1 else keras.Model(model.inputs, model.outputs[0])
+        return lambda image: masks_from(
+            probabilities(network, read_rgb(image), self.task), self.task
+        )
+
+
+def check_rounds(config) -> None:
+    """Raise ValueError for box settings that cannot work."""
+    if config.box_rounds < 0 or config.box_rounds + 1 > config.epochs:
+        raise ValueError(
+            f"--box-rounds {config.box_rounds}: give 0 or more, and at most --epochs - 1 "
+            f"({config.epochs - 1}), so that every round trains at least one epoch"
+        )
+    if not 0.0 < config.box_inner <= 1.0:
+        raise ValueError(f"--box-inner must be in (0, 1], got {config.box_inner}")
+    if not 0.0 <= config.box_min_coverage <= 1.0:
+        raise ValueError(f"--box-min-coverage must be in [0, 1], got {config.box_min_coverage}")
+    if config.strategy == "multi_worker":
+        raise ValueError("--supervision boxes trains on one machine; drop --strategy multi_worker")
