@@ -80,6 +80,7 @@ class TrainConfig:
     nesterov: bool = False
     loss: str = "ce"
     class_weights: str = "none"
+    class_weight_power: float = 1.0
     focal_gamma: float = 2.0
     seed: int = 42
     # -- scale and speed
@@ -188,6 +189,8 @@ HELP = {
     "class_weights": "weights of the classes in ce/focal/ohem: 'none', 'inverse' (inverse "
     "frequency), 'median' (median-frequency balancing, as SegNet on CamVid; counted once from "
     "the training masks and cached) or a JSON file (a list, or class name -> weight)",
+    "class_weight_power": "raise the class weights to this power (0.5: their square roots, a "
+    "milder balance that keeps more of the frequent classes' accuracy)",
     "focal_gamma": "--loss focal: the focusing parameter gamma (2 in the paper)",
     "tensorboard": "write TensorBoard logs into RUN/tensorboard: scalars (losses, metrics, "
     "learning rate) per epoch, and validation images with their predictions (binary tasks: "
@@ -297,6 +300,8 @@ def validate(config: TrainConfig) -> None:
         )
     if config.class_weights != "none" and config.loss == "dice":
         raise ValueError("--class-weights applies to --loss ce, focal, ce+dice and ohem, not dice")
+    if not (config.class_weight_power >= 0 and math.isfinite(config.class_weight_power)):
+        raise ValueError(f"--class-weight-power must be >= 0, got {config.class_weight_power}")
     if not (config.focal_gamma >= 0 and math.isfinite(config.focal_gamma)):
         raise ValueError(f"--focal-gamma must be >= 0, got {config.focal_gamma}")
     _check_choice("schedule", config.schedule, SCHEDULES)

@@ -151,3 +151,12 @@ def test_class_weights_from_a_file(tmp_path):
             class_weights(str(listed), [], TASK3)
     with pytest.raises(FileNotFoundError, match="neither none, inverse, median"):
         class_weights(str(tmp_path / "missing.json"), [], TASK3)
+
+
+def test_a_power_softens_the_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("FCN_TF_CACHE", str(tmp_path / "cache"))
+    pairs = _mask_folder(tmp_path, [[[0, 0, 1, 255]], [[0, 2, 2, 2]]])
+    full = class_weights("inverse", pairs, TASK3)
+    half = class_weights("inverse", pairs, TASK3, power=0.5)
+    np.testing.assert_allclose(half, np.sqrt(full))
+    assert class_weights("inverse", pairs, TASK3, power=0.0) == [1.0, 1.0, 1.0]

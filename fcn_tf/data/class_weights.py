@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 WEIGHTINGS = ("none", "inverse", "median")
 
 
-def class_weights(name: str, pairs, task: Task, label_decoder=None) -> list[float] | None:
-    """The weights for `--class-weights name` (None for "none"), one per class of `task`.
+def class_weights(name: str, pairs, task: Task, label_decoder=None,
+                  power: float = 1.0) -> list[float] | None:  # fmt: skip
+    """The weights for `--class-weights name` (None for "none"), one per class of `task`,
+    raised to `power` (`--class-weight-power`; 0.5: square roots, a milder balance).
 
     Args:
         name: "none", "inverse", "median" or a JSON file (module docstring).
@@ -46,15 +48,16 @@ def class_weights(name: str, pairs, task: Task, label_decoder=None) -> list[floa
     if name == "none":
         return None
     if name not in WEIGHTINGS:
-        return read_weights_file(name, task)
+        return [w**power for w in read_weights_file(name, task)]
     counts, image_counts = class_counts(pairs, task, label_decoder)
-    weights = weights_from_counts(name, counts, image_counts)
+    weights = [w**power for w in weights_from_counts(name, counts, image_counts)]
     absent = [task.class_names[c] for c in np.flatnonzero(counts == 0)]
     if absent:
         log.warning("classes absent from the training masks get weight 0: %s", ", ".join(absent))
     log.info(
-        "class weights (%s): %s",
+        "class weights (%s%s): %s",
         name,
+        "" if power == 1 else f" ** {power:g}",
         ", ".join(f"{n} {w:.2f}" for n, w in zip(task.class_names, weights, strict=True)),
     )
     return weights

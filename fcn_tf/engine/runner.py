@@ -162,7 +162,8 @@ def loss_class_weights(job: Job) -> list | None:
         return None
     from fcn_tf.data.class_weights import class_weights
 
-    return class_weights(job.config.class_weights, job.data.train, job.task)
+    return class_weights(job.config.class_weights, job.data.train, job.task,
+                         power=job.config.class_weight_power)  # fmt: skip
 
 
 def make_pipelines(job: Job, outputs: int = 1, until: int | None = None) -> None:
