@@ -9,6 +9,8 @@ images at 192x256 (the resolution the network sees) with the epoch the run selec
 validation mIoU), and also at their native 360x480 (what `metrics.json` holds). Prints, per
 model: val mIoU, pixel accuracy, per-class IoU and training time; `--set NAME=VALUE` overrides a
 recipe setting for every model (for ablations). Every row names the command that reproduces it.
+With `--keep DIR`, a run stopped by SIGTERM or a crash resumes when the same command is run again
+(the run folder's name follows from the model and the overrides).
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ def command(data_dir: str, name: str, epochs: int, overrides: dict) -> str:
     return (
         f"python -m fcn_tf.train --dataset camvid --data-dir {data_dir} --preset camvid "
         f"--model {name} --epochs {epochs}{flags}"
+    )
+
+
+def run_name(model: str, overrides: dict) -> str:
+    import hashlib
+
+    settings = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    return f"{model}-recipe" + (
+        f"-{hashlib.sha1(settings.encode()).hexdigest()[:8]}" if settings else ""
     )
 
 
@@ -95,7 +106,8 @@ def main() -> None:
                 "model": name,
                 "epochs": args.epochs,
                 "output_dir": str(out),
-                "run_name": f"{name}-{int(time.time())}",
+                # the same command names the same run: rerun after a stop, it resumes
+                "run_name": run_name(name, shown),
                 "tensorboard": False,
                 **overrides,
             }
