@@ -116,17 +116,15 @@ def test_the_recipe_settings_train_a_multiclass_folder(tmp_path, caplog):
 
 def test_the_camvid_preset_is_the_recipe():
     config = config_lib.resolve({"dataset": "camvid", "data_dir": "x", "preset": "camvid"})
-    assert (config.model, config.image_shape, config.epochs, config.batch_size) == (
-        "unet",
-        (192, 256),
-        20,
-        8,
-    )
-    assert config.weights is None  # from random initialisation
+    assert config.model == "fcn8s" and config.image_shape == (192, 256)
+    assert (config.epochs, config.batch_size, config.width) == (20, 8, 0.5)
+    assert config.weights is None and config.batch_norm  # from random initialisation
     other = config_lib.resolve(
-        {"dataset": "camvid", "data_dir": "x", "preset": "camvid", "model": "fcn8s"}
+        {"dataset": "camvid", "data_dir": "x", "preset": "camvid", "model": "unet"}
     )
-    assert other.model == "fcn8s" and other.batch_norm and other.image_shape == (192, 256)
+    # the FCN options are left out for U-Net; the rest of the recipe applies
+    assert other.model == "unet" and other.batch_norm and other.image_shape == (192, 256)
+    assert other.fc_units is None and other.loss == "ce+dice"
     # settings given explicitly win over the recipe's
     mine = config_lib.resolve(
         {"dataset": "camvid", "data_dir": "x", "preset": "camvid", "loss": "focal"}
