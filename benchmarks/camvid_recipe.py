@@ -29,6 +29,7 @@ def score_at_training_size(run_dir: Path, data_dir: str) -> dict:
     import keras
     import numpy as np
 
+    import fcn_tf.models.layers  # noqa: F401 (registers the custom layers for loading)
     from fcn_tf.config import load_run_config
     from fcn_tf.data.datasets import load_data
     from fcn_tf.data.pipeline import make_dataset
