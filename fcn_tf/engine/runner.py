@@ -64,7 +64,6 @@ class Job:
     steps_per_epoch: int = 0
     class_weights: list | None = None  # the loss' class weights (--class-weights)
     train_pairs: list | None = None  # labels other than the dataset's masks (box rounds)
-    boxes: object = None  # --supervision boxes: fcn_tf.engine.boxes.BoxRounds
 
     @property
     def task(self) -> Task:
