@@ -236,6 +236,8 @@ PRESETS: dict[str, dict] = {
         "schedule": "poly",
         "warmup_epochs": 1,
         "loss": "ce+dice",
+        "class_weights": "median",
+        "class_weight_power": 0.5,
         "augment": "basic",
     },
 }

@@ -119,6 +119,7 @@ def test_the_camvid_preset_is_the_recipe():
     assert config.model == "fcn8s" and config.image_shape == (192, 256)
     assert (config.epochs, config.batch_size, config.width) == (20, 8, 0.5)
     assert config.weights is None and config.batch_norm  # from random initialisation
+    assert (config.class_weights, config.class_weight_power) == ("median", 0.5)
     other = config_lib.resolve(
         {"dataset": "camvid", "data_dir": "x", "preset": "camvid", "model": "unet"}
     )
