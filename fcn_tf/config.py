@@ -289,25 +289,7 @@ def validate(config: TrainConfig) -> None:
             f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {config.jit_compile!r}"
         )
     _check_choice("optimizer", config.optimizer, OPTIMIZERS)
-    _check_choice("augmentation", config.augment, AUGMENTATIONS)
-    _check_choice("supervision", config.supervision, ("masks", "boxes"))
-    _check_choice("box labels", config.box_labels, ("box", "box_i"))
-    if config.supervision == "boxes":
-        from fcn_tf.engine.boxes import check_rounds
-
-        check_rounds(config)
-    _check_choice("loss", config.loss, LOSSES)
-    if config.class_weights not in CLASS_WEIGHTINGS and not config.class_weights.endswith(".json"):
-        raise ValueError(
-            f"--class-weights {config.class_weights!r}: choose one of "
-            f"{', '.join(CLASS_WEIGHTINGS)} or give a .json file"
-        )
-    if config.class_weights != "none" and config.loss == "dice":
-        raise ValueError("--class-weights applies to --loss ce, focal, ce+dice and ohem, not dice")
-    if not (config.class_weight_power >= 0 and math.isfinite(config.class_weight_power)):
-        raise ValueError(f"--class-weight-power must be >= 0, got {config.class_weight_power}")
-    if not (config.focal_gamma >= 0 and math.isfinite(config.focal_gamma)):
-        raise ValueError(f"--focal-gamma must be >= 0, got {config.focal_gamma}")
+    _check_recipe(config)
     _check_choice("schedule", config.schedule, SCHEDULES)
     if not 0 <= config.warmup_epochs < config.epochs:
         raise ValueError(
@@ -331,6 +313,41 @@ def validate(config: TrainConfig) -> None:
         )
     if config.cpu_replicas < 0:
         raise ValueError(f"--cpu-replicas must be >= 0, got {config.cpu_replicas}")
+
+
+def _check_recipe(config: TrainConfig) -> None:
+    """The loss, class weights, augmentation and supervision settings."""
+    _check_choice("augmentation", config.augment, AUGMENTATIONS)
+    _check_choice("supervision", config.supervision, ("masks", "boxes"))
+    _check_choice("box labels", config.box_labels, ("box", "box_i"))
+    if config.supervision == "boxes":
+        _check_boxes(config)
+    _check_choice("loss", config.loss, LOSSES)
+    if config.class_weights not in CLASS_WEIGHTINGS and not config.class_weights.endswith(".json"):
+        raise ValueError(
+            f"--class-weights {config.class_weights!r}: choose one of "
+            f"{', '.join(CLASS_WEIGHTINGS)} or give a .json file"
+        )
+    if config.class_weights != "none" and config.loss == "dice":
+        raise ValueError("--class-weights applies to --loss ce, focal, ce+dice and ohem, not dice")
+    if not (config.class_weight_power >= 0 and math.isfinite(config.class_weight_power)):
+        raise ValueError(f"--class-weight-power must be >= 0, got {config.class_weight_power}")
+    if not (config.focal_gamma >= 0 and math.isfinite(config.focal_gamma)):
+        raise ValueError(f"--focal-gamma must be >= 0, got {config.focal_gamma}")
+
+
+def _check_boxes(config: TrainConfig) -> None:
+    if config.box_rounds < 0 or config.box_rounds + 1 > config.epochs:
+        raise ValueError(
+            f"--box-rounds {config.box_rounds}: give 0 or more, and at most --epochs - 1 "
+            f"({config.epochs - 1}), so that every round trains at least one epoch"
+        )
+    if not 0.0 < config.box_inner <= 1.0:
+        raise ValueError(f"--box-inner must be in (0, 1], got {config.box_inner}")
+    if not 0.0 <= config.box_min_coverage <= 1.0:
+        raise ValueError(f"--box-min-coverage must be in [0, 1], got {config.box_min_coverage}")
+    if config.strategy == "multi_worker":
+        raise ValueError("--supervision boxes trains on one machine; drop --strategy multi_worker")
 
 
 def _check_choice(what: str, value: str, choices) -> None:

@@ -122,18 +122,3 @@ class BoxRounds:
         return lambda image: masks_from(
             probabilities(network, read_rgb(image), self.task), self.task
         )
-
-
-def check_rounds(config) -> None:
-    """Raise ValueError for box settings that cannot work."""
-    if config.box_rounds < 0 or config.box_rounds + 1 > config.epochs:
-        raise ValueError(
-            f"--box-rounds {config.box_rounds}: give 0 or more, and at most --epochs - 1 "
-            f"({config.epochs - 1}), so that every round trains at least one epoch"
-        )
-    if not 0.0 < config.box_inner <= 1.0:
-        raise ValueError(f"--box-inner must be in (0, 1], got {config.box_inner}")
-    if not 0.0 <= config.box_min_coverage <= 1.0:
-        raise ValueError(f"--box-min-coverage must be in [0, 1], got {config.box_min_coverage}")
-    if config.strategy == "multi_worker":
-        raise ValueError("--supervision boxes trains on one machine; drop --strategy multi_worker")
