@@ -158,15 +158,13 @@ def constrain(predicted: np.ndarray, boxes, initial: np.ndarray, background: int
         boxes: the image's `Box`es.
         initial: the image's labels from `labels_from_boxes` (round 0).
     """
-    predicted = np.asarray(predicted)
-    covered_by = np.zeros((*predicted.shape, max([b.class_index for b in boxes], default=0) + 1),
-                          bool)  # fmt: skip
+    predicted = np.asarray(predicted, np.int64)
+    classes = max([b.class_index for b in boxes] + [int(predicted.max())]) + 1
+    covered_by = np.zeros((classes, *predicted.shape), bool)  # class -> where its boxes lie
     for box in boxes:
-        covered_by[(*box.region(), box.class_index)] = True
-    inside = covered_by.any(-1)
-    index = np.clip(predicted, 0, covered_by.shape[-1] - 1)
-    allowed = np.take_along_axis(covered_by, index[..., None].astype(np.int64), -1)[..., 0]
-    allowed &= predicted < covered_by.shape[-1]
+        covered_by[(box.class_index, *box.region())] = True
+    inside = covered_by.any(0)
+    allowed = np.take_along_axis(covered_by, predicted[None], 0)[0]
     if background is not None:
         allowed |= predicted == background
     labels = np.where(allowed, predicted, initial).astype(np.uint8)

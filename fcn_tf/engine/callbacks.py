@@ -37,7 +37,7 @@ class ValidationScores(keras.callbacks.Callback):
         self.val_data = val_data
         self.task = task
         self.counts = None  # the last epoch's RoadCounts (binary tasks), for the PR curve
-        self.class_iou = None  # the last epoch's IoU per class, NaN for absent classes
+        self.class_iou = None  # the last epoch's IoU per class name, None for absent classes
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not finite(logs.get("loss", 0.0)):

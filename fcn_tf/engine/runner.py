@@ -95,9 +95,9 @@ def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder, stop) 
             f"pass --epochs {trained} or more to finish it, or delete it to start afresh"
         )
     job = Job(config, runtime, folder, load_data_logged(config), stop=stop)
-    job.class_weights = loss_class_weights(job)
     model = None
     if folder.epochs_done < config.epochs:
+        job.class_weights = loss_class_weights(job)  # the loss needs them, nothing else
         model = training_model(job)
         if config.supervision == "masks":
             make_pipelines(job, outputs=len(model.outputs))
@@ -189,7 +189,7 @@ def make_pipelines(job: Job, outputs: int = 1, until: int | None = None) -> None
     train_pairs, train_decoder = data.train, data.label_decoder()
     if job.train_pairs is not None:  # stored class indices, 255 ignored
         train_pairs = job.train_pairs
-        train_decoder = index_label_decoder(list(range(255)) + [255])
+        train_decoder = index_label_decoder(list(range(256)))
 
     def epochs(first: int, last: int, first_step: int = 0):
         return make_dataset(

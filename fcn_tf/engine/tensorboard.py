@@ -4,7 +4,7 @@ Every epoch: the logged scalars (training and validation losses and metrics), th
 the optimizer used at the epoch's end, the per-class validation IoU (`val_iou/<class>`) of
 multi-class tasks, a fixed set of validation images as panels (image | ground truth |
 prediction, in the task's colours) and, for binary tasks, the validation PR curve (TensorBoard's
-PR-curve plugin) with the MaxF point. Written with `tf.summary`; view with
+PR-curve plugin). Written with `tf.summary`; view with
 `tensorboard --logdir RUN/tensorboard` (the `tensorboard` package is a dependency of fcn_tf).
 """
 
@@ -81,14 +81,17 @@ class TensorBoardLogger(keras.callbacks.Callback):
 
 
 def _first_images(val_data, count: int):
-    """The first `count` images (uint8) and labels of the validation batches, or (None, None)."""
+    """The first `count` images (uint8) and labels of the validation batches, or (None, None).
+
+    Reads every batch: a cached dataset read only in part discards its cache (with a warning),
+    while a complete pass fills it for the epochs' validation."""
     images, labels = [], []
     for batch_images, batch_labels in val_data:
+        if len(images) >= count:
+            continue
         batch_labels = batch_labels[0] if isinstance(batch_labels, tuple) else batch_labels
         images.extend(np.clip(np.asarray(batch_images), 0, 255).astype(np.uint8))
         labels.extend(np.asarray(batch_labels))
-        if len(images) >= count:
-            break
     if not images:
         return None, None
     return np.stack(images[:count]), np.stack(labels[:count])
