@@ -1,7 +1,7 @@
 """fcn_tf's FCN-8s against a PyTorch reference of the same network, measured side by side.
 
     pip install -e ".[cpu,bench]"            # PyTorch (CPU) for the reference
-    python benchmarks/vs_pytorch.py [--size 160x576] [--steps 5]
+    python benchmarks/vs_pytorch.py [--size 160x576] [--steps 5] [--mixed-precision]
 
 Runs, one after the other and each in its own process (so neither library's thread pools or
 allocator state affect the other): `python -m fcn_tf.benchmark` with `--jit-compile auto` and
@@ -10,7 +10,8 @@ FCN-8s (VGG16, fc6 7x7x512x4096 and fc7 1x1 as convolutions, 1x1 score layers, t
 x2, x2, x8 with biases, skip additions from pool4 and pool3: 134,271,436 parameters with two
 classes), trained with Adam and per-pixel cross-entropy (ignore index 255). Prints one table
 with images/s, percent of the float32 matmul peak fcn_tf measured, and the ratios to PyTorch's
-best, and names the CPU.
+best, and names the CPU. With `--mixed-precision` it adds fcn_tf's bfloat16 training
+(`--mixed-precision`) and PyTorch's bfloat16 autocast (channels-last), compared with each other.
 """
 
 from __future__ import annotations
@@ -65,9 +66,16 @@ def torch_fcn8s(num_classes: int = 2):
     return FCN8s()
 
 
-def torch_child(size, steps: int, channels_last: bool) -> dict:
-    """Measure the PyTorch reference in this process (float32, CPU)."""
+def torch_child(size, steps: int, channels_last: bool, bfloat16: bool = False) -> dict:
+    """Measure the PyTorch reference in this process (CPU; float32, or bfloat16 autocast)."""
+    import contextlib
+
     import torch
+
+    def autocast():
+        if bfloat16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     torch.manual_seed(0)
     model = torch_fcn8s()
@@ -77,15 +85,17 @@ def torch_child(size, steps: int, channels_last: bool) -> dict:
     images = (torch.rand(4, 3, *size) * 255).to(memory_format=memory)
     labels = (torch.rand(4, *size) < 0.3).long()
     model.eval()
-    with torch.inference_mode():
-        forward = _timed(lambda: model(images[:1]), steps)
+    with torch.inference_mode(), autocast():
+        forward = _timed(lambda: model(images[:1]), 3 * steps, warmup=2)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(images), labels).backward()
+        with autocast():
+            loss = loss_fn(model(images).float(), labels)
+        loss.backward()
         optimizer.step()
 
     train = _timed(step, steps)
@@ -93,8 +103,11 @@ def torch_child(size, steps: int, channels_last: bool) -> dict:
             "train_images_per_s": 4 / train, "threads": torch.get_num_threads()}  # fmt: skip
 
 
-def _timed(call, steps: int) -> float:
-    call()  # warm-up
+def _timed(call, steps: int, warmup: int = 1) -> float:
+    """Median seconds of `call` over `steps` calls after `warmup` calls; the same rule as
+    fcn_tf.benchmark (forward: 2 warm-up calls and 3x the steps; training: 1 and the steps)."""
+    for _ in range(warmup):
+        call()
     times = []
     for _ in range(steps):
         tic = time.perf_counter()
@@ -103,12 +116,12 @@ def _timed(call, steps: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def fcn_tf_child(size, steps: int, jit: str) -> dict:
+def fcn_tf_child(size, steps: int, jit: str, bfloat16: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "bench.json"
         command = [sys.executable, "-m", "fcn_tf.benchmark", "--sizes", f"{size[0]}x{size[1]}",
                    "--steps", str(steps), "--no-pipeline", "--jit-compile", jit,
-                   "--json", str(out)]  # fmt: skip
+                   "--json", str(out)] + (["--mixed-precision"] * bfloat16)  # fmt: skip
         subprocess.run(command, check=True, capture_output=True)
         report = json.loads(out.read_text())
     (result,) = report["results"]
@@ -121,41 +134,70 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="160x576")
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--torch-child", choices=("nchw", "channels_last"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="also measure bfloat16: fcn_tf's --mixed-precision and PyTorch's bfloat16 autocast",
+    )
+    parser.add_argument("--torch-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     if args.torch_child:
-        print(json.dumps(torch_child(size, args.steps, args.torch_child == "channels_last")))
+        layout, _, dtype = args.torch_child.partition(":")
+        result = torch_child(size, args.steps, layout == "channels_last", dtype == "bfloat16")
+        print(json.dumps(result))
         return
     rows = {}
     for jit in ("auto", "on"):
         rows[f"fcn_tf (--jit-compile {jit})"] = fcn_tf_child(size, args.steps, jit)
-    for layout in ("nchw", "channels_last"):
+    torch_runs = ["nchw", "channels_last"]
+    if args.mixed_precision:
+        rows["fcn_tf (--mixed-precision)"] = fcn_tf_child(size, args.steps, "auto", True)
+        torch_runs.append("channels_last:bfloat16")
+    for run in torch_runs:
         child = subprocess.run(
             [sys.executable, __file__, "--size", args.size, "--steps", str(args.steps),
-             "--torch-child", layout], check=True, capture_output=True, text=True,
+             "--torch-child", run], check=True, capture_output=True, text=True,
         )  # fmt: skip
-        rows[f"PyTorch ({layout})"] = json.loads(child.stdout.splitlines()[-1])
+        rows[f"PyTorch ({run.replace(':', ', ')})"] = json.loads(child.stdout.splitlines()[-1])
     _print_table(rows, size)
 
 
 def _print_table(rows: dict, size) -> None:
+    """One table; bfloat16 rows are compared with bfloat16 rows and their own matmul peak."""
     first = next(iter(rows.values()))
-    peak, flops = first["matmul_peak"], first["forward_gflops_per_image"]
-    torch_rows = [r for name, r in rows.items() if name.startswith("PyTorch")]
-    best_train = max(r["train_images_per_s"] for r in torch_rows)
-    best_forward = max(r["forward_images_per_s"] for r in torch_rows)
-    print(f"{first['device']}; float32 matmul peak {peak:.0f} GFLOP/s; FCN-8s {size[0]}x{size[1]}, "
-          f"{flops:.1f} GFLOPs per image forward; training batch 4, forward batch 1")  # fmt: skip
+    flops = first["forward_gflops_per_image"]
+    peaks = {"float32": first["matmul_peak"]}
+    for name, r in rows.items():
+        r["precision"] = "bfloat16" if "bfloat16" in name or "mixed" in name else "float32"
+        if "matmul_peak" in r:
+            peaks.setdefault(r["precision"], r["matmul_peak"])
+    best = {}
+    for name, r in rows.items():
+        if name.startswith("PyTorch"):
+            train, forward = best.get(r["precision"], (0.0, 0.0))
+            best[r["precision"]] = (
+                max(train, r["train_images_per_s"]),
+                max(forward, r["forward_images_per_s"]),
+            )
+    print(f"{first['device']}; FCN-8s {size[0]}x{size[1]}, {flops:.1f} GFLOPs per image forward; "
+          "training batch 4, forward batch 1; matmul peak "
+          + ", ".join(f"{p:.0f} GFLOP/s in {dtype}" for dtype, p in peaks.items()))  # fmt: skip
     print(
         "\n| | training img/s | % of peak | x PyTorch best | forward img/s | % of peak "
         "| x PyTorch best |\n|---|---:|---:|---:|---:|---:|---:|"
     )
     for name, r in rows.items():
         train, forward = r["train_images_per_s"], r["forward_images_per_s"]
+        peak = peaks[r["precision"]]
+        best_train, best_forward = best[r["precision"]]
         print(f"| {name} | {train:.2f} | {100 * train * 3 * flops / peak:.0f} % | "
               f"{train / best_train:.2f} | {forward:.2f} | {100 * forward * flops / peak:.0f} % | "
               f"{forward / best_forward:.2f} |")  # fmt: skip
+    if "bfloat16" in peaks:
+        fp32 = rows["fcn_tf (--jit-compile auto)"]["train_images_per_s"]
+        bf16 = rows["fcn_tf (--mixed-precision)"]["train_images_per_s"]
+        print(f"\nfcn_tf training in bfloat16 / float32: {bf16 / fp32:.2f}x")
 
 
 if __name__ == "__main__":
