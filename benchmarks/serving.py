@@ -1,6 +1,7 @@
 """Serving latency and throughput: the exported model vs the in-memory Keras model.
 
     python benchmarks/serving.py [--model fcn8s] [--size 375x1242] [--repeats 5] [--onnx]
+                                 [--mixed-precision]
 
 Builds the full-size model (random weights: speed does not depend on them), exports it with
 `fcn_tf.export` to a temporary folder and times, at the real KITTI size, uint8 image in,
@@ -9,7 +10,10 @@ probabilities and mask out:
 - "Keras eager": `fcn_tf.predict.probabilities`-style eager call of the in-memory model;
 - "Keras tf.function": the same serving function, traced (what `python -m fcn_tf.predict` runs);
 - "SavedModel": the exported `serving_default` signature loaded with plain `tf.saved_model.load`;
-- "ONNX Runtime" (with --onnx): the tf2onnx export on ONNX Runtime's CPU provider.
+- "ONNX Runtime" (with --onnx): the tf2onnx export on ONNX Runtime's CPU provider;
+- "Keras tf.function, mixed precision" (with --mixed-precision): what `python -m fcn_tf.predict
+  --mixed-precision` runs (bfloat16 on CPUs that pass fcn_tf's check), with the largest
+  probability difference from float32.
 
 Latency is the median of `--repeats` batch-1 calls after one warm-up; throughput is images/s at
 batch 4. Prints a Markdown table.
@@ -19,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -44,6 +47,7 @@ def main(argv=None) -> None:
     parser.add_argument("--size", default="375x1242")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--onnx", action="store_true")
+    parser.add_argument("--mixed-precision", action="store_true")
     args = parser.parse_args(argv)
     size = tuple(int(v) for v in args.size.split("x"))
 
@@ -53,6 +57,7 @@ def main(argv=None) -> None:
     from fcn_tf.export import onnx_model, save_savedmodel
     from fcn_tf.inference import export_metadata, forward, serving_module
     from fcn_tf.models import build_model
+    from fcn_tf.precision import cpu_model
 
     model = build_model(args.model, 2)
     task = road_task(None, "pad", args.model)
@@ -70,6 +75,19 @@ def main(argv=None) -> None:
         return {k: v.numpy() for k, v in module.serve(images).items()}
 
     candidates = {"Keras eager": eager, "Keras tf.function": traced}
+    if args.mixed_precision:
+        from fcn_tf.distribute import mixed_policy
+        from fcn_tf.inference import in_policy
+
+        policy = mixed_policy(True)
+        mixed = serving_module(in_policy(model, policy), task)
+        difference = np.abs(
+            mixed.serve(batch1)["probabilities"].numpy() - traced(batch1)["probabilities"]
+        ).max()
+        print(f"{policy}: largest probability difference from float32 {difference:.2e}")
+        candidates[f"Keras tf.function, {policy}"] = lambda images: {
+            k: v.numpy() for k, v in mixed.serve(images).items()
+        }
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         save_savedmodel(module, Path(scratch) / "saved_model", metadata)
@@ -99,7 +117,7 @@ def main(argv=None) -> None:
 
     print(
         f"\n{args.model}, {size[1]}x{size[0]} uint8 in, probabilities + mask out; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{cpu_model()}, {os.cpu_count()} cores, "
         f"TF {tf.__version__}\n"
     )
     print("| runtime | latency batch 1, median (s) | best (s) | throughput batch 4 (img/s) |")

@@ -129,33 +129,37 @@ def check_batch(batch_size: int, strategy) -> int:
     return batch_size // replicas
 
 
-def speed_settings(mixed_precision: bool, deterministic: bool, seed: int) -> str:
-    """Set the dtype policy and determinism; return the policy name.
+def mixed_policy(mixed_precision: bool) -> str:
+    """The Keras dtype policy `--mixed-precision` asks for here: float16 on GPUs (Keras adds loss
+    scaling), bfloat16 on TPUs, and on CPUs bfloat16 only where a measured check
+    (`fcn_tf.precision`) finds it safe and faster; elsewhere a ValueError with the measurements
+    that decided it. "float32" without the switch."""
+    import tensorflow as tf
 
-    Mixed precision: float16 on GPUs (with loss scaling, which Keras adds), bfloat16 on TPUs, and
-    on CPUs bfloat16 only where a measured check (`fcn_tf.precision`) finds it safe and faster;
-    elsewhere `--mixed-precision` is refused with the measurements that decided it.
-    """
+    if not mixed_precision:
+        return "float32"
+    if tf.config.list_logical_devices("GPU"):
+        return "mixed_float16"
+    if tf.config.list_logical_devices("TPU"):
+        return "mixed_bfloat16"
+    from fcn_tf.precision import bfloat16_verdict
+
+    verdict = bfloat16_verdict()
+    if not verdict.use_bfloat16:
+        raise ValueError(
+            f"--mixed-precision is refused on this CPU: {verdict.reason}; run in "
+            "float32 (leave out --mixed-precision)"
+        )
+    log.info("--mixed-precision: %s", verdict.reason)
+    return "mixed_bfloat16"
+
+
+def speed_settings(mixed_precision: bool, deterministic: bool, seed: int) -> str:
+    """Set the dtype policy (`mixed_policy`) and determinism; return the policy name."""
     import keras
     import tensorflow as tf
 
-    policy = "float32"
-    if mixed_precision:
-        if tf.config.list_logical_devices("GPU"):
-            policy = "mixed_float16"
-        elif tf.config.list_logical_devices("TPU"):
-            policy = "mixed_bfloat16"
-        else:
-            from fcn_tf.precision import bfloat16_verdict
-
-            verdict = bfloat16_verdict()
-            if not verdict.use_bfloat16:
-                raise ValueError(
-                    f"--mixed-precision is refused on this CPU: {verdict.reason}; train in "
-                    "float32 (leave out --mixed-precision)"
-                )
-            log.info("--mixed-precision: %s", verdict.reason)
-            policy = "mixed_bfloat16"
+    policy = mixed_policy(mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     if deterministic:
         keras.utils.set_random_seed(seed)

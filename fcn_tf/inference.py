@@ -63,7 +63,8 @@ def forward(model, images, task: Task, multiple: int = 32):
         x = tf.pad(images, [[0, 0], [0, target_h - height], [0, target_w - width], [0, 0]])
     if task.model in MODELS:
         x = MODELS[task.model].network_input(x)
-    result = tf.nn.softmax(model(x, training=False), axis=-1)
+    # float32 probabilities whatever the model computes in (bfloat16 under --mixed-precision)
+    result = tf.nn.softmax(tf.cast(model(x, training=False), tf.float32), axis=-1)
     if task.resize_mode == "resize":
         result = tf.image.resize(result, (height, width), method="bilinear")
     return result[:, :height, :width]
@@ -211,16 +212,34 @@ def _savedmodel_task(loaded, source: Path) -> Task:
     return Task.from_json(legacy, str(source))
 
 
+def in_policy(model, policy: str):
+    """The same network and weights computing under the Keras dtype policy `policy` (e.g.
+    "mixed_bfloat16": bfloat16 arithmetic, float32 weights); "float32" keeps `model` as it is."""
+    import keras
+
+    if policy == "float32" or model.dtype_policy.name == policy:
+        return model
+
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+
+    twin = keras.models.clone_model(model, clone_function=clone)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 class Predictor:
     """uint8 image batches `(B, H, W, 3)` -> `(probabilities, mask)`, from any fcn_tf model.
 
     `Predictor(path)`: a `.keras` file, a run folder, an export folder or a SavedModel;
     `Predictor.from_model(model, task)`: a model in memory. Every kind runs the exported serving
     function, so a Keras model predicts exactly what its export will. `task` holds class names,
-    colours and the threshold.
+    colours and the threshold. `policy` (Keras models only): the dtype policy to compute in,
+    e.g. `fcn_tf.distribute.mixed_policy(True)` for `--mixed-precision`.
     """
 
-    def __init__(self, path=None, *, model=None, task: Task | None = None):
+    def __init__(self, path=None, *, model=None, task: Task | None = None, policy="float32"):
+        self.policy = policy
         if model is not None:
             self._use_keras(model, task)
             return
@@ -233,6 +252,11 @@ class Predictor:
         if saved is None:
             self._use_keras(*load_model(path))
             return
+        if policy != "float32":
+            raise ValueError(
+                f"--mixed-precision applies to Keras models (a .keras file or a run folder); "
+                f"{saved} is a SavedModel and runs as it was exported"
+            )
         loaded = tf.saved_model.load(str(saved))
         if "serving_default" not in loaded.signatures or "metadata" not in loaded.signatures:
             raise ValueError(f"{saved} is a SavedModel but not one fcn_tf.export wrote")
@@ -248,8 +272,8 @@ class Predictor:
 
     def _use_keras(self, model, task: Task) -> None:
         self.task = task
-        self.model = model
-        self._module = serving_module(model, task)
+        self.model = in_policy(model, self.policy)
+        self._module = serving_module(self.model, task)
         self._serve = self._module.serve
         self.kind = "Keras"
 

@@ -38,3 +38,52 @@ def test_the_real_probe_runs_in_a_child_and_is_cached(monkeypatch):
     assert verdict.measured["conv_float32"] > 0 and verdict.measured["conv_bfloat16"] > 0
     monkeypatch.setattr(precision.subprocess, "run", None)  # a second call must not probe
     assert precision.bfloat16_verdict() == verdict
+
+
+def _faster_bfloat16():
+    return precision.decide(0, {**RATES, "conv_bfloat16": 550.0, "matmul_bfloat16": 580.0})
+
+
+def test_a_model_predicts_in_bfloat16_with_float32_weights_and_probabilities():
+    import numpy as np
+
+    from fcn_tf.data import kitti
+    from fcn_tf.inference import Predictor
+    from fcn_tf.models import build_model
+    from tests.conftest import TINY
+
+    model = build_model("fcn8s", 2, (64, 192, 3), **TINY)
+    task = kitti.road_task((64, 192), "resize")
+    images = np.random.default_rng(0).integers(0, 256, (2, 70, 200, 3), dtype=np.uint8)
+    exact, _ = Predictor.from_model(model, task)(images)
+    predictor = Predictor(model=model, task=task, policy="mixed_bfloat16")
+    convs = [layer for layer in predictor.model.layers if "conv" in layer.name]
+    assert convs and {layer.compute_dtype for layer in convs} == {"bfloat16"}
+    assert {w.dtype for w in predictor.model.weights} == {"float32"}
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(model.get_weights(), predictor.model.get_weights(), strict=True)
+    )
+    scores, masks = predictor(images)
+    assert scores.dtype == np.float32 and masks.shape == (2, 70, 200)
+    # the same model: bfloat16's 8-bit mantissa moves probabilities by well under 1 %
+    assert 0 < np.abs(scores - exact).max() < 0.01
+
+
+def test_predict_with_mixed_precision_uses_the_check(trained_run, tmp_path, caplog, monkeypatch):
+    from fcn_tf.data.synthetic import render_scene
+    from fcn_tf.files import write_image
+    from fcn_tf.predict import main as predict
+
+    image = tmp_path / "scene.png"
+    write_image(image, render_scene(0, 1)[0])
+    slower = precision.decide(0, {**RATES, "conv_bfloat16": 217.0, "matmul_bfloat16": 152.0})
+    monkeypatch.setattr(precision, "bfloat16_verdict", lambda: slower)
+    run, out = trained_run["run_dir"], tmp_path / "out"
+    with caplog.at_level(logging.ERROR):
+        assert predict([run, str(image), "--output", str(out), "--mixed-precision"]) == 2
+    (message,) = errors(caplog)
+    assert message.startswith("--mixed-precision is refused on this CPU") and not out.exists()
+    monkeypatch.setattr(precision, "bfloat16_verdict", _faster_bfloat16)
+    assert predict([run, str(image), "--output", str(out), "--mixed-precision", "--quiet"]) == 0
+    assert (out / "masks/scene.png").is_file()
