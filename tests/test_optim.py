@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fcn_tf import config as config_lib
-from fcn_tf.optim import WarmUp, learning_rate, make_optimizer
+from fcn_tf.optim import Adam, AdamW, WarmUp, learning_rate, make_optimizer
 from tests.conftest import TINY
 
 
@@ -45,6 +45,33 @@ def test_a_warm_up_schedule_survives_saving():
     again = keras.saving.deserialize_keras_object(config)
     assert isinstance(again._learning_rate, WarmUp)  # the schedule, not its value
     assert again.nesterov and again.momentum == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(
+    "fused, keras_class", [(Adam, keras.optimizers.Adam), (AdamW, keras.optimizers.AdamW)]
+)
+def test_the_fused_adam_update_equals_keras_own(fused, keras_class):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=shape).astype("float32") for shape in ((3, 3, 4, 8), (8,))]
+    steps = [[rng.normal(size=w.shape).astype("float32") for w in start] for _ in range(6)]
+    results = []
+    for cls in (fused, keras_class):
+        variables = [keras.Variable(w) for w in start]
+        optimizer = cls(learning_rate("poly", 1e-2, 10, 2))  # a schedule, warm-up included
+
+        @tf.function
+        def apply(grads, optimizer=optimizer):
+            optimizer.apply(grads, variables)  # noqa: B023 - called within this iteration
+
+        for grads in steps:
+            apply([tf.constant(g) for g in grads])
+        results.append([v.numpy() for v in variables + list(optimizer.variables)])
+    assert make_optimizer("adam").__class__ is Adam
+    for ours, theirs in zip(*results, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(results[0][0], start[0])  # the weights did move
 
 
 def test_adamw_decays_weights_and_adam_does_not():
