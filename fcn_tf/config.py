@@ -134,7 +134,7 @@ HELP = {
     "It's recursive rounds; validation still uses the masks)",
     "boxes_dir": "--supervision boxes: the folder of box files NAME.json for the training images "
     "(default DATA/boxes; CamVid DATA/trainboxes; write them from masks with python -m "
-    "fcn_tf.boxes)",
+    "fcn_tf.boxes), or one COCO-style annotation file",
     "box_labels": "--supervision boxes: round-0 labels 'box' (filled boxes) or 'box_i' (an inner "
     "region labelled, the band around it ignored)",
     "box_inner": "--box-labels box_i: the inner region's share of the box's area",

@@ -10,6 +10,12 @@ in pixels, `x1`/`y1` exclusive (`[0, 0, W, H]` is the whole image). `{"boxes": [
 with no object. A class name must be one of the task's; a box must lie inside its image and have
 a positive area; an empty or broken file is refused with one line naming it.
 
+Or one COCO-style file for all images (`read_coco_file`): `images` (`id`, `file_name`),
+`annotations` (`image_id`, `category_id`, `bbox` = `[x, y, width, height]`) and `categories`
+(`id`, `name`); images are matched by file name without its folder and suffix, an image listed
+without annotations has no object, and boxes are clipped to their image (COCO tools round
+outward by a pixel).
+
 Labels from boxes (`labels_from_boxes`), as Simple Does It's baselines:
 
 * ``box``: every box filled with its class.
@@ -79,8 +85,45 @@ def read_box_file(path, class_names, image_size: tuple[int, int]) -> list[Box]:
             f'box file {path}: expected {{"boxes": [{{"class": NAME, "box": [x0, y0, x1, y1]}}, '
             "...]}"
         )
+    return parse_boxes(data["boxes"], str(path), class_names, image_size)
+
+
+def read_coco_file(path) -> dict[str, list[dict]]:
+    """A COCO-style annotation file as `{image stem: [{"class", "box", "clip"}, ...]}`, in the
+    box-file entry form (`parse_boxes` validates them against an image); ValueError naming the
+    file for anything else."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        names = {c["id"]: c["name"] for c in data["categories"]}
+        stems = {i["id"]: Path(i["file_name"]).stem for i in data["images"]}
+        boxes = [(a["image_id"], a["category_id"], *a["bbox"]) for a in data["annotations"]]
+        if any(len(box) != 6 for box in boxes):
+            raise ValueError("a bbox that is not [x, y, width, height]")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"COCO file {path} is not valid JSON ({error})") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"COCO file {path}: expected images (id, file_name), annotations (image_id, "
+            f"category_id, bbox [x, y, w, h]) and categories (id, name); missing or bad: {error}"
+        ) from None
+    entries = {stem: [] for stem in stems.values()}
+    for image_id, category_id, x, y, w, h in boxes:
+        if image_id not in stems or category_id not in names:
+            raise ValueError(
+                f"COCO file {path}: an annotation names image id {image_id} and category id "
+                f"{category_id}, which its images or categories do not list"
+            )
+        entries[stems[image_id]].append(
+            {"class": names[category_id], "box": [x, y, x + w, y + h], "clip": True}
+        )
+    return entries
+
+
+def parse_boxes(entries, source: str, class_names, image_size) -> list[Box]:
+    """Box-file entries of one image as Boxes; ValueError naming `source` for a bad one."""
     names = list(class_names)
-    return [_parse_box(entry, path, names, image_size) for entry in data["boxes"]]
+    return [_parse_box(entry, Path(source), names, image_size) for entry in entries]
 
 
 def _parse_box(entry, path: Path, names: list, image_size) -> Box:
@@ -99,6 +142,9 @@ def _parse_box(entry, path: Path, names: list, image_size) -> Box:
         raise ValueError(f"box file {path}: a box is [x0, y0, x1, y1] in pixels, got {corners!r}")
     x0, y0, x1, y1 = (int(round(v)) for v in corners)
     height, width = image_size
+    if entry.get("clip"):
+        x0, x1 = (min(max(v, 0), width) for v in (x0, x1))
+        y0, y1 = (min(max(v, 0), height) for v in (y0, y1))
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"box file {path}: box {corners} has no area (x1 <= x0 or y1 <= y0)")
     if x0 < 0 or y0 < 0 or x1 > width or y1 > height:

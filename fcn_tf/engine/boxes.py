@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fcn_tf.data.boxes import constrain, labels_from_boxes, read_box_file
+from fcn_tf.data.boxes import (
+    constrain,
+    labels_from_boxes,
+    parse_boxes,
+    read_box_file,
+    read_coco_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +46,22 @@ class BoxRounds:
         self.images = [image for image, _ in data.train]
         self.root = folder / "box_labels"
         boxes_dir = Path(config.boxes_dir) if config.boxes_dir else default_boxes_dir(config)
-        if not boxes_dir.is_dir():
+        coco = read_coco_file(boxes_dir) if boxes_dir.is_file() else None
+        if coco is None and not boxes_dir.is_dir():
             raise FileNotFoundError(
                 f"--supervision boxes: the box folder {boxes_dir} does not exist; write it with "
-                "python -m fcn_tf.boxes, or pass --boxes-dir"
+                "python -m fcn_tf.boxes, or pass --boxes-dir (a folder, or a COCO-style file)"
             )
 
         def read(image):
-            size = read_rgb(image).shape[:2]
-            boxes = read_box_file(boxes_dir / f"{Path(image).stem}.json", self.task.class_names,
-                                  size)  # fmt: skip
+            size, stem = read_rgb(image).shape[:2], Path(image).stem
+            if coco is None:
+                boxes = read_box_file(boxes_dir / f"{stem}.json", self.task.class_names, size)
+            elif stem not in coco:
+                raise ValueError(f"COCO file {boxes_dir} lists no image named {stem} ({image})")
+            else:
+                boxes = parse_boxes(coco[stem], f"{boxes_dir} (image {stem})",
+                                    self.task.class_names, size)  # fmt: skip
             return boxes, size
 
         found = parallel_map(read, self.images, "reading boxes", "file")

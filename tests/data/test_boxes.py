@@ -2,6 +2,7 @@
 band, background), the box constraint on a prediction, boxes derived from a mask, bad box files."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from fcn_tf.data.boxes import (
     boxes_from_mask,
     constrain,
     labels_from_boxes,
+    parse_boxes,
     read_box_file,
+    read_coco_file,
     write_box_file,
 )
 from fcn_tf.task import IGNORE_LABEL as V
@@ -110,6 +113,53 @@ def test_box_files_round_trip_and_bad_files_are_named(tmp_path):
         assert str(path) in str(error.value)
     path.write_text(json.dumps({"boxes": []}))
     assert read_box_file(path, NAMES, (5, 6)) == []
+
+
+def coco_file(path, images: dict, categories=NAMES) -> Path:
+    """Write a COCO-style file: `images` maps file names to lists of (category, [x, y, w, h])."""
+    ids = {name: index + 1 for index, name in enumerate(categories)}
+    data = {
+        "images": [{"id": i, "file_name": name} for i, name in enumerate(images)],
+        "categories": [{"id": ids[name], "name": name} for name in categories],
+        "annotations": [
+            {"id": len(images) * 100 + k, "image_id": i, "category_id": ids[c], "bbox": bbox}
+            for i, boxes in enumerate(images.values())
+            for k, (c, bbox) in enumerate(boxes)
+        ],
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_coco_file_gives_each_image_its_boxes_clipped_to_the_image(tmp_path):
+    path = coco_file(
+        tmp_path / "coco.json",
+        {"train/a.png": [("person", [4, 1, 2, 4]), ("car", [0.4, 2.6, 6.3, 2.4])], "b.jpg": []},
+    )
+    entries = read_coco_file(path)
+    assert set(entries) == {"a", "b"} and entries["b"] == []
+    # x 0.4..6.7 rounds to 0..7 and is clipped to the 6-pixel-wide image
+    assert parse_boxes(entries["a"], "a", NAMES, (5, 6)) == [Box(2, 4, 1, 6, 5), Box(1, 0, 3, 6, 5)]
+    for content, message in [
+        ("{", "not valid JSON"),
+        (json.dumps({"images": []}), "expected images"),
+        (json.dumps({"images": [], "categories": [], "annotations": [{"bbox": [1]}]}), "image_id"),
+    ]:
+        path.write_text(content)
+        with pytest.raises(ValueError, match=message) as error:
+            read_coco_file(path)
+        assert str(path) in str(error.value)
+    coco_file(path, {"a.png": [("car", [0, 0, 2])]})
+    with pytest.raises(ValueError, match=r"bbox \[x, y, w, h\]"):
+        read_coco_file(path)
+    coco_file(path, {"a.png": [("tree", [0, 0, 2, 2])]}, (*NAMES, "tree"))
+    with pytest.raises(ValueError, match="unknown class 'tree'"):
+        parse_boxes(read_coco_file(path)["a"], "a", NAMES, (5, 6))
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "categories": [],
+                                "annotations": [{"image_id": 2, "category_id": 1,
+                                                 "bbox": [0, 0, 1, 1]}]}))  # fmt: skip
+    with pytest.raises(ValueError, match="image id 2 and category id 1"):
+        read_coco_file(path)
 
 
 def test_the_cli_derives_box_files_from_a_folders_masks(tmp_path):

@@ -62,3 +62,40 @@ def test_bad_box_settings_get_one_line(tmp_path, caplog):
     assert train_main([*base, "--run-name", "x"]) == 2  # no box files yet
     assert "python -m fcn_tf.boxes" in caplog.text
     assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_training_from_one_coco_file_labels_as_the_box_files_do(tmp_path, caplog):
+    from fcn_tf.data.boxes import labels_from_boxes
+    from tests.data.test_boxes import coco_file
+
+    root = make_class_folder(tmp_path / "data", count=8)
+    palette = ["--palette", str(root / "palette.json")]
+    assert boxes_main(["--data-dir", str(root), *palette, "--quiet"]) == 0
+    files = sorted((root / "boxes").glob("*.json"))
+    per_image = {}
+    for path in files:  # the same boxes as one COCO file, images named with folder and suffix
+        boxes = read_box_file(path, NAMES, (10_000, 10_000))
+        per_image[f"images/{path.stem}.png"] = [
+            (NAMES[b.class_index], [b.x0, b.y0, b.x1 - b.x0, b.y1 - b.y0]) for b in boxes
+        ]
+    coco = coco_file(tmp_path / "coco.json", per_image, NAMES)
+    runs = tmp_path / "runs"
+    flags = [
+        "--dataset", "folder", "--data-dir", str(root), *palette, "--image-shape", "48x64",
+        "--model", "unet", "--width", "0.125", "--epochs", "1", "--batch-size", "4",
+        "--val-fraction", "0.25", "--supervision", "boxes", "--boxes-dir", str(coco),
+        "--box-labels", "box", "--output-dir", str(runs), "--run-name", "r",
+    ]  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        assert train_main(flags) == 0, caplog.text[-2000:]
+    written = sorted((runs / "r" / "box_labels" / "round0").glob("*.png"))
+    assert len(written) == 6
+    for path in written:
+        labels = iio.imread(path)
+        boxes = read_box_file(root / "boxes" / f"{path.stem}.json", NAMES, labels.shape)
+        np.testing.assert_array_equal(labels, labels_from_boxes(boxes, labels.shape, None, "box"))
+    caplog.clear()
+    missing = f"images/{written[0].stem}.png"  # a training image
+    coco_file(coco, {k: v for k, v in per_image.items() if k != missing}, NAMES)
+    assert train_main([*flags[:-1], "r2"]) == 2
+    assert f"lists no image named {missing[7:-4]}" in caplog.text
