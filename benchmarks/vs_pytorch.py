@@ -127,6 +127,7 @@ def fcn_tf_child(size, steps: int, jit: str, bfloat16: bool = False) -> dict:
     (result,) = report["results"]
     result["matmul_peak"] = report["matmul_peak_gflop_per_s"]
     result["device"] = report["device"]
+    result["precision"] = "bfloat16" if bfloat16 else "float32"
     return result
 
 
@@ -145,7 +146,7 @@ def main() -> None:
     if args.torch_child:
         layout, _, dtype = args.torch_child.partition(":")
         result = torch_child(size, args.steps, layout == "channels_last", dtype == "bfloat16")
-        print(json.dumps(result))
+        print(json.dumps({**result, "precision": dtype or "float32"}))
         return
     rows = {}
     for jit in ("auto", "on"):
@@ -168,8 +169,7 @@ def _print_table(rows: dict, size) -> None:
     first = next(iter(rows.values()))
     flops = first["forward_gflops_per_image"]
     peaks = {"float32": first["matmul_peak"]}
-    for name, r in rows.items():
-        r["precision"] = "bfloat16" if "bfloat16" in name or "mixed" in name else "float32"
+    for r in rows.values():
         if "matmul_peak" in r:
             peaks.setdefault(r["precision"], r["matmul_peak"])
     best = {}

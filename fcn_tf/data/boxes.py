@@ -89,9 +89,9 @@ def read_box_file(path, class_names, image_size: tuple[int, int]) -> list[Box]:
 
 
 def read_coco_file(path) -> dict[str, list[dict]]:
-    """A COCO-style annotation file as `{image stem: [{"class", "box", "clip"}, ...]}`, in the
-    box-file entry form (`parse_boxes` validates them against an image); ValueError naming the
-    file for anything else."""
+    """A COCO-style annotation file as `{image stem: [{"class", "box"}, ...]}`, in the box-file
+    entry form (`parse_boxes(..., clip=True)` validates them against an image); ValueError naming
+    the file for anything else."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -114,19 +114,18 @@ def read_coco_file(path) -> dict[str, list[dict]]:
                 f"COCO file {path}: an annotation names image id {image_id} and category id "
                 f"{category_id}, which its images or categories do not list"
             )
-        entries[stems[image_id]].append(
-            {"class": names[category_id], "box": [x, y, x + w, y + h], "clip": True}
-        )
+        entries[stems[image_id]].append({"class": names[category_id], "box": [x, y, x + w, y + h]})
     return entries
 
 
-def parse_boxes(entries, source: str, class_names, image_size) -> list[Box]:
-    """Box-file entries of one image as Boxes; ValueError naming `source` for a bad one."""
+def parse_boxes(entries, source: str, class_names, image_size, clip: bool = False) -> list[Box]:
+    """Box-file entries of one image as Boxes; ValueError naming `source` for a bad one. `clip`:
+    boxes reaching past the image are cut to it (COCO files) instead of refused."""
     names = list(class_names)
-    return [_parse_box(entry, Path(source), names, image_size) for entry in entries]
+    return [_parse_box(entry, Path(source), names, image_size, clip) for entry in entries]
 
 
-def _parse_box(entry, path: Path, names: list, image_size) -> Box:
+def _parse_box(entry, path: Path, names: list, image_size, clip: bool) -> Box:
     if not isinstance(entry, dict) or "class" not in entry or "box" not in entry:
         raise ValueError(f'box file {path}: each box needs "class" and "box", got {entry!r}')
     if entry["class"] not in names:
@@ -142,7 +141,7 @@ def _parse_box(entry, path: Path, names: list, image_size) -> Box:
         raise ValueError(f"box file {path}: a box is [x0, y0, x1, y1] in pixels, got {corners!r}")
     x0, y0, x1, y1 = (int(round(v)) for v in corners)
     height, width = image_size
-    if entry.get("clip"):
+    if clip:
         x0, x1 = (min(max(v, 0), width) for v in (x0, x1))
         y0, y1 = (min(max(v, 0), height) for v in (y0, y1))
     if x1 <= x0 or y1 <= y0:

@@ -61,7 +61,7 @@ class BoxRounds:
                 raise ValueError(f"COCO file {boxes_dir} lists no image named {stem} ({image})")
             else:
                 boxes = parse_boxes(coco[stem], f"{boxes_dir} (image {stem})",
-                                    self.task.class_names, size)  # fmt: skip
+                                    self.task.class_names, size, clip=True)  # fmt: skip
             return boxes, size
 
         found = parallel_map(read, self.images, "reading boxes", "file")

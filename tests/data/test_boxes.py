@@ -139,7 +139,8 @@ def test_a_coco_file_gives_each_image_its_boxes_clipped_to_the_image(tmp_path):
     entries = read_coco_file(path)
     assert set(entries) == {"a", "b"} and entries["b"] == []
     # x 0.4..6.7 rounds to 0..7 and is clipped to the 6-pixel-wide image
-    assert parse_boxes(entries["a"], "a", NAMES, (5, 6)) == [Box(2, 4, 1, 6, 5), Box(1, 0, 3, 6, 5)]
+    clipped = parse_boxes(entries["a"], "a", NAMES, (5, 6), clip=True)
+    assert clipped == [Box(2, 4, 1, 6, 5), Box(1, 0, 3, 6, 5)]
     for content, message in [
         ("{", "not valid JSON"),
         (json.dumps({"images": []}), "expected images"),
