@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 WEIGHTINGS = ("none", "inverse", "median")
 
 
-def class_weights(name: str, pairs, task: Task, label_decoder=None,
-                  power: float = 1.0) -> list[float] | None:  # fmt: skip
+def class_weights(name: str, pairs, task: Task, label_decoder=None, power: float = 1.0,
+                  counts=None) -> list[float] | None:  # fmt: skip
     """The weights for `--class-weights name` (None for "none"), one per class of `task`,
     raised to `power` (`--class-weight-power`; 0.5: square roots, a milder balance).
 
@@ -44,12 +44,16 @@ def class_weights(name: str, pairs, task: Task, label_decoder=None,
         pairs: the training `(image, mask)` pairs whose masks are counted.
         task: classes and how masks are read.
         label_decoder: PNG bytes -> labels (default: the task's, `fcn_tf.data.pipeline`).
+        counts: `(pixel counts, image pixel counts)` per class counted elsewhere (box
+            supervision counts its own labels), instead of reading `pairs`' masks.
     """
     if name == "none":
         return None
     if name not in WEIGHTINGS:
         return [w**power for w in read_weights_file(name, task)]
-    counts, image_counts = class_counts(pairs, task, label_decoder)
+    counts, image_counts = (
+        counts if counts is not None else class_counts(pairs, task, label_decoder)
+    )
     weights = [w**power for w in weights_from_counts(name, counts, image_counts)]
     absent = [task.class_names[c] for c in np.flatnonzero(counts == 0)]
     if absent:

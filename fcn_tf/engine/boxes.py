@@ -24,6 +24,7 @@ from fcn_tf.data.boxes import (
     read_box_file,
     read_coco_file,
 )
+from fcn_tf.task import IGNORE_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,18 @@ class BoxRounds:
         inner = self.config.box_inner
         return labels_from_boxes(self.boxes[index], self.sizes[index], self.background,
                                  self.config.box_labels, inner)  # fmt: skip
+
+    def label_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per class: its pixels in the round-0 labels, and the pixels of the images in which
+        it appears (what `--class-weights` counts in masks; `fcn_tf.data.class_weights`)."""
+        classes = self.task.num_classes
+        counts, image_counts = np.zeros(classes, np.int64), np.zeros(classes, np.int64)
+        for index in range(len(self.images)):
+            labels = self.initial(index)
+            found = np.bincount(labels[labels != IGNORE_LABEL].ravel(), minlength=classes)
+            counts += found[:classes]
+            image_counts += np.where(found[:classes] > 0, labels.size, 0)
+        return counts, image_counts
 
     def _write(self, round_index: int, model) -> None:
         from tqdm.auto import tqdm

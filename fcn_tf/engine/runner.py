@@ -64,6 +64,7 @@ class Job:
     steps_per_epoch: int = 0
     class_weights: list | None = None  # the loss' class weights (--class-weights)
     train_pairs: list | None = None  # labels other than the dataset's masks (box rounds)
+    boxes: object = None  # --supervision boxes: fcn_tf.engine.boxes.BoxRounds
 
     @property
     def task(self) -> Task:
@@ -97,6 +98,10 @@ def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder, stop) 
     job = Job(config, runtime, folder, load_data_logged(config), stop=stop)
     model = None
     if folder.epochs_done < config.epochs:
+        if config.supervision == "boxes":
+            from fcn_tf.engine.boxes import BoxRounds
+
+            job.boxes = BoxRounds(config, job.data, folder.partial)
         job.class_weights = loss_class_weights(job)  # the loss needs them, nothing else
         model = training_model(job)
         if config.supervision == "masks":
@@ -156,13 +161,15 @@ def load_data_logged(config: TrainConfig):
 
 
 def loss_class_weights(job: Job) -> list | None:
-    """`--class-weights` for the training masks (counted once, cached), or None."""
+    """`--class-weights` for the training masks (counted once, cached), or None. Box
+    supervision counts its round-0 labels instead: the masks are not its to see."""
     if job.config.class_weights == "none":
         return None
     from fcn_tf.data.class_weights import class_weights
 
+    counts = job.boxes.label_counts() if job.boxes is not None else None
     return class_weights(job.config.class_weights, job.data.train, job.task,
-                         power=job.config.class_weight_power)  # fmt: skip
+                         power=job.config.class_weight_power, counts=counts)  # fmt: skip
 
 
 def make_pipelines(job: Job, outputs: int = 1, until: int | None = None) -> None:
@@ -304,9 +311,7 @@ def fit_epochs(job: Job, model, folder: Path, until: int) -> None:
 
 def train_from_boxes(job: Job, model, folder: Path) -> None:
     """Box supervision's rounds (`fcn_tf.engine.boxes`): each round's labels, then its epochs."""
-    from fcn_tf.engine.boxes import BoxRounds
-
-    rounds = BoxRounds(job.config, job.data, folder)
+    rounds = job.boxes
     while job.folder.epochs_done < job.config.epochs:
         current = rounds.round_of(job.folder.epochs_done)
         job.train_pairs = rounds.pairs(current, model)

@@ -64,6 +64,13 @@ def test_bad_box_settings_get_one_line(tmp_path, caplog):
     assert not (tmp_path / "runs" / "x").exists()
 
 
+def weights_line(label_maps) -> str:
+    """The log's `--class-weights inverse` line for these labels."""
+    counts = sum(np.bincount(m[m != IGNORE_LABEL].ravel(), minlength=3) for m in label_maps)
+    weights = counts.sum() / (3 * counts)
+    return ", ".join(f"{name} {w:.2f}" for name, w in zip(NAMES, weights, strict=True))
+
+
 def test_training_from_one_coco_file_labels_as_the_box_files_do(tmp_path, caplog):
     from fcn_tf.data.boxes import labels_from_boxes
     from tests.data.test_boxes import coco_file
@@ -84,12 +91,18 @@ def test_training_from_one_coco_file_labels_as_the_box_files_do(tmp_path, caplog
         "--dataset", "folder", "--data-dir", str(root), *palette, "--image-shape", "48x64",
         "--model", "unet", "--width", "0.125", "--epochs", "1", "--batch-size", "4",
         "--val-fraction", "0.25", "--supervision", "boxes", "--boxes-dir", str(coco),
-        "--box-labels", "box", "--output-dir", str(runs), "--run-name", "r",
+        "--box-labels", "box", "--class-weights", "inverse", "--output-dir", str(runs),
+        "--run-name", "r",
     ]  # fmt: skip
     with caplog.at_level(logging.INFO):
         assert train_main(flags) == 0, caplog.text[-2000:]
     written = sorted((runs / "r" / "box_labels" / "round0").glob("*.png"))
     assert len(written) == 6
+    # the class weights count the box labels the network trains on, not the masks it never sees
+    logged = caplog.text.split("class weights (inverse): ")[1].splitlines()[0]
+    assert logged == weights_line([iio.imread(path) for path in written])
+    masks = [iio.imread(root / "masks" / path.name) for path in written]
+    assert logged != weights_line(masks)
     for path in written:
         labels = iio.imread(path)
         boxes = read_box_file(root / "boxes" / f"{path.stem}.json", NAMES, labels.shape)
