@@ -154,6 +154,74 @@ def _parse_box(entry, path: Path, names: list, image_size, clip: bool) -> Box:
     return Box(names.index(entry["class"]), x0, y0, x1, y1)
 
 
+def default_boxes_dir(config) -> Path:
+    """Where a dataset's box files are unless `--boxes-dir` says: `DATA/boxes` (folder
+    datasets), `DATA/trainboxes` (CamVid, as `python -m fcn_tf.boxes` writes them)."""
+    root = Path(config.data_dir or ".")
+    return root / ("trainboxes" if config.dataset == "camvid" else "boxes")
+
+
+def boxes_location(config) -> Path:
+    """The run's box folder or COCO file (`--boxes-dir`, else the default); FileNotFoundError
+    saying how to make one when it does not exist."""
+    location = Path(config.boxes_dir) if config.boxes_dir else default_boxes_dir(config)
+    if not location.exists():
+        raise FileNotFoundError(
+            f"--supervision boxes: the box folder {location} does not exist; write it with "
+            "python -m fcn_tf.boxes, or pass --boxes-dir (a folder, or a COCO-style file)"
+        )
+    return location
+
+
+def class_names_in(location, images) -> list[str]:
+    """The class names the boxes of `images` use (sorted), from their box files in the folder
+    `location` or from the COCO-style file `location`; errors name the file."""
+    location = Path(location)
+    if location.is_file():
+        entries = read_coco_file(location)
+        found = [entry for image in images for entry in entries.get(Path(image).stem, [])]
+    else:
+        found = []
+        for image in images:
+            path = location / f"{Path(image).stem}.json"
+            try:
+                data = json.loads(path.read_text()) if path.is_file() else {"boxes": []}
+                found += list(data["boxes"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                read_box_file(path, (), (1, 1))  # raises the file's own error
+    names = {entry["class"] for entry in found if isinstance(entry, dict) and "class" in entry}
+    if not names:
+        raise ValueError(f"the boxes in {location} hold no box for these images: nothing to learn")
+    return sorted(map(str, names))
+
+
+def read_image_boxes(location, images, class_names) -> list[tuple[list[Box], tuple[int, int]]]:
+    """`(boxes, (height, width))` of each image, from its box file in the folder `location`
+    (`NAME.json` for image `NAME.png`) or from the COCO-style file `location` (boxes clipped to
+    the image); every image is read and checked, errors name the file."""
+    from fcn_tf.data.kitti import parallel_map, read_rgb
+
+    location = Path(location)
+    coco = read_coco_file(location) if location.is_file() else None
+
+    def read(image):
+        size, stem = read_rgb(image).shape[:2], Path(image).stem
+        if coco is None:
+            return read_box_file(location / f"{stem}.json", class_names, size), size
+        if stem not in coco:
+            raise ValueError(f"COCO file {location} lists no image named {stem} ({image})")
+        return parse_boxes(coco[stem], f"{location} (image {stem})", class_names, size,
+                           clip=True), size  # fmt: skip
+
+    return parallel_map(read, images, "reading boxes", "file")
+
+
+def background_class(class_names) -> int | None:
+    """The class of pixels outside every box: the one named 'background', else None (ignored)."""
+    names = [name.lower() for name in class_names]
+    return names.index("background") if "background" in names else None
+
+
 def write_box_file(path, boxes, class_names) -> Path:
     """Write `boxes` as a box file (atomically)."""
     from fcn_tf.files import write_json

@@ -135,6 +135,10 @@ def _camvid_data(config, training: bool):
 
 
 def _folder_data(config, training: bool, model_task: Task | None = None):
+    if config.supervision == "boxes":
+        pairs = folders.find_pairs(config.data_dir, masks_required=False)
+        if any(mask is None for _, mask in pairs):
+            return _box_folder_data(config, pairs, model_task)
     pairs, masks = folders.read_folder(config.data_dir, config.palette, model_task)
     splits = _seeded_splits(pairs, config, training)
     task = make_task(config, masks.class_names, masks.colours, masks.labels)
@@ -143,6 +147,98 @@ def _folder_data(config, training: bool, model_task: Task | None = None):
     overlays = [image for image, _ in splits.get("val", [])[:12]]
     data = SegmentationData(Path(config.data_dir), splits, overlays, task)
     return data, list(zip([image for image, _ in pairs], masks.sizes, strict=True))
+
+
+def _box_folder_data(config, pairs, model_task: Task | None):
+    """A folder of images with boxes (`--supervision boxes`) where not every image has a mask.
+
+    The images with a mask are the validation split (scored against their masks); the others
+    train from their boxes. When no image has a mask, a seeded share of the images is held out
+    and scored against its filled boxes (`box` labels), which only approximates a score against
+    masks. Classes: the palette's (`--palette`, needed when masks are present, so that mask
+    values and box class names agree), else 'background' and the class names the boxes use.
+    """
+    from fcn_tf.data import boxes as box_files
+    from fcn_tf.task import IGNORE_LABEL, Labels, default_colours
+
+    root, location = Path(config.data_dir), box_files.boxes_location(config)
+    masked = [pair for pair in pairs if pair[1] is not None]
+    unmasked = [(image, None) for image, mask in pairs if mask is None]
+    palette = folders.read_palette(config.palette) if config.palette else None
+    if masked:
+        if palette is None and model_task is None:
+            raise ValueError(
+                f"{len(masked)} image(s) in {root / 'images'} have a mask and {len(unmasked)} "
+                "have only boxes: pass --palette naming the classes, so that the mask values and "
+                "the box files' class names mean the same classes"
+            )
+        masks = folders.read_masks(masked, palette, model_task, root / "masks")
+        task = make_task(config, masks.class_names, masks.colours, masks.labels)
+        splits = {"train": unmasked, "val": masked, "all": masked}
+        log.info("training from the boxes of %d images without a mask; validating on the %d "
+                 "with one", len(unmasked), len(masked))  # fmt: skip
+        sizes = masks.sizes + kitti.check_images([image for image, _ in unmasked])
+    else:
+        if model_task is not None:
+            names, colours = model_task.class_names, model_task.colours
+        elif palette is not None:
+            names, colours = palette["names"], palette["colours"]
+        else:
+            names = ("background", *box_files.class_names_in(location, [i for i, _ in pairs]))
+            colours = default_colours(len(names))
+        note = (
+            "no masks: validation labels are the held-out images' filled boxes (class indices, "
+            f"{IGNORE_LABEL} ignored)"
+        )
+        task = make_task(config, names, colours, Labels("index", (), (IGNORE_LABEL,), note=note))
+        train, val = kitti.split_pairs(unmasked, config.val_fraction, config.seed)
+        val, val_sizes = _box_labels_of(val, location, task)
+        splits = {"train": train, "val": val, "all": val}
+        log.warning(
+            "no image in %s has a mask: validation and the held-out scores compare predictions "
+            "with the %d held-out images' filled boxes, not with true outlines; give a few images "
+            "a mask (masks/NAME.png, with --palette) to score against those instead",
+            root / "images", len(val),
+        )  # fmt: skip
+        sizes = val_sizes + kitti.check_images([image for image, _ in train])
+    overlays = [image for image, _ in splits["val"][:12]]
+    data = SegmentationData(root, splits, overlays, task)
+    images = [image for image, _ in splits["val"] + splits["train"]]
+    return data, list(zip(images, sizes, strict=True))
+
+
+def _box_labels_of(pairs, location, task: Task) -> tuple[list, list]:
+    """`(image, label PNG)` pairs whose labels are the images' filled boxes, written into a
+    folder removed when the process ends; and the images' sizes."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from fcn_tf.data import boxes as box_files
+    from fcn_tf.files import write_image
+
+    images = [image for image, _ in pairs]
+    found = box_files.read_image_boxes(location, images, task.class_names)
+    folder = Path(tempfile.mkdtemp(prefix="fcn_tf-box-val-"))
+    atexit.register(shutil.rmtree, folder, True)
+    background = box_files.background_class(task.class_names)
+    labelled, seen = [], set()
+    for image, (boxes, size) in zip(images, found, strict=True):
+        path = folder / f"{Path(image).stem}.png"
+        labels = box_files.labels_from_boxes(boxes, size, background, "box")
+        write_image(path, labels)
+        labelled.append((image, path))
+        seen.update(np.unique(labels).tolist())
+    if task.binary and not {0, 1} <= seen:
+        what = "hold no box" if 1 not in seen else "are covered by boxes"
+        raise ValueError(
+            f"the {len(images)} held-out image(s) {what}: the best epoch is chosen by MaxF, "
+            "which needs both classes among the validation "
+            "pixels: raise --val-fraction, change --seed, or add images"
+        )
+    return labelled, [size for _, size in found]
 
 
 def _check_both_classes(val, pairs, masks, task: Task) -> None:

@@ -37,11 +37,13 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def find_pairs(root) -> list[tuple[Path, Path]]:
-    """`(images/X.ext, masks/X.png)` for every image; an image without its mask is an error."""
+def find_pairs(root, masks_required: bool = True) -> list[tuple[Path, Path | None]]:
+    """`(images/X.ext, masks/X.png)` for every image; an image without its mask is an error,
+    unless not `masks_required` (training from boxes), where it is `(images/X.ext, None)` and
+    `masks/` may be absent."""
     root = Path(root)
     image_dir, mask_dir = root / "images", root / "masks"
-    for folder in (image_dir, mask_dir):
+    for folder in (image_dir, mask_dir) if masks_required else (image_dir,):
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"{folder} does not exist; a folder dataset has images/ and "
@@ -51,7 +53,9 @@ def find_pairs(root) -> list[tuple[Path, Path]]:
     for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         mask = mask_dir / f"{image.stem}.png"
         if not mask.is_file():
-            raise ValueError(f"image {image} has no mask {mask}")
+            if masks_required:
+                raise ValueError(f"image {image} has no mask {mask}")
+            mask = None
         pairs.append((image, mask))
     if not pairs:
         raise ValueError(f"no images in {image_dir} (looked for {', '.join(IMAGE_SUFFIXES)})")
@@ -297,6 +301,11 @@ def read_folder(root, palette_path=None, task=None) -> tuple[list, MaskReading]:
     model (evaluation), its classes and label reading are used instead of deciding anew."""
     pairs = find_pairs(root)
     palette = read_palette(palette_path) if palette_path else None
+    return pairs, read_masks(pairs, palette, task, Path(root) / "masks")
+
+
+def read_masks(pairs, palette: dict | None, task=None, mask_dir="masks") -> MaskReading:
+    """Check the masks of `pairs` (all index PNGs or all RGB) and decide how they are read."""
     try:
         first = iio.imread(pairs[0][1])
     except Exception as error:  # noqa: BLE001 - imageio raises many types for broken files
@@ -305,17 +314,17 @@ def read_folder(root, palette_path=None, task=None) -> tuple[list, MaskReading]:
     if task is not None and colour != (task.labels.format == "palette"):
         kind = "RGB colour" if colour else "index"
         raise ValueError(
-            f"masks in {Path(root) / 'masks'} are {kind} masks, but the model was trained on "
+            f"masks in {mask_dir} are {kind} masks, but the model was trained on "
             f"{task.labels.format} masks ({task.labels.note})"
         )
     if not colour:
-        return pairs, read_index_masks(pairs, palette, task)
+        return read_index_masks(pairs, palette, task)
     if task is not None:
         palette = {"names": task.class_names, "colours": task.colours,
                    "void_colours": task.labels.void_colours}  # fmt: skip
     if palette is None:
         raise ValueError(
-            f"masks in {Path(root) / 'masks'} are RGB: pass --palette palette.json that "
+            f"masks in {mask_dir} are RGB: pass --palette palette.json that "
             "lists each class's colour"
         )
-    return pairs, read_colour_masks(pairs, palette)
+    return read_colour_masks(pairs, palette)

@@ -18,58 +18,29 @@ from pathlib import Path
 import numpy as np
 
 from fcn_tf.data.boxes import (
+    background_class,
+    boxes_location,
     constrain,
     labels_from_boxes,
-    parse_boxes,
-    read_box_file,
-    read_coco_file,
+    read_image_boxes,
 )
 from fcn_tf.task import IGNORE_LABEL
 
 log = logging.getLogger(__name__)
 
 
-def default_boxes_dir(config) -> Path:
-    """Where a dataset's box files are unless `--boxes-dir` says: `DATA/boxes` (folder
-    datasets), `DATA/trainboxes` (CamVid, as `python -m fcn_tf.boxes` writes them)."""
-    root = Path(config.data_dir or ".")
-    return root / ("trainboxes" if config.dataset == "camvid" else "boxes")
-
-
 class BoxRounds:
     """The box files of the training images, the rounds' epochs and their label files."""
 
     def __init__(self, config, data, folder):
-        from fcn_tf.data.kitti import parallel_map, read_rgb
-
         self.config = config
         self.task = data.task
         self.images = [image for image, _ in data.train]
         self.root = folder / "box_labels"
-        boxes_dir = Path(config.boxes_dir) if config.boxes_dir else default_boxes_dir(config)
-        coco = read_coco_file(boxes_dir) if boxes_dir.is_file() else None
-        if coco is None and not boxes_dir.is_dir():
-            raise FileNotFoundError(
-                f"--supervision boxes: the box folder {boxes_dir} does not exist; write it with "
-                "python -m fcn_tf.boxes, or pass --boxes-dir (a folder, or a COCO-style file)"
-            )
-
-        def read(image):
-            size, stem = read_rgb(image).shape[:2], Path(image).stem
-            if coco is None:
-                boxes = read_box_file(boxes_dir / f"{stem}.json", self.task.class_names, size)
-            elif stem not in coco:
-                raise ValueError(f"COCO file {boxes_dir} lists no image named {stem} ({image})")
-            else:
-                boxes = parse_boxes(coco[stem], f"{boxes_dir} (image {stem})",
-                                    self.task.class_names, size, clip=True)  # fmt: skip
-            return boxes, size
-
-        found = parallel_map(read, self.images, "reading boxes", "file")
+        found = read_image_boxes(boxes_location(config), self.images, self.task.class_names)
         self.boxes = [boxes for boxes, _ in found]
         self.sizes = [size for _, size in found]
-        names = [name.lower() for name in self.task.class_names]
-        self.background = names.index("background") if "background" in names else None
+        self.background = background_class(self.task.class_names)
         rounds = config.box_rounds + 1
         self.bounds = [round(i * config.epochs / rounds) for i in range(rounds + 1)]
         log.info(

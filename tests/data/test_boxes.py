@@ -10,6 +10,7 @@ import pytest
 from fcn_tf.data.boxes import (
     Box,
     boxes_from_mask,
+    class_names_in,
     constrain,
     labels_from_boxes,
     parse_boxes,
@@ -180,3 +181,20 @@ def test_the_cli_derives_box_files_from_a_folders_masks(tmp_path):
     assert boxes == boxes_from_mask(mask, (1, 2), 8)
     assert main([*args, "--classes", "tree"]) == 2  # one line, nothing written
     assert not list(root.glob(".*partial*"))
+
+
+def test_class_names_come_from_the_box_files_of_the_images_asked_for(tmp_path):
+    folder = tmp_path / "boxes"
+    folder.mkdir()
+    (folder / "a.json").write_text('{"boxes": [{"class": "truck", "box": [0, 0, 2, 2]}]}')
+    (folder / "b.json").write_text('{"boxes": [{"class": "bus", "box": [0, 0, 2, 2]}]}')
+    (folder / "c.json").write_text('{"boxes": []}')
+    assert class_names_in(folder, ["images/a.png", "images/b.jpg"]) == ["bus", "truck"]
+    assert class_names_in(folder, ["a.png"]) == ["truck"]
+    with pytest.raises(ValueError, match="hold no box"):
+        class_names_in(folder, ["c.png"])
+    (folder / "d.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"d\.json is not valid JSON"):
+        class_names_in(folder, ["a.png", "d.png"])
+    coco = coco_file(tmp_path / "coco.json", {"x.png": [("car", [0, 0, 2, 2])]}, ("car", "van"))
+    assert class_names_in(coco, ["x.png"]) == ["car"]

@@ -112,3 +112,88 @@ def test_training_from_one_coco_file_labels_as_the_box_files_do(tmp_path, caplog
     coco_file(coco, {k: v for k, v in per_image.items() if k != missing}, NAMES)
     assert train_main([*flags[:-1], "r2"]) == 2
     assert f"lists no image named {missing[7:-4]}" in caplog.text
+
+
+def box_only_folder(tmp_path, count=8, keep_masks=0, classes="sky,road,car"):
+    """`make_class_folder` with box files derived from its masks (boxes around `classes`),
+    then only the first `keep_masks` masks kept: a user's folder of images and boxes."""
+    import shutil
+
+    root = make_class_folder(tmp_path / "data", count=count)
+    assert boxes_main(["--data-dir", str(root), "--palette", str(root / "palette.json"),
+                       "--classes", classes, "--quiet"]) == 0  # fmt: skip
+    masks = sorted((root / "masks").glob("*.png"))
+    for mask in masks[keep_masks:]:
+        mask.unlink()
+    if not keep_masks:
+        shutil.rmtree(root / "masks")
+    return root
+
+
+def test_training_from_boxes_alone_without_any_mask(tmp_path, caplog):
+    root = box_only_folder(tmp_path, classes="road,car")  # sky is what no box covers
+    runs = tmp_path / "runs"
+    flags = [
+        "--dataset", "folder", "--data-dir", str(root), "--image-shape", "48x64",
+        "--model", "unet", "--width", "0.125", "--epochs", "1", "--batch-size", "4",
+        "--val-fraction", "0.25", "--supervision", "boxes", "--class-weights", "median",
+        "--output-dir", str(runs), "--run-name", "r",
+    ]  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        assert train_main(flags) == 0, caplog.text[-2000:]
+    assert "no image in" in caplog.text and "filled boxes" in caplog.text
+    run = runs / "r"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["train_images"], metrics["val_images"]) == (6, 2)
+    assert "no masks" in metrics["labels"]
+    # the classes: background (outside every box) and the names the box files use, sorted
+    assert "3 classes (background, car, road)" in caplog.text
+    round0 = sorted((run / "box_labels" / "round0").glob("*.png"))
+    assert len(round0) == 6
+    assert {0, 1, 2} <= set(np.unique(np.concatenate([iio.imread(p).ravel() for p in round0])))
+    assert len(list((run / "overlays").glob("*.png"))) == 2  # the held-out images, painted
+
+
+def test_images_with_masks_validate_the_ones_with_boxes(tmp_path, caplog):
+    root = box_only_folder(tmp_path, count=8, keep_masks=3)
+    runs = tmp_path / "runs"
+    flags = [
+        "--dataset", "folder", "--data-dir", str(root), "--image-shape", "48x64",
+        "--model", "unet", "--width", "0.125", "--epochs", "1", "--batch-size", "4",
+        "--supervision", "boxes", "--output-dir", str(runs), "--run-name", "r",
+    ]  # fmt: skip
+    assert train_main(flags) == 2  # mask values and box class names need a palette to agree
+    assert "3 image(s)" in caplog.text and "5 have only boxes" in caplog.text
+    assert "--palette" in caplog.text
+    assert not (runs / "r").exists()
+    with caplog.at_level(logging.INFO):
+        assert train_main([*flags, "--palette", str(root / "palette.json")]) == 0
+    metrics = json.loads((runs / "r" / "metrics.json").read_text())
+    assert (metrics["train_images"], metrics["val_images"]) == (5, 3)
+    assert "no image in" not in caplog.text  # scored against the 3 masks
+    names = {p.stem for p in (runs / "r" / "box_labels" / "round0").glob("*.png")}
+    assert names == {f"f{i:02d}" for i in range(3, 8)}
+
+
+def test_a_binary_folder_of_boxes_alone_is_scored_by_maxf(tmp_path):
+    root = tmp_path / "cars"
+    (root / "images").mkdir(parents=True)
+    (root / "boxes").mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(6):
+        image = rng.integers(0, 60, (40, 56, 3))
+        x, y = 8 + 4 * index, 10
+        image[y : y + 16, x : x + 20] = [200, 30, 30]
+        iio.imwrite(root / "images" / f"c{index}.jpg", image.astype(np.uint8))
+        box = {"boxes": [{"class": "car", "box": [x, y, x + 20, y + 16]}]}
+        (root / "boxes" / f"c{index}.json").write_text(json.dumps(box))
+    runs = tmp_path / "runs"
+    flags = [
+        "--dataset", "folder", "--data-dir", str(root), "--image-shape", "40x56",
+        "--model", "unet", "--width", "0.125", "--epochs", "1", "--batch-size", "2",
+        "--val-fraction", "0.34", "--supervision", "boxes", "--output-dir", str(runs),
+        "--run-name", "r",
+    ]  # fmt: skip
+    assert train_main(flags) == 0
+    metrics = json.loads((runs / "r" / "metrics.json").read_text())
+    assert "val_maxf" in metrics and metrics["val_images"] == 2
