@@ -1,7 +1,9 @@
 """Segmentation metrics. Pixels labelled `IGNORE_LABEL` (outside KITTI's valid area, padding,
 CamVid's void) count nowhere.
 
-* `positive_iou`, `mean_iou`: Keras metrics for training logs.
+* `positive_iou`, `mean_iou`: Keras metrics for training logs; their state after Keras'
+  validation pass is the validation set's confusion matrix (and, binary tasks, the KITTI
+  threshold counts), which `validation_state` reads, so no second pass is needed.
 * `RoadCounts` / `road_scores`: the KITTI road benchmark's pixel evaluation, as its devkit
   (`helper.py`: `evalExp`, `pxEval_maximizeFMeasure`) computes it: per image a road confidence in
   [0, 1]; over all images of a category, false negatives and false positives counted for the 256
@@ -23,23 +25,80 @@ THRESHOLDS = np.arange(256) / 255.0
 CATEGORIES = ("um", "umm", "uu")  # KITTI road: urban marked, urban multiple marked, unmarked
 
 
+@keras.saving.register_keras_serializable(package="fcn_tf")
+class PositiveIoU(keras.metrics.IoU):
+    """Keras' IoU of class 1 from logits, also counting, per threshold 0/255 ... 255/255, the
+    positive and negative pixels whose class-1 probability lies below it (`RoadCounts`'
+    histograms) and the images seen, so that MaxF follows from the same pass."""
+
+    def __init__(self, name="road_iou", ignore_class=IGNORE_LABEL, **kwargs):
+        for fixed in ("num_classes", "target_class_ids", "sparse_y_pred", "dtype"):
+            kwargs.pop(fixed, None)
+        super().__init__(num_classes=2, target_class_ids=[1], name=name, sparse_y_pred=False,
+                         ignore_class=ignore_class, dtype="float64", **kwargs)  # fmt: skip
+        bins = len(THRESHOLDS) + 1  # bin k: probabilities in [t_(k-1), t_k)
+        self.histograms = self.add_variable((2, bins), "zeros", dtype="float64", name="hist")
+        self.images = self.add_variable((), "zeros", dtype="float64", name="images")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        super().update_state(y_true, y_pred, sample_weight)
+        ops = keras.ops
+        labels = ops.reshape(ops.cast(y_true, "int32"), (-1,))
+        probability = ops.softmax(ops.cast(y_pred, "float32"), axis=-1)[..., 1]
+        bins = ops.searchsorted(
+            ops.convert_to_tensor(THRESHOLDS, "float32"), ops.reshape(probability, (-1,)), "right"
+        )  # the number of thresholds at or below each probability: 0 .. 256
+        size = len(THRESHOLDS) + 1
+        keys = ops.where(labels == self.ignore_class, 2 * size, labels * size + bins)
+        counts = ops.bincount(keys, minlength=2 * size + 1)[: 2 * size]
+        self.histograms.assign_add(ops.cast(ops.reshape(counts, (2, size)), "float64"))
+        self.images.assign_add(ops.cast(ops.shape(y_true)[0], "float64"))
+
+    def reset_state(self):
+        super().reset_state()  # Keras' IoU resets its confusion matrix only
+        self.histograms.assign(keras.ops.zeros_like(self.histograms))
+        self.images.assign(0.0)
+
+    def road_counts(self) -> RoadCounts:
+        """The `RoadCounts` of everything counted since the last reset."""
+        negatives, positives = np.asarray(keras.ops.convert_to_numpy(self.histograms), np.int64)
+        counts = RoadCounts()
+        counts.false_negatives += np.cumsum(positives)[: len(THRESHOLDS)]
+        counts.false_positives += np.cumsum(negatives[::-1])[::-1][1 : 1 + len(THRESHOLDS)]
+        counts.positives, counts.negatives = int(positives.sum()), int(negatives.sum())
+        counts.images = int(keras.ops.convert_to_numpy(self.images))
+        return counts
+
+
 def positive_iou(name: str = "road_iou", ignore_label: int = IGNORE_LABEL) -> keras.metrics.Metric:
     """Streaming IoU of class 1 of a binary task (KITTI: the road) from logits, accumulated over
-    all pixels of an epoch (argmax, i.e. probability 0.5), logged as `name`."""
-    return keras.metrics.IoU(
-        num_classes=2,
-        target_class_ids=[1],
-        sparse_y_pred=False,
-        ignore_class=ignore_label,
-        name=name,
-    )
+    all pixels of an epoch (argmax, i.e. probability 0.5), logged as `name`; also the KITTI
+    threshold counts (`PositiveIoU`)."""
+    return PositiveIoU(name=name, ignore_class=ignore_label)
 
 
 def mean_iou(num_classes: int, ignore_label: int = IGNORE_LABEL) -> keras.metrics.Metric:
-    """Streaming mean IoU over all classes from logits (reported as `miou`)."""
+    """Streaming mean IoU over all classes from logits (reported as `miou`); its state is the
+    confusion matrix (rows: labels, columns: predictions), counted in float64."""
     return keras.metrics.MeanIoU(
-        num_classes=num_classes, sparse_y_pred=False, ignore_class=ignore_label, name="miou"
-    )
+        num_classes=num_classes, sparse_y_pred=False, ignore_class=ignore_label, name="miou",
+        dtype="float64",
+    )  # fmt: skip
+
+
+def validation_state(model):
+    """What the task metric of a compiled `model` counted since its last reset (after Keras'
+    validation pass: over the validation set): a `RoadCounts` (binary tasks) or the confusion
+    matrix (int64, rows labels), or None when the model has no such metric."""
+    stack = list(model.metrics)
+    while stack:
+        metric = stack.pop()
+        if isinstance(metric, PositiveIoU):
+            return metric.road_counts()
+        if isinstance(metric, keras.metrics.MeanIoU) and metric.name == "miou":
+            return np.rint(keras.ops.convert_to_numpy(metric.total_cm)).astype(np.int64)
+        stack.extend(getattr(metric, "metrics", None) or [])
+    return None
 
 
 class RoadCounts:

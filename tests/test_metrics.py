@@ -103,3 +103,67 @@ def test_class_absent_from_labels_and_predictions_is_not_averaged():
 def test_label_outside_the_classes_is_named():
     with pytest.raises(ValueError, match="label value 7 is outside the 3 classes"):
         metrics.confusion([0, 7], [0, 1], 3)
+
+
+def test_the_training_metric_counts_what_the_kitti_counts_count():
+    """`PositiveIoU`'s histograms give the same threshold counts as `RoadCounts` image by image,
+    void ignored, accumulated over batches and reset between passes."""
+    rng = np.random.default_rng(3)
+    metric = metrics.positive_iou()
+    expected = RoadCounts()
+    for _ in range(2):  # two batches of 3 images
+        labels = rng.integers(0, 2, (3, 9, 11)).astype(np.int32)
+        labels[:, :2] = 255
+        logits = rng.normal(0, 2, (3, 9, 11, 2)).astype(np.float32)
+        metric.update_state(labels, logits)
+        probability = np.exp(logits[..., 1]) / np.exp(logits).sum(-1)
+        for label, confidence in zip(labels, probability, strict=True):
+            expected.add(label == 1, confidence, label != 255)
+    counted = metric.road_counts()
+    np.testing.assert_array_equal(counted.false_negatives, expected.false_negatives)
+    np.testing.assert_array_equal(counted.false_positives, expected.false_positives)
+    assert (counted.positives, counted.negatives, counted.images) == (
+        expected.positives, expected.negatives, 6,
+    )  # fmt: skip
+    assert road_scores(counted) == road_scores(expected) | {"images": 6}
+    metric.reset_state()
+    assert metric.road_counts().positives == 0
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_the_scores_of_keras_validation_pass_equal_a_pass_of_their_own(classes):
+    """One validation pass per epoch: the selection score `fit` logs, taken from the Keras
+    pass's metric state, equals the score of a separate pass over the validation set."""
+    import keras
+    import tensorflow as tf
+
+    from fcn_tf.engine.callbacks import ValidationScores
+    from fcn_tf.engine.fit import compile_model, fit
+    from fcn_tf.task import Labels, default_colours, task_for
+
+    rng = np.random.default_rng(classes)
+    images = rng.normal(0, 1, (12, 16, 20, 3)).astype(np.float32)
+    labels = (images[..., 0] > 0).astype(np.int32) + (classes == 3) * (images[..., 1] > 1)
+    labels[:, :3, :3] = 255
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+    names = tuple(f"c{i}" for i in range(classes))
+    task = task_for(names, default_colours(classes), Labels("index", (), (255,)), (16, 20),
+                    "resize", "unet")  # fmt: skip
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 20, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(classes, 3, padding="same")(inputs))
+    compile_model(model, task, learning_rate=0.05)
+    history = fit(model, data, data.take(2), 2, task, verbose=0)
+    own = ValidationScores(data.take(2), task)
+    own.set_model(model)
+    counted = own.count({})
+    state = metrics.validation_state(model)  # what the last epoch's scores were taken from
+    if task.binary:
+        np.testing.assert_array_equal(state.false_positives, counted.false_positives)
+        assert history.history["val_maxf"][-1] == road_scores(counted)["MaxF"]
+        assert own.counts is None  # only set by the epoch's end
+    else:
+        np.testing.assert_array_equal(state, counted)
+        scores = metrics.class_scores(counted, names)
+        assert history.history["val_miou"][-1] == scores["mIoU"]
+        assert history.history["val_pixel_accuracy"][-1] == scores["pixel_accuracy"]

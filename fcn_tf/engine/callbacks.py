@@ -10,7 +10,7 @@ import numpy as np
 
 from fcn_tf.engine import state
 from fcn_tf.errors import Preempted, StorageFull
-from fcn_tf.metrics import RoadCounts, class_scores, confusion, road_scores
+from fcn_tf.metrics import RoadCounts, class_scores, confusion, road_scores, validation_state
 from fcn_tf.task import IGNORE_LABEL, Task
 
 
@@ -27,9 +27,11 @@ class ValidationScores(keras.callbacks.Callback):
 
     Binary tasks: the KITTI benchmark's `val_maxf` (and `val_maxf_threshold`), counted over all
     validation pixels as `fcn_tf.metrics.RoadCounts` does. Other tasks: `val_miou` from the
-    confusion matrix. `IGNORE_LABEL` pixels count nowhere; only the main output is scored. When
-    Keras did not validate (multi-replica runs), also `val_loss`: the mean cross-entropy over the
-    valid pixels.
+    confusion matrix. `IGNORE_LABEL` pixels count nowhere; only the main output is scored.
+
+    When Keras validated the epoch, the counts are its task metric's (`fcn_tf.metrics.
+    validation_state`), so the validation set is run once. Otherwise (multi-replica runs) this
+    callback runs it, and also sets `val_loss`: the mean cross-entropy over the valid pixels.
     """
 
     def __init__(self, val_data, task: Task):
@@ -42,6 +44,23 @@ class ValidationScores(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not finite(logs.get("loss", 0.0)):
             return  # diverged: nothing to score (StopOnNonFinite reports it)
+        # Keras validated this epoch: its task metric counted the validation set already
+        counted = validation_state(self.model) if "val_loss" in logs else None
+        if counted is None:
+            counted = self.count(logs)
+        if self.task.binary:
+            road = road_scores(counted)
+            logs["val_maxf"], logs["val_maxf_threshold"] = road["MaxF"], road["threshold"]
+            self.counts = counted
+        else:
+            scores = class_scores(counted, self.task.class_names)
+            logs["val_miou"] = scores["mIoU"]
+            logs["val_pixel_accuracy"] = scores["pixel_accuracy"]
+            self.class_iou = scores["per_class_iou"]
+
+    def count(self, logs: dict):
+        """A pass over the validation set: `RoadCounts` (binary tasks) or the confusion matrix;
+        also `logs["val_loss"]` when missing."""
         counts = RoadCounts()
         matrix = np.zeros((self.task.num_classes,) * 2, np.int64)
         loss_sum, pixels = 0.0, 0
@@ -61,15 +80,7 @@ class ValidationScores(keras.callbacks.Callback):
                 matrix += confusion(labels, scores.argmax(-1), self.task.num_classes)
         if "val_loss" not in logs and pixels:
             logs["val_loss"] = loss_sum / pixels
-        if self.task.binary:
-            road = road_scores(counts)
-            logs["val_maxf"], logs["val_maxf_threshold"] = road["MaxF"], road["threshold"]
-            self.counts = counts
-        else:
-            scores = class_scores(matrix, self.task.class_names)
-            logs["val_miou"] = scores["mIoU"]
-            logs["val_pixel_accuracy"] = scores["pixel_accuracy"]
-            self.class_iou = scores["per_class_iou"]
+        return counts if self.task.binary else matrix
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

@@ -158,8 +158,13 @@ def metric_sums(model) -> list:
 def add_metric_sums(model, sums: list) -> None:
     """Add saved sums to the metrics (after the first step of a resumed epoch)."""
     variables = metric_variables(model)
-    if len(variables) != len(sums):
-        raise ValueError(f"the saved state has {len(sums)} metric sums, the model {len(variables)}")
+    shapes = [np.shape(value) for value in sums]
+    if shapes != [tuple(variable.shape) for variable in variables]:  # saved by another version
+        log.warning(
+            "the saved state's metric sums do not fit this version's metrics: the resumed "
+            "epoch's training metrics count only the steps after the resume"
+        )
+        return
     for variable, value in zip(variables, sums, strict=True):
         variable.assign(variable + np.asarray(value, dtype=variable.dtype))
 
