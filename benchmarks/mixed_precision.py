@@ -40,6 +40,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=42, help="the trainings' seed")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also train float32 with seed + 1 (the run-to-run difference)",
+    )
     parser.add_argument("extra", nargs="*", help="arguments for both trainings (after --)")
     args = parser.parse_args()
 
@@ -48,9 +53,18 @@ def main() -> None:
     verdict = bfloat16_verdict()
     print(f"{cpu_model()} ({', '.join(cpu_flags())}); bfloat16 check: {verdict.reason}")
     with tempfile.TemporaryDirectory() as scratch:
+        plan = [("float32", False, args.seed), ("bfloat16", True, args.seed)]
+        plan += [("float32 seed+1", False, args.seed + 1)] * args.control
         runs = {
-            precision: train(Path(scratch), precision, args.epochs, args.extra, mixed, args.seed)
-            for precision, mixed in (("float32", False), ("bfloat16", True))
+            name: train(
+                Path(scratch),
+                name.replace(" ", "_").replace("+", "p"),
+                args.epochs,
+                args.extra,
+                mixed,
+                seed,
+            )  # fmt: skip
+            for name, mixed, seed in plan
         }
     for precision, result in runs.items():
         if "failed" in result:
@@ -58,16 +72,28 @@ def main() -> None:
     if any("failed" in result for result in runs.values()):
         raise SystemExit(1)
     fp32, bf16 = runs["float32"], runs["bfloat16"]
-    print("\n| epoch | loss float32 | loss bfloat16 | difference |\n|---:|---:|---:|---:|")
-    worst = 0.0
-    for a, b in zip(fp32["history"], bf16["history"], strict=True):
-        diff = (float(b["loss"]) - float(a["loss"])) / float(a["loss"])
-        worst = max(worst, abs(diff))
-        print(f"| {int(a['epoch']) + 1} | {float(a['loss']):.4f} | {float(b['loss']):.4f} | "
-              f"{100 * diff:+.1f} % |")  # fmt: skip
+    control = runs.get("float32 seed+1")
+    header = "| epoch | loss float32 | loss bfloat16 | difference |"
+    if control:
+        header += " loss float32, seed + 1 | difference |"
+    print("\n" + header + "\n|---:|---:|---:|---:|" + "---:|---:|" * bool(control))
+    worst = {"bfloat16": 0.0, "control": 0.0}
+    for index, (a, b) in enumerate(zip(fp32["history"], bf16["history"], strict=True)):
+        base = float(a["loss"])
+        diff = (float(b["loss"]) - base) / base
+        worst["bfloat16"] = max(worst["bfloat16"], abs(diff))
+        row = f"| {int(a['epoch']) + 1} | {base:.4f} | {float(b['loss']):.4f} | "
+        row += f"{100 * diff:+.1f} % |"
+        if control:
+            other = float(control["history"][index]["loss"])
+            worst["control"] = max(worst["control"], abs(other - base) / base)
+            row += f" {other:.4f} | {100 * (other - base) / base:+.1f} % |"
+        print(row)
     metric = fp32["metrics"]["selection_metric"]
     seconds = fp32["metrics"]["train_seconds"], bf16["metrics"]["train_seconds"]
-    print(f"\nlargest per-epoch loss difference: {100 * worst:.1f} %")
+    print(f"\nlargest per-epoch loss difference: {100 * worst['bfloat16']:.1f} %"
+          + (f" (float32 vs float32 with the next seed: {100 * worst['control']:.1f} %)"
+             if control else ""))  # fmt: skip
     scores = fp32["metrics"][metric], bf16["metrics"][metric]
     print(f"{metric}: float32 {scores[0]:.4f}, bfloat16 {scores[1]:.4f}")
     print(f"training time: float32 {seconds[0]:.1f} s, bfloat16 {seconds[1]:.1f} s "
