@@ -131,7 +131,7 @@ HELP = {
     "brightness/contrast) or 'strong' (flip, scale 0.5-2x, rotation, colour jitter, blur); "
     "true/false mean basic/none",
     "supervision": "'masks' (pixel labels) or 'boxes' (train from bounding boxes, Simple Does "
-    "It's recursive rounds; validation still uses the masks)",
+    "It's recursive rounds; validation uses the masks there are, see docs/boxes.md)",
     "boxes_dir": "--supervision boxes: the folder of box files NAME.json for the training images "
     "(default DATA/boxes; CamVid DATA/trainboxes; write them from masks with python -m "
     "fcn_tf.boxes), or one COCO-style annotation file",

@@ -71,7 +71,10 @@ def read_box_file(path, class_names, image_size: tuple[int, int]) -> list[Box]:
     path = Path(path)
     text = path.read_text() if path.is_file() else None
     if text is None:
-        raise FileNotFoundError(f"box file {path} does not exist")
+        raise ValueError(
+            f'box file {path} does not exist; every image needs one (write {{"boxes": []}} for '
+            "an image without objects)"
+        )
     if not text.strip():
         raise ValueError(
             f'box file {path} is empty; write {{"boxes": []}} for an image without boxes'
@@ -98,8 +101,8 @@ def read_coco_file(path) -> dict[str, list[dict]]:
         names = {c["id"]: c["name"] for c in data["categories"]}
         stems = {i["id"]: Path(i["file_name"]).stem for i in data["images"]}
         boxes = [(a["image_id"], a["category_id"], *a["bbox"]) for a in data["annotations"]]
-        if any(len(box) != 6 for box in boxes):
-            raise ValueError("a bbox that is not [x, y, width, height]")
+        if any(len(box) != 6 or not all(_is_number(v) for v in box[2:]) for box in boxes):
+            raise ValueError("a bbox that is not [x, y, width, height] in numbers")
     except json.JSONDecodeError as error:
         raise ValueError(f"COCO file {path} is not valid JSON ({error})") from None
     except (KeyError, TypeError, ValueError) as error:
@@ -107,6 +110,12 @@ def read_coco_file(path) -> dict[str, list[dict]]:
             f"COCO file {path}: expected images (id, file_name), annotations (image_id, "
             f"category_id, bbox [x, y, w, h]) and categories (id, name); missing or bad: {error}"
         ) from None
+    if len(set(stems.values())) < len(stems):
+        twice = sorted(s for s in set(stems.values()) if list(stems.values()).count(s) > 1)
+        raise ValueError(
+            f"COCO file {path}: images are matched by file name without folder and suffix, and "
+            f"several images are named {twice[0]}; rename them apart"
+        )
     entries = {stem: [] for stem in stems.values()}
     for image_id, category_id, x, y, w, h in boxes:
         if image_id not in stems or category_id not in names:
@@ -116,6 +125,10 @@ def read_coco_file(path) -> dict[str, list[dict]]:
             )
         entries[stems[image_id]].append({"class": names[category_id], "box": [x, y, x + w, y + h]})
     return entries
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def parse_boxes(entries, source: str, class_names, image_size, clip: bool = False) -> list[Box]:
@@ -128,6 +141,8 @@ def parse_boxes(entries, source: str, class_names, image_size, clip: bool = Fals
 def _parse_box(entry, path: Path, names: list, image_size, clip: bool) -> Box:
     if not isinstance(entry, dict) or "class" not in entry or "box" not in entry:
         raise ValueError(f'box file {path}: each box needs "class" and "box", got {entry!r}')
+    if not isinstance(entry["class"], str):
+        raise ValueError(f"box file {path}: a class is a name (a string), got {entry['class']!r}")
     if entry["class"] not in names:
         raise ValueError(
             f"box file {path}: unknown class {entry['class']!r}; the classes are {', '.join(names)}"
@@ -136,7 +151,7 @@ def _parse_box(entry, path: Path, names: list, image_size, clip: bool) -> Box:
     if (
         not isinstance(corners, list)
         or len(corners) != 4
-        or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in corners)
+        or not all(_is_number(v) for v in corners)
     ):
         raise ValueError(f"box file {path}: a box is [x0, y0, x1, y1] in pixels, got {corners!r}")
     x0, y0, x1, y1 = (int(round(v)) for v in corners)
@@ -181,18 +196,22 @@ def class_names_in(location, images) -> list[str]:
         entries = read_coco_file(location)
         found = [entry for image in images for entry in entries.get(Path(image).stem, [])]
     else:
-        found = []
-        for image in images:
-            path = location / f"{Path(image).stem}.json"
+        found, paths = [], [location / f"{Path(image).stem}.json" for image in images]
+        if paths and not any(path.is_file() for path in paths):
+            raise ValueError(
+                f"{location} holds no box file for these images (looked for {paths[0].name} "
+                "and so on: NAME.json for images/NAME.*)"
+            )
+        for path in paths:
             try:
                 data = json.loads(path.read_text()) if path.is_file() else {"boxes": []}
                 found += list(data["boxes"])
             except (json.JSONDecodeError, KeyError, TypeError):
                 read_box_file(path, (), (1, 1))  # raises the file's own error
-    names = {entry["class"] for entry in found if isinstance(entry, dict) and "class" in entry}
+    names = {e["class"] for e in found if isinstance(e, dict) and isinstance(e.get("class"), str)}
     if not names:
         raise ValueError(f"the boxes in {location} hold no box for these images: nothing to learn")
-    return sorted(map(str, names))
+    return sorted(names)
 
 
 def read_image_boxes(location, images, class_names) -> list[tuple[list[Box], tuple[int, int]]]:

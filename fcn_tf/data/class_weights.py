@@ -57,7 +57,7 @@ def class_weights(name: str, pairs, task: Task, label_decoder=None, power: float
     weights = [w**power for w in weights_from_counts(name, counts, image_counts)]
     absent = [task.class_names[c] for c in np.flatnonzero(counts == 0)]
     if absent:
-        log.warning("classes absent from the training masks get weight 0: %s", ", ".join(absent))
+        log.warning("classes absent from the training labels get weight 0: %s", ", ".join(absent))
     log.info(
         "class weights (%s%s): %s",
         name,

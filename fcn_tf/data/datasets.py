@@ -184,7 +184,8 @@ def _box_folder_data(config, pairs, model_task: Task | None):
         elif palette is not None:
             names, colours = palette["names"], palette["colours"]
         else:
-            names = ("background", *box_files.class_names_in(location, [i for i, _ in pairs]))
+            found = box_files.class_names_in(location, [image for image, _ in pairs])
+            names = ("background", *(name for name in found if name != "background"))
             colours = default_colours(len(names))
         note = (
             "no masks: validation labels are the held-out images' filled boxes (class indices, "

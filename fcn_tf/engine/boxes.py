@@ -7,7 +7,8 @@ network predicts every training image, the prediction is kept within the boxes
 box its class covers less than `--box-min-coverage` of falls back to its round-0 labels), and
 that becomes the next round's labels. Every round's labels are written as index PNGs into
 `RUN/box_labels/roundK/` (class index per pixel, 255 ignored), where they can be inspected, and
-where a resumed run finds them. Validation and the held-out scores use the dataset's masks.
+where a resumed run finds them. Validation and the held-out scores use the dataset's masks, or
+the held-out images' filled boxes when it has none (`fcn_tf.data.datasets`).
 """
 
 from __future__ import annotations

@@ -107,6 +107,8 @@ def test_box_files_round_trip_and_bad_files_are_named(tmp_path):
         (json.dumps({"boxes": [{"class": "car", "box": [3, 0, 3, 2]}]}), "no area"),
         (json.dumps({"boxes": [{"class": "car", "box": [0, 0, 7, 2]}]}), "outside the 6x5 image"),
         (json.dumps({"boxes": [{"box": [0, 0, 1, 1]}]}), 'needs "class"'),
+        (json.dumps({"boxes": [{"class": 3, "box": [0, 0, 1, 1]}]}), "a class is a name"),
+        (json.dumps({"boxes": [{"class": "car", "box": [0, True, 1, 1]}]}), "a box is"),
     ]:
         path.write_text(content)
         with pytest.raises(ValueError, match=message) as error:
@@ -114,6 +116,8 @@ def test_box_files_round_trip_and_bad_files_are_named(tmp_path):
         assert str(path) in str(error.value)
     path.write_text(json.dumps({"boxes": []}))
     assert read_box_file(path, NAMES, (5, 6)) == []
+    with pytest.raises(ValueError, match=r'b\.json does not exist; .*\{"boxes": \[\]\}'):
+        read_box_file(tmp_path / "b.json", NAMES, (5, 6))
 
 
 def coco_file(path, images: dict, categories=NAMES) -> Path:
@@ -151,8 +155,12 @@ def test_a_coco_file_gives_each_image_its_boxes_clipped_to_the_image(tmp_path):
         with pytest.raises(ValueError, match=message) as error:
             read_coco_file(path)
         assert str(path) in str(error.value)
-    coco_file(path, {"a.png": [("car", [0, 0, 2])]})
-    with pytest.raises(ValueError, match=r"bbox \[x, y, w, h\]"):
+    for bbox in ([0, 0, 2], [0, 0, None, 2], [0, "1", 2, 2]):
+        coco_file(path, {"a.png": [("car", bbox)]})
+        with pytest.raises(ValueError, match=r"bbox \[x, y, w, h\]"):
+            read_coco_file(path)
+    coco_file(path, {"one/a.png": [], "two/a.jpg": []})  # one name, two images
+    with pytest.raises(ValueError, match="several images are named a"):
         read_coco_file(path)
     coco_file(path, {"a.png": [("tree", [0, 0, 2, 2])]}, (*NAMES, "tree"))
     with pytest.raises(ValueError, match="unknown class 'tree'"):
@@ -196,5 +204,7 @@ def test_class_names_come_from_the_box_files_of_the_images_asked_for(tmp_path):
     (folder / "d.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"d\.json is not valid JSON"):
         class_names_in(folder, ["a.png", "d.png"])
+    with pytest.raises(ValueError, match="holds no box file for these images"):
+        class_names_in(folder, ["x.png", "y.png"])
     coco = coco_file(tmp_path / "coco.json", {"x.png": [("car", [0, 0, 2, 2])]}, ("car", "van"))
     assert class_names_in(coco, ["x.png"]) == ["car"]
