@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+import fcn_tf.metrics  # noqa: F401 (registers PositiveIoU, which compiled checkpoints name)
+
 
 def bilinear_kernel(size: int) -> np.ndarray:
     """The 2-D bilinear interpolation filter of side `size` (Long et al.'s `upsample_filt`).
