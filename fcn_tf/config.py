@@ -141,7 +141,8 @@ HELP = {
     "box_rounds": "--supervision boxes: recursive rounds after the first, each training on the "
     "previous round's predictions kept within the boxes (the epochs are split evenly)",
     "box_min_coverage": "--supervision boxes: a box whose class the prediction gives to less "
-    "than this share of it falls back to its round-0 labels",
+    "than this share of the pixels it owns (those no smaller box covers) falls back to its "
+    "round-0 labels there",
     "model": f"architecture: {', '.join(MODELS)}",
     "width": "multiplier for every conv width of the model (1.0 = the published network)",
     "weights": "FCN, unet_vgg16, PSPNet, DeepLab, RefineNet: encoder weights: none, 'imagenet' "

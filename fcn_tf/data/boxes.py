@@ -283,7 +283,10 @@ def constrain(predicted: np.ndarray, boxes, initial: np.ndarray, background: int
     A pixel keeps its predicted class only if a box of that class covers it (or it is
     background); otherwise it takes its `initial` label. Outside every box: background (or
     ignored without a background class). A box whose class the prediction gives to less than
-    `min_coverage` of its area falls back to its initial labels.
+    `min_coverage` of the pixels it owns falls back to its initial labels there. A box owns the
+    pixels of its area that no smaller box covers (the smallest-on-top order of
+    `labels_from_boxes`), so a large box falling back (a road box, whose road fills half of
+    it) does not erase the boxes inside it.
 
     Args:
         predicted: `(H, W)` class indices predicted by the network.
@@ -293,18 +296,21 @@ def constrain(predicted: np.ndarray, boxes, initial: np.ndarray, background: int
     predicted = np.asarray(predicted, np.int64)
     classes = max([b.class_index for b in boxes] + [int(predicted.max())]) + 1
     covered_by = np.zeros((classes, *predicted.shape), bool)  # class -> where its boxes lie
-    for box in boxes:
-        covered_by[(box.class_index, *box.region())] = True
+    owner = np.full(predicted.shape, -1)  # the smallest box covering each pixel
+    order = sorted(range(len(boxes)), key=lambda i: -boxes[i].area)  # largest first
+    for index in order:
+        covered_by[(boxes[index].class_index, *boxes[index].region())] = True
+        owner[boxes[index].region()] = index
     inside = covered_by.any(0)
     allowed = np.take_along_axis(covered_by, predicted[None], 0)[0]
     if background is not None:
         allowed |= predicted == background
     labels = np.where(allowed, predicted, initial).astype(np.uint8)
     labels[~inside] = IGNORE_LABEL if background is None else background
-    for box in sorted(boxes, key=lambda b: -b.area):
-        region = box.region()
-        if (labels[region] == box.class_index).mean() < min_coverage:
-            labels[region] = initial[region]
+    for index in order:
+        owned = owner == index
+        if owned.any() and (labels[owned] == boxes[index].class_index).mean() < min_coverage:
+            labels[owned] = initial[owned]
     return labels
 
 

@@ -75,6 +75,20 @@ def test_a_box_the_prediction_barely_covers_falls_back_to_its_initial_label():
     assert (labels[:, 4:] == 0).all()
 
 
+def test_a_large_box_falling_back_keeps_the_boxes_inside_it():
+    """The road box (class 1) falls back, the car box inside it (class 2) does not: only the
+    pixels the road box owns return to their initial labels."""
+    road, car = Box(1, 0, 0, 8, 4), Box(2, 1, 1, 4, 3)  # the car owns 6 of the road's 32 px
+    initial = labels_from_boxes([road, car], (4, 8), background=None, mode="box_i", inner=0.25)
+    predicted = np.full((4, 8), 2)  # car everywhere: road covers 0 of its own 26 pixels
+    predicted[0, 6:] = 1
+    labels = constrain(predicted, [road, car], initial, background=None, min_coverage=0.5)
+    np.testing.assert_array_equal(labels[1:3, 1:4], 2)  # the car's box keeps its prediction
+    owned = np.ones((4, 8), bool)
+    owned[1:3, 1:4] = False
+    np.testing.assert_array_equal(labels[owned], initial[owned])  # the road's own pixels
+
+
 def test_boxes_derived_from_a_mask_per_connected_component():
     mask = np.zeros((10, 12), np.uint8)
     mask[1:4, 1:5] = 1  # a car, 12 px
