@@ -143,18 +143,28 @@ def class_counts(pairs, task: Task, label_decoder=None) -> tuple[np.ndarray, np.
     read = pipeline.decode_masks(label_decoder or pipeline.label_decoder(task))
     classes = task.num_classes
 
-    def count(pair):
-        labels = read(pair[1])
-        found = np.bincount(labels[labels != IGNORE_LABEL].ravel(), minlength=classes)[:classes]
-        return found, labels.size
-
-    counted = parallel_map(count, pairs, "counting classes", "mask")
-    counts = np.sum([found for found, _ in counted], axis=0).astype(np.int64)
-    image_counts = np.sum([(found > 0) * size for found, size in counted], axis=0, dtype=np.int64)
+    counts, image_counts = total_counts(parallel_map(
+        lambda pair: count_classes(read(pair[1]), classes), pairs, "counting classes", "mask"
+    ))  # fmt: skip
     try:
         write_json(path, {"counts": counts.tolist(), "image_counts": image_counts.tolist()})
     except OSError as error:  # a read-only cache costs a recount next time, nothing more
         log.warning("could not cache the class counts in %s: %s", path, error)
+    return counts, image_counts
+
+
+def count_classes(labels: np.ndarray, classes: int) -> tuple[np.ndarray, int]:
+    """One label map's pixels per class (IGNORE_LABEL left out) and its size."""
+    found = np.bincount(labels[labels != IGNORE_LABEL].ravel(), minlength=classes)
+    return found[:classes], labels.size
+
+
+def total_counts(counted) -> tuple[np.ndarray, np.ndarray]:
+    """From `count_classes` of each map: per class, its pixels, and the pixels of the maps in
+    which it appears (both int64)."""
+    counted = list(counted)
+    counts = np.sum([found for found, _ in counted], axis=0).astype(np.int64)
+    image_counts = np.sum([(found > 0) * size for found, size in counted], axis=0, dtype=np.int64)
     return counts, image_counts
 
 

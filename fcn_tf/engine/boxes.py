@@ -25,7 +25,6 @@ from fcn_tf.data.boxes import (
     labels_from_boxes,
     read_image_boxes,
 )
-from fcn_tf.task import IGNORE_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +78,12 @@ class BoxRounds:
     def label_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Per class: its pixels in the round-0 labels, and the pixels of the images in which
         it appears (what `--class-weights` counts in masks; `fcn_tf.data.class_weights`)."""
+        from fcn_tf.data.class_weights import count_classes, total_counts
+
         classes = self.task.num_classes
-        counts, image_counts = np.zeros(classes, np.int64), np.zeros(classes, np.int64)
-        for index in range(len(self.images)):
-            labels = self.initial(index)
-            found = np.bincount(labels[labels != IGNORE_LABEL].ravel(), minlength=classes)
-            counts += found[:classes]
-            image_counts += np.where(found[:classes] > 0, labels.size, 0)
-        return counts, image_counts
+        return total_counts(
+            count_classes(self.initial(i), classes) for i in range(len(self.images))
+        )
 
     def _write(self, round_index: int, model) -> None:
         from tqdm.auto import tqdm
