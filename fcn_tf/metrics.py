@@ -63,10 +63,7 @@ class PositiveIoU(keras.metrics.IoU):
         """The `RoadCounts` of everything counted since the last reset."""
         negatives, positives = np.asarray(keras.ops.convert_to_numpy(self.histograms), np.int64)
         counts = RoadCounts()
-        counts.false_negatives += np.cumsum(positives)[: len(THRESHOLDS)]
-        counts.false_positives += np.cumsum(negatives[::-1])[::-1][1 : 1 + len(THRESHOLDS)]
-        counts.positives, counts.negatives = int(positives.sum()), int(negatives.sum())
-        counts.images = int(keras.ops.convert_to_numpy(self.images))
+        counts.add_histograms(positives, negatives, int(keras.ops.convert_to_numpy(self.images)))
         return counts
 
 
@@ -125,14 +122,19 @@ class RoadCounts:
             )
         valid = np.ones_like(road) if valid is None else np.asarray(valid, bool)
         bins = np.concatenate(([-np.inf], THRESHOLDS, [np.inf]))
-        fn_hist = np.histogram(confidence[road & valid], bins=bins)[0]
-        fp_hist = np.histogram(confidence[~road & valid], bins=bins)[0]
+        positives = np.histogram(confidence[road & valid], bins=bins)[0]
+        negatives = np.histogram(confidence[~road & valid], bins=bins)[0]
+        self.add_histograms(positives, negatives, 1)
+
+    def add_histograms(self, positives, negatives, images: int) -> None:
+        """Add counted pixels: per bin k (confidence in [t_(k-1), t_k), 257 bins), the road
+        (`positives`) and other (`negatives`) pixels, over `images` images."""
         # FN(t): road pixels with confidence < t; FP(t): non-road pixels with confidence >= t.
-        self.false_negatives += np.cumsum(fn_hist)[: len(THRESHOLDS)]
-        self.false_positives += np.cumsum(fp_hist[::-1])[::-1][1 : 1 + len(THRESHOLDS)]
-        self.positives += int((road & valid).sum())
-        self.negatives += int((~road & valid).sum())
-        self.images += 1
+        self.false_negatives += np.cumsum(positives)[: len(THRESHOLDS)]
+        self.false_positives += np.cumsum(negatives[::-1])[::-1][1 : 1 + len(THRESHOLDS)]
+        self.positives += int(np.sum(positives))
+        self.negatives += int(np.sum(negatives))
+        self.images += images
 
     def __iadd__(self, other: RoadCounts) -> RoadCounts:
         self.false_negatives += other.false_negatives
