@@ -46,6 +46,29 @@ def test_inner_boxes_label_the_centre_and_ignore_the_band():
     assert (labels[0] == 0).all() and (labels[:, 11] == 0).all()
 
 
+def test_without_a_background_a_pixel_only_one_class_covers_takes_that_class():
+    """Every class boxed (no background): the road box's band outside the car box is road, as
+    are the pixels two road boxes share; where road and car boxes overlap, box_i's inner
+    region and ignored band stay. With a background class the band stays ignored."""
+    road, road2, car = Box(1, 0, 0, 8, 4), Box(1, 6, 2, 10, 5), Box(2, 1, 1, 5, 4)
+    labels = labels_from_boxes([road, road2, car], (6, 10), background=None, mode="box_i",
+                               inner=0.25)  # fmt: skip
+    expected = np.array(
+        [[1, 1, 1, 1, 1, 1, 1, 1, V, V],
+         [1, V, 2, 2, V, 1, 1, 1, V, V],
+         [1, V, 2, 2, V, 1, 1, 1, 1, 1],
+         [1, V, V, V, V, 1, 1, 1, 1, 1],
+         [V, V, V, V, V, V, 1, 1, 1, 1],
+         [V, V, V, V, V, V, V, V, V, V]]
+    )  # fmt: skip
+    np.testing.assert_array_equal(labels, expected)
+    filled = labels_from_boxes([road, road2, car], (6, 10), background=None, mode="box")
+    np.testing.assert_array_equal(filled[1:4, 1:5], 2)  # smallest on top where both cover
+    with_background = labels_from_boxes([road, car], (6, 10), background=0, mode="box_i",
+                                        inner=0.25)  # fmt: skip
+    assert with_background[0, 0] == V and with_background[5, 0] == 0
+
+
 def test_the_constraint_keeps_predictions_inside_their_boxes():
     car = Box(1, 0, 0, 4, 4)
     initial = labels_from_boxes([car], (4, 6))
