@@ -50,6 +50,16 @@ class BoxRounds:
             ", ".join(map(str, self.bounds[1:])),
             "ignored" if self.background is None else self.task.class_names[self.background],
         )  # fmt: skip
+        boxed = {box.class_index for boxes in self.boxes for box in boxes}
+        unboxed = [name for i, name in enumerate(self.task.class_names) if i not in boxed]
+        if self.background is None and unboxed:
+            log.warning(
+                "no training box has class %s, and no class is named 'background': outside the "
+                "boxes is ignored and a pixel only one class's boxes cover takes that class, so "
+                "%s never learned; box every class, or name the class of what no box covers "
+                "'background' (--palette)",
+                ", ".join(unboxed), "it is" if len(unboxed) == 1 else "they are",
+            )  # fmt: skip
 
     def round_of(self, epoch: int) -> int:
         """The round that trains epoch `epoch` (0-based)."""

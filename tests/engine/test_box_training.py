@@ -31,6 +31,7 @@ def test_training_from_boxes_with_a_recursive_round(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         assert train_main(flags) == 0, caplog.text[-2000:]
     assert "rounds end after epochs 1, 2" in caplog.text
+    assert "never learned" not in caplog.text  # every class is boxed
     run = runs / "r"
     rounds = [sorted((run / "box_labels" / f"round{k}").glob("*.png")) for k in (0, 1)]
     assert len(rounds[0]) == len(rounds[1]) == 9  # the training split
@@ -62,6 +63,23 @@ def test_bad_box_settings_get_one_line(tmp_path, caplog):
     assert train_main([*base, "--run-name", "x"]) == 2  # no box files yet
     assert "python -m fcn_tf.boxes" in caplog.text
     assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_a_class_no_box_names_is_reported_when_nothing_is_background(tmp_path, caplog):
+    """Boxes for road and car only, and no class named background: sky could only be learned
+    from pixels no box covers, which are ignored; the run says so, naming sky."""
+    root = make_class_folder(tmp_path / "data", count=4)
+    palette = ["--palette", str(root / "palette.json")]
+    assert boxes_main(["--data-dir", str(root), *palette, "--classes", "road,car", "--quiet"]) == 0
+    flags = [
+        "--dataset", "folder", "--data-dir", str(root), *palette, "--image-shape", "48x64",
+        "--model", "fcn8s", "--width", "0.0625", "--fc-units", "16", "--epochs", "1",
+        "--batch-size", "4", "--val-fraction", "0.25", "--supervision", "boxes",
+        "--output-dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        assert train_main(flags) == 0, caplog.text[-2000:]
+    assert "no training box has class sky" in caplog.text
 
 
 def weights_line(label_maps) -> str:
