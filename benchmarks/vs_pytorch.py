@@ -122,7 +122,10 @@ def fcn_tf_child(size, steps: int, jit: str, bfloat16: bool = False) -> dict:
         command = [sys.executable, "-m", "fcn_tf.benchmark", "--sizes", f"{size[0]}x{size[1]}",
                    "--steps", str(steps), "--no-pipeline", "--jit-compile", jit,
                    "--json", str(out)] + (["--mixed-precision"] * bfloat16)  # fmt: skip
-        subprocess.run(command, check=True, capture_output=True)
+        child = subprocess.run(command, capture_output=True, text=True)
+        if child.returncode:
+            raise SystemExit(f"{' '.join(command[1:])} failed (exit {child.returncode}):\n"
+                             + "\n".join(child.stderr.splitlines()[-15:]))  # fmt: skip
         report = json.loads(out.read_text())
     (result,) = report["results"]
     result["matmul_peak"] = report["matmul_peak_gflop_per_s"]

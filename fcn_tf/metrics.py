@@ -50,7 +50,8 @@ class PositiveIoU(keras.metrics.IoU):
         )  # the number of thresholds at or below each probability: 0 .. 256
         size = len(THRESHOLDS) + 1
         keys = ops.where(labels == self.ignore_class, 2 * size, labels * size + bins)
-        counts = ops.bincount(keys, minlength=2 * size + 1)[: 2 * size]
+        # a segment sum, not bincount: XLA compiles it (`--jit-compile on`), bincount it cannot
+        counts = ops.segment_sum(ops.ones_like(keys), keys, num_segments=2 * size + 1)[: 2 * size]
         self.histograms.assign_add(ops.cast(ops.reshape(counts, (2, size)), "float64"))
         self.images.assign_add(ops.cast(ops.shape(y_true)[0], "float64"))
 

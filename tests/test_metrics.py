@@ -130,10 +130,12 @@ def test_the_training_metric_counts_what_the_kitti_counts_count():
     assert metric.road_counts().positives == 0
 
 
-@pytest.mark.parametrize("classes", [2, 3])
-def test_the_scores_of_keras_validation_pass_equal_a_pass_of_their_own(classes):
+@pytest.mark.parametrize("classes,jit", [(2, False), (3, False), (2, True)])
+def test_the_scores_of_keras_validation_pass_equal_a_pass_of_their_own(classes, jit):
     """One validation pass per epoch: the selection score `fit` logs, taken from the Keras
-    pass's metric state, equals the score of a separate pass over the validation set."""
+    pass's metric state, equals the score of a separate pass over the validation set; also
+    with the train and test steps compiled by XLA (`--jit-compile on`: the binary metric's
+    threshold histograms must be an op XLA compiles)."""
     import keras
     import tensorflow as tf
 
@@ -152,7 +154,7 @@ def test_the_scores_of_keras_validation_pass_equal_a_pass_of_their_own(classes):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 20, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(classes, 3, padding="same")(inputs))
-    compile_model(model, task, learning_rate=0.05)
+    compile_model(model, task, learning_rate=0.05, jit_compile=jit)
     history = fit(model, data, data.take(2), 2, task, verbose=0)
     own = ValidationScores(data.take(2), task)
     own.set_model(model)
