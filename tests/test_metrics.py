@@ -154,8 +154,23 @@ def test_the_scores_of_keras_validation_pass_equal_a_pass_of_their_own(classes, 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 20, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(classes, 3, padding="same")(inputs))
-    compile_model(model, task, learning_rate=0.05, jit_compile=jit)
-    history = fit(model, data, data.take(2), 2, task, verbose=0)
+    # Keras quietly drops XLA while op determinism is on (an earlier test may have set it)
+    from tensorflow.python.framework.config import (
+        disable_op_determinism,
+        enable_op_determinism,
+        is_op_determinism_enabled,
+    )
+
+    deterministic = is_op_determinism_enabled()
+    if jit and deterministic:
+        disable_op_determinism()
+    try:
+        compile_model(model, task, learning_rate=0.05, jit_compile=jit)
+        assert model.jit_compile is jit
+        history = fit(model, data, data.take(2), 2, task, verbose=0)
+    finally:
+        if deterministic:
+            enable_op_determinism()
     own = ValidationScores(data.take(2), task)
     own.set_model(model)
     counted = own.count({})
