@@ -280,20 +280,19 @@ def labels_from_boxes(boxes, shape, background: int | None = 0, mode: str = "box
         else:
             labels[box.region()] = IGNORE_LABEL
             labels[box.inner(inner).region()] = box.class_index
-    if background is None and boxes:
-        only, covering = only_class_covering(boxes, shape)
-        labels[covering == 1] = only[covering == 1]
+    if background is None and boxes:  # a pixel only one class's boxes cover is that class
+        covered_by = class_coverage(boxes, shape, max(b.class_index for b in boxes) + 1)
+        only = covered_by.sum(0) == 1
+        labels[only] = covered_by.argmax(0)[only]
     return labels
 
 
-def only_class_covering(boxes, shape) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel: how many classes' boxes cover it, and (where that is one) which class."""
-    classes = sorted({box.class_index for box in boxes})
-    covered = np.zeros((len(classes), *shape), bool)
+def class_coverage(boxes, shape, classes: int) -> np.ndarray:
+    """`(classes, H, W)` bool: where the boxes of each class lie."""
+    covered_by = np.zeros((classes, *shape), bool)
     for box in boxes:
-        covered[(classes.index(box.class_index), *box.region())] = True
-    only = np.asarray(classes, np.uint8)[covered.argmax(0)]
-    return only, covered.sum(0)
+        covered_by[(box.class_index, *box.region())] = True
+    return covered_by
 
 
 def constrain(predicted: np.ndarray, boxes, initial: np.ndarray, background: int | None = 0,
@@ -315,11 +314,10 @@ def constrain(predicted: np.ndarray, boxes, initial: np.ndarray, background: int
     """
     predicted = np.asarray(predicted, np.int64)
     classes = max([b.class_index for b in boxes] + [int(predicted.max())]) + 1
-    covered_by = np.zeros((classes, *predicted.shape), bool)  # class -> where its boxes lie
+    covered_by = class_coverage(boxes, predicted.shape, classes)
     owner = np.full(predicted.shape, -1)  # the smallest box covering each pixel
     order = sorted(range(len(boxes)), key=lambda i: -boxes[i].area)  # largest first
     for index in order:
-        covered_by[(boxes[index].class_index, *boxes[index].region())] = True
         owner[boxes[index].region()] = index
     inside = covered_by.any(0)
     allowed = np.take_along_axis(covered_by, predicted[None], 0)[0]
