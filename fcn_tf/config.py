@@ -18,6 +18,7 @@ import os
 import typing
 from pathlib import Path
 
+from fcn_tf.data.boxes import BOX_LABELS
 from fcn_tf.models.registry import MODELS, check_options, get_spec
 from fcn_tf.task import RESIZE_MODES
 
@@ -50,6 +51,7 @@ class TrainConfig:
     boxes_dir: str | None = None
     box_labels: str = "box_i"
     box_inner: float = 0.2
+    box_confidence: float = 0.95
     box_rounds: int = 0
     box_min_coverage: float = 0.5
     # -- model (options other than width apply to some models only; None: the model's default)
@@ -135,9 +137,12 @@ HELP = {
     "boxes_dir": "--supervision boxes: the folder of box files NAME.json for the training images "
     "(default DATA/boxes; CamVid DATA/trainboxes; write them from masks with python -m "
     "fcn_tf.boxes), or one COCO-style annotation file",
-    "box_labels": "--supervision boxes: round-0 labels 'box' (filled boxes) or 'box_i' (an inner "
-    "region labelled, the band around it ignored)",
-    "box_inner": "--box-labels box_i: the inner region's share of the box's area",
+    "box_labels": "--supervision boxes: round-0 labels 'box' (filled boxes), 'box_i' (an inner "
+    "region labelled, the band around it ignored) or 'colour' (box_i, and the pixels several "
+    "classes' boxes share by a colour model of each image, GrabCut-like)",
+    "box_inner": "--box-labels box_i/colour: the inner region's share of the box's area",
+    "box_confidence": "--box-labels colour: the colour model's least posterior probability for "
+    "labelling a shared pixel (below it the pixel is ignored)",
     "box_rounds": "--supervision boxes: recursive rounds after the first, each training on the "
     "previous round's predictions kept within the boxes (the epochs are split evenly)",
     "box_min_coverage": "--supervision boxes: a box whose class the prediction gives to less "
@@ -320,7 +325,7 @@ def _check_recipe(config: TrainConfig) -> None:
     """The loss, class weights, augmentation and supervision settings."""
     _check_choice("augmentation", config.augment, AUGMENTATIONS)
     _check_choice("supervision", config.supervision, ("masks", "boxes"))
-    _check_choice("box labels", config.box_labels, ("box", "box_i"))
+    _check_choice("box labels", config.box_labels, BOX_LABELS)
     if config.supervision == "boxes":
         _check_boxes(config)
     _check_choice("loss", config.loss, LOSSES)
@@ -345,6 +350,8 @@ def _check_boxes(config: TrainConfig) -> None:
         )
     if not 0.0 < config.box_inner <= 1.0:
         raise ValueError(f"--box-inner must be in (0, 1], got {config.box_inner}")
+    if not 0.0 < config.box_confidence <= 1.0:
+        raise ValueError(f"--box-confidence must be in (0, 1], got {config.box_confidence}")
     if not 0.0 <= config.box_min_coverage <= 1.0:
         raise ValueError(f"--box-min-coverage must be in [0, 1], got {config.box_min_coverage}")
     if config.strategy == "multi_worker":

@@ -32,6 +32,17 @@ the painting order or the inner band said. (With a background class such a pixel
 background, and the rule does not apply.) On CamVid's boxes this labels 56 % of the valid pixels
 with no error at all, and `box_i` goes from 24 % of the pixels, 92 % of them right, to 65 %, 97 %
 right.
+
+* ``colour``: ``box_i``, then every pixel that several classes could take (the boxes of more
+  than one class cover it; with a background class, any pixel inside a box) gets the class its
+  colour says, if it says so clearly, and is ignored otherwise. The colour model is per image,
+  as GrabCut's (Rother et al. 2004, Simple Does It's best labels): a histogram of RGB colours
+  (16 levels per channel) for each class from its ``box_i`` pixels, each pixel's likelihoods
+  averaged (in logs) over its 5x5 neighbourhood, normalised over the classes that may take the
+  pixel; a pixel whose best class has at least `confidence` of that gets it. A box whose class
+  keeps less than half of its inner region keeps its ``box_i`` labels there (an object coloured
+  like its surroundings). On CamVid's boxes: 74 % of the valid pixels labelled, 97.0 % right
+  (``box_i``: 65 %, 96.9 %), and more of every class's pixels labelled right.
 """
 
 from __future__ import annotations
@@ -44,7 +55,7 @@ import numpy as np
 
 from fcn_tf.task import IGNORE_LABEL
 
-BOX_LABELS = ("box", "box_i")
+BOX_LABELS = ("box", "box_i", "colour")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,6 +280,8 @@ def labels_from_boxes(boxes, shape, background: int | None = 0, mode: str = "box
         mode: "box" (filled boxes) or "box_i" (inner region, band ignored).
         inner: "box_i": the inner region's share of the box's area.
     """
+    if mode == "colour":
+        raise ValueError("box labels 'colour' need the image: use colour_labels(image, boxes, ...)")
     if mode not in BOX_LABELS:
         raise ValueError(f"unknown box labels {mode!r}; choose one of {', '.join(BOX_LABELS)}")
     if not 0.0 < inner <= 1.0:
@@ -285,6 +298,46 @@ def labels_from_boxes(boxes, shape, background: int | None = 0, mode: str = "box
         only = covered_by.sum(0) == 1
         labels[only] = covered_by.argmax(0)[only]
     return labels
+
+
+def colour_labels(image: np.ndarray, boxes, background: int | None = 0, inner: float = 0.2,
+                  confidence: float = 0.95) -> np.ndarray:  # fmt: skip
+    """uint8 labels `(H, W)` of the ``colour`` mode (module docstring) for RGB `image`."""
+    from scipy import ndimage
+
+    if not 0.0 < confidence <= 1.0:
+        raise ValueError(f"the colour model's confidence must be in (0, 1], got {confidence}")
+    shape = image.shape[:2]
+    labels = labels_from_boxes(boxes, shape, background, "box_i", inner)
+    if not boxes:
+        return labels
+    classes = max([b.class_index for b in boxes] + [background or 0]) + 1
+    candidates = class_coverage(boxes, shape, classes)
+    if background is not None:
+        candidates[background] = True
+    shared = candidates.sum(0) >= 2
+    levels = 16
+    bins = image.astype(np.int64) // (256 // levels)
+    code = (bins[..., 0] * levels + bins[..., 1]) * levels + bins[..., 2]
+    log_likelihood = np.zeros((classes, *shape), np.float32)
+    for c in range(classes):
+        seen = np.bincount(code[labels == c], minlength=levels**3) + 0.1
+        log_likelihood[c] = ndimage.uniform_filter(
+            np.log(seen / seen.sum()).astype(np.float32)[code], size=5, mode="nearest"
+        )
+    log_likelihood[~candidates] = -1e30  # not -inf: no NaN where no class may go
+    posterior = np.exp(log_likelihood - log_likelihood.max(0))
+    posterior /= posterior.sum(0)
+    best, sure = posterior.argmax(0), posterior.max(0) >= confidence
+    result = labels.copy()
+    result[shared] = np.where(sure, best, IGNORE_LABEL)[shared]
+    for box in boxes:  # a box its class barely keeps falls back to its box_i labels
+        region = np.zeros(shape, bool)
+        region[box.inner(inner).region()] = True
+        own = region & (labels == box.class_index)
+        if own.any() and (result[own] == box.class_index).mean() < 0.5:
+            result[own] = box.class_index
+    return result
 
 
 def class_coverage(boxes, shape, classes: int) -> np.ndarray:

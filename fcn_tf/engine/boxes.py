@@ -1,7 +1,7 @@
 """Training from boxes (`--supervision boxes`): the rounds of Simple Does It's recursive training.
 
 The run's epochs are split into `--box-rounds` + 1 rounds. Round 0 trains on labels made from
-the boxes (`--box-labels box|box_i`, see `fcn_tf.data.boxes`); before each later round the
+the boxes (`--box-labels box|box_i|colour`, see `fcn_tf.data.boxes`); before each later round the
 network predicts every training image, the prediction is kept within the boxes
 (`fcn_tf.data.boxes.constrain`: a pixel only takes a class whose box covers it, or background; a
 box its class covers less than `--box-min-coverage` of falls back to its round-0 labels), and
@@ -21,6 +21,7 @@ import numpy as np
 from fcn_tf.data.boxes import (
     background_class,
     boxes_location,
+    colour_labels,
     constrain,
     labels_from_boxes,
     read_image_boxes,
@@ -81,9 +82,15 @@ class BoxRounds:
         return list(zip(self.images, paths, strict=True))
 
     def initial(self, index: int) -> np.ndarray:
-        inner = self.config.box_inner
+        config = self.config
+        if config.box_labels == "colour":
+            from fcn_tf.data.kitti import read_rgb
+
+            image = read_rgb(self.images[index])
+            return colour_labels(image, self.boxes[index], self.background, config.box_inner,
+                                 config.box_confidence)  # fmt: skip
         return labels_from_boxes(self.boxes[index], self.sizes[index], self.background,
-                                 self.config.box_labels, inner)  # fmt: skip
+                                 config.box_labels, config.box_inner)  # fmt: skip
 
     def label_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Per class: its pixels in the round-0 labels, and the pixels of the images in which

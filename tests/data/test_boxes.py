@@ -11,6 +11,7 @@ from fcn_tf.data.boxes import (
     Box,
     boxes_from_mask,
     class_names_in,
+    colour_labels,
     constrain,
     labels_from_boxes,
     parse_boxes,
@@ -67,6 +68,54 @@ def test_without_a_background_a_pixel_only_one_class_covers_takes_that_class():
     with_background = labels_from_boxes([road, car], (6, 10), background=0, mode="box_i",
                                         inner=0.25)  # fmt: skip
     assert with_background[0, 0] == V and with_background[5, 0] == 0
+
+
+RED, BLUE, GREEN = (200, 30, 30), (30, 30, 200), (30, 200, 30)
+
+
+def test_colour_labels_give_the_pixels_two_classes_share_to_the_class_of_their_colour():
+    """No background: a red class-1 region left, a blue class-2 region right, their boxes
+    overlapping over x 30-70. box_i leaves the shared pixels ignored; the colour model gives the
+    red ones to class 1 and the blue ones to class 2."""
+    image = np.zeros((40, 100, 3), np.uint8)
+    image[:, :50], image[:, 50:] = RED, BLUE
+    boxes = [Box(1, 0, 0, 70, 40), Box(2, 30, 0, 100, 40)]
+    box_i = labels_from_boxes(boxes, (40, 100), None, "box_i", 0.2)
+    labels = colour_labels(image, boxes, background=None, inner=0.2)
+    assert (labels[:, :30] == 1).all() and (labels[:, 70:] == 2).all()  # one class's boxes only
+    assert (box_i[:, 30:70] == V).mean() > 0.5
+    np.testing.assert_array_equal(labels[:, 30:48], 1)
+    np.testing.assert_array_equal(labels[:, 52:70], 2)
+    # a confidence of 1 labels no shared pixel by colour: both boxes lose their inner regions'
+    # shared part and fall back to box_i
+    np.testing.assert_array_equal(colour_labels(image, boxes, None, confidence=1.0), box_i)
+    with pytest.raises(ValueError, match="confidence"):
+        colour_labels(image, boxes, background=None, confidence=0.0)
+    with pytest.raises(ValueError, match="need the image"):
+        labels_from_boxes(boxes, (40, 100), None, "colour")
+
+
+def test_colour_labels_cut_an_object_out_of_its_box_and_keep_one_coloured_like_the_rest():
+    """With a background class: the corners of a red disc's box are background-blue and become
+    background, the disc stays class 1 up to its edge; a box over plain background (an object
+    coloured like its surroundings) keeps its box_i labels."""
+    image = np.zeros((60, 120, 3), np.uint8)
+    image[:] = BLUE
+    rows, cols = np.mgrid[:60, :120]
+    disc = (rows - 30) ** 2 + (cols - 30) ** 2 <= 20**2
+    image[disc] = RED
+    image[:, 100:] = GREEN  # more background, of another colour, outside every box
+    disc_box, hidden = Box(1, 10, 10, 51, 51), Box(2, 70, 20, 90, 40)
+    labels = colour_labels(image, [disc_box, hidden], background=0, inner=0.25)
+    inside = np.zeros(disc.shape, bool)
+    inside[disc_box.region()] = True
+    ring = np.abs(np.sqrt((rows - 30.0) ** 2 + (cols - 30.0) ** 2) - 20) <= 3
+    assert (labels[disc & ~ring] == 1).all()
+    assert (labels[inside & ~disc & ~ring] == 0).all()  # the box's corners: background
+    assert (labels[~inside & (cols < 60)] == 0).all()
+    box_i = labels_from_boxes([hidden], (60, 120), 0, "box_i", 0.25)
+    np.testing.assert_array_equal(labels[hidden.region()], box_i[hidden.region()])
+    assert (labels[hidden.inner(0.25).region()] == 2).all()
 
 
 def test_the_constraint_keeps_predictions_inside_their_boxes():

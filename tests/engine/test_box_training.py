@@ -8,7 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from fcn_tf.boxes import main as boxes_main
-from fcn_tf.data.boxes import read_box_file
+from fcn_tf.data.boxes import colour_labels, read_box_file
 from fcn_tf.task import IGNORE_LABEL
 from fcn_tf.train import main as train_main
 from tests.engine.test_recipe import make_class_folder
@@ -155,7 +155,8 @@ def test_training_from_boxes_alone_without_any_mask(tmp_path, caplog):
         "--dataset", "folder", "--data-dir", str(root), "--image-shape", "48x64",
         "--model", "unet", "--width", "0.125", "--epochs", "1", "--batch-size", "4",
         "--val-fraction", "0.25", "--supervision", "boxes", "--class-weights", "median",
-        "--output-dir", str(runs), "--run-name", "r",
+        "--box-labels", "colour", "--box-confidence", "0.9", "--output-dir", str(runs),
+        "--run-name", "r",
     ]  # fmt: skip
     with caplog.at_level(logging.INFO):
         assert train_main(flags) == 0, caplog.text[-2000:]
@@ -169,6 +170,11 @@ def test_training_from_boxes_alone_without_any_mask(tmp_path, caplog):
     round0 = sorted((run / "box_labels" / "round0").glob("*.png"))
     assert len(round0) == 6
     assert {0, 1, 2} <= set(np.unique(np.concatenate([iio.imread(p).ravel() for p in round0])))
+    for path in round0:  # the colour model's labels, as the library function makes them
+        image = iio.imread(root / "images" / path.name)
+        boxes = read_box_file(root / "boxes" / f"{path.stem}.json", ("background", "car", "road"),
+                              image.shape[:2])  # fmt: skip
+        np.testing.assert_array_equal(iio.imread(path), colour_labels(image, boxes, 0, 0.2, 0.9))
     assert len(list((run / "overlays").glob("*.png"))) == 2  # the held-out images, painted
 
 
