@@ -277,6 +277,30 @@ def test_the_cli_derives_box_files_from_a_folders_masks(tmp_path):
     assert not list(root.glob(".*partial*"))
 
 
+def test_the_cli_says_how_each_kind_of_box_labels_compares_with_the_masks(tmp_path, caplog):
+    import logging
+
+    import imageio.v3 as iio
+
+    from fcn_tf.boxes import main
+    from tests.engine.test_recipe import make_class_folder
+
+    root = make_class_folder(tmp_path / "data", count=4)
+    with caplog.at_level(logging.INFO):
+        assert main(["--data-dir", str(root), "--palette", str(root / "palette.json")]) == 0
+    shown = caplog.text.split("of those right): ")[1].splitlines()[0]
+    valid = labelled = right = 0
+    for path in sorted((root / "boxes").glob("*.json")):  # box_i's figures, counted here
+        mask = iio.imread(root / "masks" / f"{path.stem}.png")
+        labels = labels_from_boxes(read_box_file(path, ("sky", "road", "car"), mask.shape),
+                                   mask.shape, None, "box_i")  # fmt: skip
+        valid += (mask != V).sum()
+        labelled += ((labels != V) & (mask != V)).sum()
+        right += ((labels == mask) & (mask != V)).sum()
+    expected = f"box_i {100 * labelled / valid:.1f} %, {100 * right / labelled:.1f} %"
+    assert shown.startswith("box 100.0 %, ") and f"; {expected}; colour " in shown, shown
+
+
 def test_class_names_come_from_the_box_files_of_the_images_asked_for(tmp_path):
     folder = tmp_path / "boxes"
     folder.mkdir()
