@@ -49,7 +49,7 @@ class TrainConfig:
     augment: str = "basic"
     supervision: str = "masks"
     boxes_dir: str | None = None
-    box_labels: str = "box_i"
+    box_labels: str = "colour"
     box_inner: float = 0.2
     box_confidence: float = 0.95
     box_rounds: int = 0
