@@ -82,6 +82,13 @@ class BoxRounds:
         return list(zip(self.images, paths, strict=True))
 
     def initial(self, index: int) -> np.ndarray:
+        """Training image `index`'s round-0 labels: read back once round 0 is written (the
+        colour model costs a pass over the image), made from its boxes before."""
+        written = self.folder_of(0) / f"{Path(self.images[index]).stem}.png"
+        if written.is_file():
+            import imageio.v3 as iio
+
+            return iio.imread(written)
         config = self.config
         if config.box_labels == "colour":
             from fcn_tf.data.kitti import read_rgb
@@ -93,10 +100,12 @@ class BoxRounds:
                                  config.box_labels, config.box_inner)  # fmt: skip
 
     def label_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per class: its pixels in the round-0 labels, and the pixels of the images in which
-        it appears (what `--class-weights` counts in masks; `fcn_tf.data.class_weights`)."""
+        """Per class: its pixels in the round-0 labels (written here if they are not yet), and
+        the pixels of the images in which it appears (what `--class-weights` counts in masks;
+        `fcn_tf.data.class_weights`)."""
         from fcn_tf.data.class_weights import count_classes, total_counts
 
+        self.pairs(0)
         classes = self.task.num_classes
         return total_counts(
             count_classes(self.initial(i), classes) for i in range(len(self.images))
