@@ -54,6 +54,7 @@ def derive_boxes(args) -> Path:
     from fcn_tf import config as config_lib
     from fcn_tf.data import pipeline
     from fcn_tf.data.boxes import (
+        BOX_LABELS,
         background_class,
         boxes_from_mask,
         colour_labels,
@@ -77,24 +78,23 @@ def derive_boxes(args) -> Path:
     target = Path(args.output) if args.output else default
     read = pipeline.decode_masks(data.label_decoder())
     with atomic_folder(target) as folder:
+        background = background_class(names)
 
         def box_one(pair):
             mask = read(pair[1])
             boxes = boxes_from_mask(mask, classes, args.min_area)
             write_box_file(folder / f"{Path(pair[0]).stem}.json", boxes, names)
-            made = {
-                "box": labels_from_boxes(boxes, mask.shape, background, "box"),
-                "box_i": labels_from_boxes(boxes, mask.shape, background, "box_i"),
-                "colour": colour_labels(read_rgb(pair[0]), boxes, background),
-            }
-            valid = mask != IGNORE_LABEL
-            tally = [
-                [((labels != IGNORE_LABEL) & valid).sum(), ((labels == mask) & valid).sum()]
-                for labels in made.values()
-            ]
+            valid, tally = mask != IGNORE_LABEL, []
+            for mode in BOX_LABELS:
+                labels = (
+                    colour_labels(read_rgb(pair[0]), boxes, background)
+                    if mode == "colour"
+                    else labels_from_boxes(boxes, mask.shape, background, mode)
+                )
+                tally.append([((labels != IGNORE_LABEL) & valid).sum(),
+                              ((labels == mask) & valid).sum()])  # fmt: skip
             return len(boxes), valid.sum(), np.array(tally)
 
-        background = background_class(names)
         counts = parallel_map(box_one, pairs, "boxing", "mask")
     log.info(
         "%d boxes of %s in %d files: %s", sum(c[0] for c in counts),
@@ -105,7 +105,7 @@ def derive_boxes(args) -> Path:
         "round-0 labels against the masks (--box-labels: share of the valid pixels labelled, "
         "of those right): %s", "; ".join(
             f"{mode} {100 * labelled / max(valid, 1):.1f} %, {100 * right / max(labelled, 1):.1f} %"
-            for mode, (labelled, right) in zip(("box", "box_i", "colour"), tally, strict=True)
+            for mode, (labelled, right) in zip(BOX_LABELS, tally, strict=True)
         ),
     )  # fmt: skip
     return target

@@ -332,11 +332,10 @@ def colour_labels(image: np.ndarray, boxes, background: int | None = 0, inner: f
     result = labels.copy()
     result[shared] = np.where(sure, best, IGNORE_LABEL)[shared]
     for box in boxes:  # a box its class barely keeps falls back to its box_i labels
-        region = np.zeros(shape, bool)
-        region[box.inner(inner).region()] = True
-        own = region & (labels == box.class_index)
-        if own.any() and (result[own] == box.class_index).mean() < 0.5:
-            result[own] = box.class_index
+        region = box.inner(inner).region()
+        own, kept = labels[region] == box.class_index, result[region]  # `kept`: a view
+        if own.any() and (kept[own] == box.class_index).mean() < 0.5:
+            kept[own] = box.class_index
     return result
 
 
