@@ -4,14 +4,16 @@
     python benchmarks/vs_pytorch.py [--size 160x576] [--steps 5] [--mixed-precision]
 
 Runs, one after the other and each in its own process (so neither library's thread pools or
-allocator state affect the other): `python -m fcn_tf.benchmark` with `--jit-compile auto` and
-`on`, and the PyTorch reference in NCHW and channels-last layouts. The reference is the same
-FCN-8s (VGG16, fc6 7x7x512x4096 and fc7 1x1 as convolutions, 1x1 score layers, transposed convs
-x2, x2, x8 with biases, skip additions from pool4 and pool3: 134,271,436 parameters with two
-classes), trained with Adam and per-pixel cross-entropy (ignore index 255). Prints one table
-with images/s, percent of the float32 matmul peak fcn_tf measured, and the ratios to PyTorch's
-best, and names the CPU. With `--mixed-precision` it adds fcn_tf's bfloat16 training
-(`--mixed-precision`) and PyTorch's bfloat16 autocast (channels-last), compared with each other.
+allocator state affect the other): `python -m fcn_tf.benchmark` with `--jit-compile auto`, `on`
+and `off`, and the PyTorch reference in NCHW and channels-last layouts with oneDNN, and in NCHW
+with PyTorch's own kernels (`torch.backends.mkldnn.enabled = False`, its best on AVX2 CPUs).
+The reference is the same FCN-8s (VGG16, fc6 7x7x512x4096 and fc7 1x1 as convolutions, 1x1
+score layers, transposed convs x2, x2, x8 with biases, skip additions from pool4 and pool3:
+134,271,436 parameters with two classes), trained with Adam and per-pixel cross-entropy (ignore
+index 255). Prints one table with images/s, percent of the float32 matmul peak fcn_tf measured,
+and the ratios to PyTorch's best, and names the CPU. With `--mixed-precision` it adds fcn_tf's
+bfloat16 training (`--mixed-precision`) and PyTorch's bfloat16 autocast (channels-last), compared
+with each other.
 """
 
 from __future__ import annotations
@@ -66,11 +68,15 @@ def torch_fcn8s(num_classes: int = 2):
     return FCN8s()
 
 
-def torch_child(size, steps: int, channels_last: bool, bfloat16: bool = False) -> dict:
-    """Measure the PyTorch reference in this process (CPU; float32, or bfloat16 autocast)."""
+def torch_child(size, steps: int, channels_last: bool, bfloat16: bool = False,
+                mkldnn: bool = True) -> dict:  # fmt: skip
+    """Measure the PyTorch reference in this process (CPU; float32, or bfloat16 autocast;
+    `mkldnn` False: PyTorch's own kernels instead of oneDNN's, faster on AVX2-only CPUs)."""
     import contextlib
 
     import torch
+
+    torch.backends.mkldnn.enabled = mkldnn
 
     def autocast():
         if bfloat16:
@@ -147,14 +153,17 @@ def main() -> None:
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     if args.torch_child:
-        layout, _, dtype = args.torch_child.partition(":")
-        result = torch_child(size, args.steps, layout == "channels_last", dtype == "bfloat16")
+        layout, dtype, kernels = (args.torch_child.split(":") + ["", ""])[:3]
+        result = torch_child(size, args.steps, layout == "channels_last", dtype == "bfloat16",
+                             mkldnn=kernels != "no-onednn")  # fmt: skip
         print(json.dumps({**result, "precision": dtype or "float32"}))
         return
     rows = {}
-    for jit in ("auto", "on"):
+    for jit in ("auto", "on", "off"):
         rows[f"fcn_tf (--jit-compile {jit})"] = fcn_tf_child(size, args.steps, jit)
-    torch_runs = ["nchw", "channels_last"]
+    # PyTorch's best setting differs by CPU: oneDNN (NCHW or channels-last) on AVX-512 ones, its
+    # own kernels on AVX2-only ones (an AMD EPYC Zen 3: 0.27 against 0.04 images/s)
+    torch_runs = ["nchw", "channels_last", "nchw:float32:no-onednn"]
     if args.mixed_precision:
         rows["fcn_tf (--mixed-precision)"] = fcn_tf_child(size, args.steps, "auto", True)
         torch_runs.append("channels_last:bfloat16")
@@ -163,7 +172,8 @@ def main() -> None:
             [sys.executable, __file__, "--size", args.size, "--steps", str(args.steps),
              "--torch-child", run], check=True, capture_output=True, text=True,
         )  # fmt: skip
-        rows[f"PyTorch ({run.replace(':', ', ')})"] = json.loads(child.stdout.splitlines()[-1])
+        name = run.replace(":float32", "").replace(":", ", ")
+        rows[f"PyTorch ({name})"] = json.loads(child.stdout.splitlines()[-1])
     _print_table(rows, size)
 
 

@@ -37,10 +37,12 @@ def device_name() -> str:
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         return f"{len(gpus)}x {details.get('device_name', 'GPU')}"
+    from fcn_tf.distribute import tensorflow_onednn
     from fcn_tf.precision import cpu_flags, cpu_model
 
     flags = ", ".join(cpu_flags()) or "no AVX2/AVX-512/AMX"
-    return f"{cpu_model()} ({flags}), {os.cpu_count()} cores"
+    onednn = {True: ", TensorFlow's oneDNN on", False: ", TensorFlow's oneDNN off"}
+    return f"{cpu_model()} ({flags}), {os.cpu_count()} cores" + onednn.get(tensorflow_onednn(), "")
 
 
 def matmul_peak(dtype: str = "float32", sizes=None, seconds: float = 2.0) -> float:

@@ -245,3 +245,34 @@ def test_a_killed_worker_stops_the_cluster_cleanly_and_the_restart_resumes(tmp_p
         assert process.returncode == 0, output[-3000:]
     metrics = json.loads((tmp_path / "cluster/metrics.json").read_text())
     assert metrics["epochs_run"] == 6
+
+
+def test_jit_auto_turns_xla_on_only_on_cpus_tensorflow_runs_without_onednn(monkeypatch):
+    """`--jit-compile auto`: XLA for single-device training where TensorFlow's CPU kernels run
+    without oneDNN (AVX2-only CPUs, where XLA's step was 1.4x faster), Keras' choice elsewhere
+    and for replicated training; on/off are taken as given."""
+    from fcn_tf import distribute
+
+    monkeypatch.setattr(distribute, "tensorflow_onednn", lambda: False)
+    assert distribute.xla_preferred_on_cpu() is True  # the test machines have no GPU
+    assert distribute.jit_setting("auto") is True
+    assert distribute.jit_setting("auto", replicated=True) == "auto"
+    assert distribute.jit_setting("off") is False
+    monkeypatch.setattr(distribute, "tensorflow_onednn", lambda: True)
+    assert distribute.jit_setting("auto") == "auto"
+    assert distribute.jit_setting("on") is True
+    monkeypatch.setattr(distribute, "tensorflow_onednn", lambda: None)  # a build that cannot say
+    assert distribute.jit_setting("auto") == "auto"
+    with pytest.raises(ValueError, match="--jit-compile must be one of"):
+        distribute.jit_setting("fast")
+
+
+@pytest.mark.parametrize("setting,expected", [("0", "False"), ("1", "True")])
+def test_the_onednn_probe_follows_tensorflows_switch(setting, expected):
+    """The probe the auto rule relies on says what TensorFlow does: off with
+    TF_ENABLE_ONEDNN_OPTS=0, on with 1 (on every CPU this TensorFlow runs on)."""
+    code = "from fcn_tf.distribute import tensorflow_onednn; print(tensorflow_onednn())"
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    assert done.stdout.strip().splitlines()[-1] == expected

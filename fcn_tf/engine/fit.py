@@ -6,18 +6,22 @@ import sys
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
+from fcn_tf.distribute import jit_setting
 from fcn_tf.engine.callbacks import ResumableCheckpoint, StopOnNonFinite, ValidationScores
 from fcn_tf.engine.state import read_resume_state
 from fcn_tf.losses import pixel_cross_entropy
 from fcn_tf.metrics import mean_iou, positive_iou
 from fcn_tf.models.registry import MODELS
+from fcn_tf.optim import make_optimizer
 from fcn_tf.task import Task
 
 
 def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", optimizer=None,
                   loss=None):  # fmt: skip
-    """Compile `model` for `task`: `optimizer` (default Adam at `learning_rate`), `loss` (default
+    """Compile `model` for `task`: `optimizer` (default fcn_tf's Adam,
+    Keras' with the fused update, at `learning_rate`), `loss` (default
     per-pixel cross-entropy ignoring void; see `fcn_tf.losses.make_loss`), and the task's IoU
     metric (`<positive>_iou` for binary tasks, `miou` otherwise).
 
@@ -32,7 +36,9 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
             f"({', '.join(task.class_names)})"
         )
     metric = positive_iou(task.iou_metric) if task.binary else mean_iou(task.num_classes)
-    optimizer = optimizer or keras.optimizers.Adam(learning_rate)
+    optimizer = optimizer or make_optimizer("adam", learning_rate)
+    if jit_compile == "auto":  # fcn_tf's auto (XLA on CPUs without oneDNN), not only Keras'
+        jit_compile = jit_setting("auto", tf.distribute.get_strategy().num_replicas_in_sync > 1)
     options = {"optimizer": optimizer, "jit_compile": jit_compile}
     loss = loss or pixel_cross_entropy()
     if len(model.outputs) == 1:

@@ -258,7 +258,7 @@ def training_model(job: Job):
             model = keras.Model(model.inputs, outputs, name=model.name)
         if runtime.replicated:
             distribute.synchronize_batch_norm(model)
-        jit = distribute.jit_setting(config.jit_compile)
+        jit = distribute.jit_setting(config.jit_compile, runtime.replicated)
         optimizer = make_optimizer(
             config.optimizer,
             learning_rate(config.schedule, config.learning_rate, config.epochs * steps_of(job),

@@ -205,6 +205,38 @@ class MaxUnpooling(keras.layers.Layer):
         return input_shapes[2]
 
 
+def _patches(inputs, height: int, width: int):
+    """The `height x width` patches of `inputs` (NHWC, valid positions), concatenated along the
+    channels in a kernel's (kh, kw, cin) order: kh * kw shifted views and one concat, ops every
+    exporter converts (unlike ExtractImagePatches).
+
+    Its gradient is written out: TensorFlow's own (a 49-way SplitV of the patch gradient, then
+    a full-size StridedSliceGrad per view) took 1.0 s of FCN-8s' 12 s training step on a 2-core
+    AVX2 EPYC; one transpose, an unstack of contiguous slices and one sum of padded slices does
+    the same arithmetic in a fraction of that."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def gather(x):
+        shape = tf.shape(x)
+        out_h, out_w = shape[1] - height + 1, shape[2] - width + 1
+        views = [x[:, i : i + out_h, j : j + out_w, :] for i in range(height) for j in range(width)]
+
+        def grad(upstream):
+            parts = tf.reshape(upstream, [shape[0], out_h, out_w, height * width, shape[3]])
+            parts = tf.unstack(tf.transpose(parts, [3, 0, 1, 2, 4]), num=height * width)
+            padded = [
+                tf.pad(parts[i * width + j],
+                       [[0, 0], [i, height - 1 - i], [j, width - 1 - j], [0, 0]])  # fmt: skip
+                for i in range(height) for j in range(width)
+            ]  # fmt: skip
+            return tf.add_n(padded)
+
+        return tf.concat(views, axis=-1), grad
+
+    return gather(inputs)
+
+
 @keras.saving.register_keras_serializable(package="fcn_tf")
 class MatmulConv2D(keras.layers.Conv2D):
     """A stride-1 `Conv2D` computed as one matrix product of image patches and the kernel.
@@ -231,14 +263,8 @@ class MatmulConv2D(keras.layers.Conv2D):
                 inputs,
                 [[0, 0], [(height - 1) // 2, height // 2], [(width - 1) // 2, width // 2], [0, 0]],
             )
-        # the patches as kh * kw shifted views, concatenated in the kernel's (kh, kw, cin) order
-        # (slices and a concat: ops every exporter converts, unlike ExtractImagePatches)
         shape = tf.shape(inputs)
         out_h, out_w = shape[1] - height + 1, shape[2] - width + 1
-        views = [
-            inputs[:, i : i + out_h, j : j + out_w, :] for i in range(height) for j in range(width)
-        ]
-        patches = tf.concat(views, axis=-1)
-        flat = tf.reshape(patches, [-1, height * width * channels])
+        flat = tf.reshape(_patches(inputs, height, width), [-1, height * width * channels])
         product = tf.matmul(flat, tf.reshape(kernel, [height * width * channels, filters]))
         return tf.reshape(product, [shape[0], out_h, out_w, filters])

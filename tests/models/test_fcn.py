@@ -179,3 +179,29 @@ def test_imagenet_offline_says_which_file_and_how_to_pass_it(tmp_path, monkeypat
         tutorial.load_vgg("imagenet", **TINY)
     message = str(error.value)
     assert IMAGENET_FILE in message and "--weights /path/to/" in message
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_matmul_conv_equals_a_conv2d_forward_and_backward(padding):
+    """fc6's patches-times-kernel product (with its hand-written patch gradient) gives a Conv2D's
+    outputs and the same gradients for its input and kernel."""
+    import tensorflow as tf
+
+    from fcn_tf.models.layers import MatmulConv2D
+
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 6, 9, 5)).astype("float32"))
+    ours = MatmulConv2D(4, (3, 4), padding=padding)
+    reference = keras.layers.Conv2D(4, (3, 4), padding=padding)
+    ours.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights(ours.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        outputs = ours(x), reference(x)
+        losses = [tf.reduce_sum(tf.sin(y)) for y in outputs]
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+    for a, b in [(tape.gradient(losses[0], x), tape.gradient(losses[1], x)),
+                 (tape.gradient(losses[0], ours.kernel.value),
+                  tape.gradient(losses[1], reference.kernel.value))]:  # fmt: skip
+        assert a is not None and float(tf.reduce_max(tf.abs(b))) > 0
+        np.testing.assert_allclose(a, b, atol=1e-5)
