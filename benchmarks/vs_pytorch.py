@@ -68,6 +68,11 @@ def torch_fcn8s(num_classes: int = 2):
     return FCN8s()
 
 
+# PyTorch's best setting differs by CPU: oneDNN (NCHW or channels-last) on AVX-512 ones, its own
+# kernels on AVX2-only ones (an AMD EPYC Zen 3: 0.33 against 0.03 images/s training)
+TORCH_RUNS = ["nchw", "channels_last", "nchw:float32:no-onednn"]
+
+
 def torch_child(size, steps: int, channels_last: bool, bfloat16: bool = False,
                 mkldnn: bool = True) -> dict:  # fmt: skip
     """Measure the PyTorch reference in this process (CPU; float32, or bfloat16 autocast;
@@ -149,6 +154,11 @@ def main() -> None:
         action="store_true",
         help="also measure bfloat16: fcn_tf's --mixed-precision and PyTorch's bfloat16 autocast",
     )
+    parser.add_argument("--jit", nargs="+", default=["auto", "on", "off"],
+                        help="fcn_tf's --jit-compile settings to measure")  # fmt: skip
+    parser.add_argument("--torch", nargs="+", default=TORCH_RUNS, choices=TORCH_RUNS,
+                        help="PyTorch settings to measure (default all; on an AVX2 CPU the "
+                        "oneDNN ones take about 7 minutes each)")  # fmt: skip
     parser.add_argument("--torch-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
@@ -159,11 +169,9 @@ def main() -> None:
         print(json.dumps({**result, "precision": dtype or "float32"}))
         return
     rows = {}
-    for jit in ("auto", "on", "off"):
+    for jit in args.jit:
         rows[f"fcn_tf (--jit-compile {jit})"] = fcn_tf_child(size, args.steps, jit)
-    # PyTorch's best setting differs by CPU: oneDNN (NCHW or channels-last) on AVX-512 ones, its
-    # own kernels on AVX2-only ones (an AMD EPYC Zen 3: 0.27 against 0.04 images/s)
-    torch_runs = ["nchw", "channels_last", "nchw:float32:no-onednn"]
+    torch_runs = list(args.torch)
     if args.mixed_precision:
         rows["fcn_tf (--mixed-precision)"] = fcn_tf_child(size, args.steps, "auto", True)
         torch_runs.append("channels_last:bfloat16")
