@@ -20,10 +20,10 @@ from fcn_tf.task import Task
 
 def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", optimizer=None,
                   loss=None):  # fmt: skip
-    """Compile `model` for `task`: `optimizer` (default fcn_tf's Adam,
-    Keras' with the fused update, at `learning_rate`), `loss` (default
-    per-pixel cross-entropy ignoring void; see `fcn_tf.losses.make_loss`), and the task's IoU
-    metric (`<positive>_iou` for binary tasks, `miou` otherwise).
+    """Compile `model` for `task`: `optimizer` (default fcn_tf's Adam, Keras' with the fused
+    update, at `learning_rate`), `loss` (default per-pixel cross-entropy ignoring void; see
+    `fcn_tf.losses.make_loss`), the task's IoU metric (`<positive>_iou` for binary tasks, `miou`
+    otherwise), and `jit_compile` (XLA: True/False, or "auto" as `--jit-compile auto` decides).
 
     Layer regularizers (the FCN decoder's L2) are part of the loss Keras minimises. A model with
     training heads (several outputs: PSPNet's auxiliary head, U-Net++'s deep supervision) gets
