@@ -222,8 +222,10 @@ def _patches(inputs, height: int, width: int):
         out_h, out_w = shape[1] - height + 1, shape[2] - width + 1
         views = [x[:, i : i + out_h, j : j + out_w, :] for i in range(height) for j in range(width)]
 
-        def grad(upstream):
-            parts = tf.reshape(upstream, [shape[0], out_h, out_w, height * width, shape[3]])
+        def grad(upstream):  # shapes from `upstream` alone: SavedModel refuses captured ones
+            size = tf.shape(upstream)
+            parts = [size[0], size[1], size[2], height * width, size[3] // (height * width)]
+            parts = tf.reshape(upstream, parts)
             parts = tf.unstack(tf.transpose(parts, [3, 0, 1, 2, 4]), num=height * width)
             padded = [
                 tf.pad(parts[i * width + j],
