@@ -180,8 +180,8 @@ HELP = {
     "cpu_replicas": "split the CPU into N logical devices (0: no split), e.g. to run "
     "--strategy mirrored on a machine without GPUs",
     "mixed_precision": "float16 compute on GPUs, bfloat16 on CPUs/TPUs (weights stay float32)",
-    "jit_compile": "XLA compilation of the train step: auto (on for GPUs and for CPUs that "
-    "TensorFlow runs without oneDNN), on or off",
+    "jit_compile": "XLA compilation of the train step: auto (on for GPUs, and on CPUs that "
+    "TensorFlow runs without oneDNN for models of 5 GFLOP per image or more), on or off",
     "deterministic": "reproducible runs: TensorFlow op determinism and fixed seeds (slower)",
     "optimizer": "'adam' (the exercise), 'adamw' (decoupled weight decay) or 'sgd' (momentum; "
     "the FCN paper's)",

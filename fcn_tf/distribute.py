@@ -185,19 +185,35 @@ def synchronize_batch_norm(model) -> int:
     return len(layers)
 
 
-def jit_setting(value: str, replicated: bool = False):
-    """`--jit-compile` auto/on/off -> Keras' `compile(jit_compile=...)`.
+# `--jit-compile auto` on a CPU without oneDNN: XLA from this much forward work per image on
+# (GFLOP). Measured on a 2-core Zen 3 (docs/scale.md), whole epochs with the input pipeline
+# running: XLA trained the CamVid preset's FCN-8s (8.3 GFLOP at 192x256) 21 % faster and the
+# full FCN-8s (78 at 160x576) 15-25 % faster, but width-0.25 FCN-8s (2.3) 9 % and the demo
+# (0.36) 40 % slower: a small step gains little from XLA and loses to its compile time and to
+# its threads competing with the input pipeline.
+XLA_MIN_GFLOPS = 5.0
+
+
+def jit_setting(value, replicated: bool = False, forward_gflops: float | None = None):
+    """`--jit-compile` auto/on/off (or a bool) -> Keras' `compile(jit_compile=...)`.
 
     "auto" is Keras' choice (XLA on GPUs, off on CPUs), except on a CPU-only machine whose
     TensorFlow runs without oneDNN (it turns oneDNN on only for x86 CPUs with AVX-512 VNNI,
-    bfloat16 or AMX units, so an AVX2 EPYC gets Eigen's kernels): there XLA compiles a faster
-    training step (FCN-8s 160x576: 0.32 -> 0.45 images/s on a 2-core Zen 3, docs/scale.md),
-    while where oneDNN is on it is the slower one (0.78 -> 0.71 on a Zen 4). Not for
-    replicated (multi-device) training, which keeps Keras' choice."""
+    bfloat16 or AMX units, so an AVX2 EPYC gets Eigen's kernels), for a model whose forward pass
+    costs at least `XLA_MIN_GFLOPS` per image (`forward_gflops`; None: unknown, not counted):
+    there XLA trains faster (full FCN-8s at 160x576: 0.32 -> 0.45 images/s on a 2-core Zen 3),
+    while where oneDNN is on it is the slower one (0.78 -> 0.71 on a Zen 4). Not for replicated
+    (multi-device) training, which keeps Keras' choice."""
+    if isinstance(value, bool):
+        return value
     if value not in JIT_CHOICES:
         raise ValueError(f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {value!r}")
-    if value == "auto" and not replicated and xla_preferred_on_cpu():
-        log.info("--jit-compile auto: XLA on (a CPU without oneDNN, where XLA trains faster)")
+    big = forward_gflops is not None and forward_gflops >= XLA_MIN_GFLOPS
+    if value == "auto" and big and not replicated and xla_preferred_on_cpu():
+        log.info(
+            "--jit-compile auto: XLA on (a CPU without oneDNN, where XLA trains models of %.0f "
+            "GFLOP per image or more faster; this one: %.1f)", XLA_MIN_GFLOPS, forward_gflops
+        )  # fmt: skip
         return True
     return {"auto": "auto", "on": True, "off": False}[value]
 

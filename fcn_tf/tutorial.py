@@ -77,7 +77,8 @@ def optimize(
     layer regularizers, so Keras adds them to the loss it minimises: in the exercise they were
     collected into `tf.GraphKeys.REGULARIZATION_LOSSES` and never added, so they did nothing.
     `task`: what the model is for (default: the exercise's, KITTI road); `jit_compile`: XLA for
-    the train step ("auto": on for GPUs and for CPUs TensorFlow runs without oneDNN).
+    the train step ("auto": on for GPUs, and for big models on CPUs TensorFlow runs without
+    oneDNN; see `fcn_tf.distribute.jit_setting`).
     """
     return engine.compile_model(model, task or road_task(), learning_rate, jit_compile)
 

@@ -247,24 +247,46 @@ def test_a_killed_worker_stops_the_cluster_cleanly_and_the_restart_resumes(tmp_p
     assert metrics["epochs_run"] == 6
 
 
-def test_jit_auto_turns_xla_on_only_on_cpus_tensorflow_runs_without_onednn(monkeypatch):
-    """`--jit-compile auto`: XLA for single-device training where TensorFlow's CPU kernels run
-    without oneDNN (AVX2-only CPUs, where XLA's step was 1.4x faster), Keras' choice elsewhere
-    and for replicated training; on/off are taken as given."""
+def test_jit_auto_turns_xla_on_only_for_big_models_on_cpus_tensorflow_runs_without_onednn(
+    monkeypatch,
+):
+    """`--jit-compile auto`: XLA for single-device training of a model of at least
+    `XLA_MIN_GFLOPS` per image where TensorFlow's CPU kernels run without oneDNN (AVX2-only
+    CPUs, where XLA trained the full FCN-8s 1.4x faster but the small demo model slower),
+    Keras' choice elsewhere and for replicated training; on/off and bools are taken as given."""
     from fcn_tf import distribute
 
+    big, small = distribute.XLA_MIN_GFLOPS, distribute.XLA_MIN_GFLOPS / 2
     monkeypatch.setattr(distribute, "tensorflow_onednn", lambda: False)
     assert distribute.xla_preferred_on_cpu() is True  # the test machines have no GPU
-    assert distribute.jit_setting("auto") is True
-    assert distribute.jit_setting("auto", replicated=True) == "auto"
-    assert distribute.jit_setting("off") is False
+    assert distribute.jit_setting("auto", forward_gflops=big) is True
+    assert distribute.jit_setting("auto", forward_gflops=small) == "auto"
+    assert distribute.jit_setting("auto") == "auto"  # size unknown: not counted as big
+    assert distribute.jit_setting("auto", replicated=True, forward_gflops=big) == "auto"
+    assert distribute.jit_setting("off", forward_gflops=big) is False
+    assert distribute.jit_setting(True) is True and distribute.jit_setting(False) is False
     monkeypatch.setattr(distribute, "tensorflow_onednn", lambda: True)
-    assert distribute.jit_setting("auto") == "auto"
-    assert distribute.jit_setting("on") is True
+    assert distribute.jit_setting("auto", forward_gflops=big) == "auto"
+    assert distribute.jit_setting("on", forward_gflops=small) is True
     monkeypatch.setattr(distribute, "tensorflow_onednn", lambda: None)  # a build that cannot say
-    assert distribute.jit_setting("auto") == "auto"
+    assert distribute.jit_setting("auto", forward_gflops=big) == "auto"
     with pytest.raises(ValueError, match="--jit-compile must be one of"):
         distribute.jit_setting("fast")
+
+
+def test_compile_model_decides_auto_from_the_models_size(monkeypatch):
+    """The one place `--jit-compile auto` is decided: `compile_model`, from the model it gets."""
+    from fcn_tf import distribute
+    from fcn_tf.data.kitti import road_task
+    from fcn_tf.engine.fit import compile_model
+    from fcn_tf.models import build_model
+
+    monkeypatch.setattr(distribute, "tensorflow_onednn", lambda: False)
+    small = build_model("fcn8s", 2, (64, 96, 3), width=0.05, fc_units=16)  # ~0.01 GFLOP
+    assert compile_model(small, road_task()).jit_compile is False  # Keras' auto: off on CPU
+    monkeypatch.setattr(distribute, "XLA_MIN_GFLOPS", 0.001)
+    assert compile_model(small, road_task()).jit_compile is True
+    assert compile_model(small, road_task(), jit_compile="off").jit_compile is False
 
 
 @pytest.mark.parametrize("setting,expected", [("0", "False"), ("1", "True")])

@@ -33,11 +33,43 @@ def test_a_refused_mixed_precision_is_one_line_and_exit_2(tmp_path, caplog, monk
 
 
 @pytest.mark.slow  # 11 s: a child process imports TensorFlow and measures
-def test_the_real_probe_runs_in_a_child_and_is_cached(monkeypatch):
+def test_the_real_probe_runs_in_a_child_and_is_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("FCN_TF_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "bfloat16_units", lambda: True)  # as on an AMX Xeon
     verdict = precision.bfloat16_verdict(refresh=True)
     assert verdict.measured["conv_float32"] > 0 and verdict.measured["conv_bfloat16"] > 0
+    assert "matmul_bfloat16" in verdict.measured  # the child's measurements, not the quick ones
     monkeypatch.setattr(precision.subprocess, "run", None)  # a second call must not probe
     assert precision.bfloat16_verdict() == verdict
+
+
+def test_without_bfloat16_units_a_quick_check_in_process_decides(monkeypatch, tmp_path):
+    monkeypatch.setenv("FCN_TF_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "bfloat16_units", lambda: False)  # an AVX2 EPYC
+    monkeypatch.setattr(precision.subprocess, "run", None)  # no child process
+    slower = {"conv_float32": 40.0, "conv_bfloat16": 3.0}
+    monkeypatch.setattr(precision, "quick_check", lambda: slower)
+    verdict = precision.bfloat16_verdict(refresh=True)
+    assert not verdict.use_bfloat16 and "convolution 3 vs 40 GFLOP/s" in verdict.reason
+    # a quick check that finds bfloat16 faster is not trusted alone: the full check confirms
+    monkeypatch.setattr(precision, "quick_check", lambda: {**slower, "conv_bfloat16": 90.0})
+    monkeypatch.setattr(precision, "_child_check", _faster_bfloat16)
+    assert "matmul 580 vs 290" in precision.bfloat16_verdict(refresh=True).reason
+
+
+def test_the_quick_check_measures_both_precisions_here():
+    rates = precision.quick_check()  # real convolutions, tens of milliseconds
+    assert rates["conv_float32"] > 0 and rates["conv_bfloat16"] > 0
+
+
+def test_bfloat16_units_come_from_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx2"])
+    assert precision.bfloat16_units() is False
+    monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx2", "avx512f", "amx_bf16"])
+    assert precision.bfloat16_units() is True
+    monkeypatch.setattr(precision, "cpu_flags", lambda: [])
+    assert precision.bfloat16_units() is None
 
 
 def _faster_bfloat16():

@@ -13,6 +13,7 @@ from fcn_tf.engine.callbacks import ResumableCheckpoint, StopOnNonFinite, Valida
 from fcn_tf.engine.state import read_resume_state
 from fcn_tf.losses import pixel_cross_entropy
 from fcn_tf.metrics import mean_iou, positive_iou
+from fcn_tf.models.flops import forward_flops
 from fcn_tf.models.registry import MODELS
 from fcn_tf.optim import make_optimizer
 from fcn_tf.task import Task
@@ -23,7 +24,9 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
     """Compile `model` for `task`: `optimizer` (default fcn_tf's Adam, Keras' with the fused
     update, at `learning_rate`), `loss` (default per-pixel cross-entropy ignoring void; see
     `fcn_tf.losses.make_loss`), the task's IoU metric (`<positive>_iou` for binary tasks, `miou`
-    otherwise), and `jit_compile` (XLA: True/False, or "auto" as `--jit-compile auto` decides).
+    otherwise), and `jit_compile` (XLA: True/False, or "auto"/"on"/"off" as `--jit-compile`
+    takes them; `fcn_tf.distribute.jit_setting` decides "auto" from the machine and the model's
+    forward FLOPs, here and nowhere else).
 
     Layer regularizers (the FCN decoder's L2) are part of the loss Keras minimises. A model with
     training heads (several outputs: PSPNet's auxiliary head, U-Net++'s deep supervision) gets
@@ -37,8 +40,8 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
         )
     metric = positive_iou(task.iou_metric) if task.binary else mean_iou(task.num_classes)
     optimizer = optimizer or make_optimizer("adam", learning_rate)
-    if jit_compile == "auto":  # fcn_tf's auto (XLA on CPUs without oneDNN), not only Keras'
-        jit_compile = jit_setting("auto", tf.distribute.get_strategy().num_replicas_in_sync > 1)
+    replicated = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    jit_compile = jit_setting(jit_compile, replicated, _forward_gflops(model))
     options = {"optimizer": optimizer, "jit_compile": jit_compile}
     loss = loss or pixel_cross_entropy()
     if len(model.outputs) == 1:
@@ -55,6 +58,14 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
         **options,
     )
     return model
+
+
+def _forward_gflops(model) -> float | None:
+    """GFLOP of one forward pass per image; None for a model without a static input size."""
+    try:
+        return forward_flops(model) / 1e9
+    except ValueError:
+        return None
 
 
 def fit(

@@ -258,7 +258,6 @@ def training_model(job: Job):
             model = keras.Model(model.inputs, outputs, name=model.name)
         if runtime.replicated:
             distribute.synchronize_batch_norm(model)
-        jit = distribute.jit_setting(config.jit_compile, runtime.replicated)
         optimizer = make_optimizer(
             config.optimizer,
             learning_rate(config.schedule, config.learning_rate, config.epochs * steps_of(job),
@@ -266,7 +265,9 @@ def training_model(job: Job):
             config.weight_decay, config.momentum, config.nesterov,
         )  # fmt: skip
         loss = make_loss(config.loss, job.class_weights, config.focal_gamma)
-        model = compile_model(model, job.task, jit_compile=jit, optimizer=optimizer, loss=loss)
+        model = compile_model(
+            model, job.task, jit_compile=config.jit_compile, optimizer=optimizer, loss=loss
+        )
         if job.folder.state:  # a damaged last state falls back to the one before
             job.folder.state = restore_state(model, job.folder.checkpoints)
             if config.schedule == "constant" and not config.warmup_epochs:
