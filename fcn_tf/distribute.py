@@ -189,8 +189,8 @@ def synchronize_batch_norm(model) -> int:
 # (GFLOP). Measured on a 2-core Zen 3 (docs/scale.md), whole epochs with the input pipeline
 # running: XLA trained the CamVid preset's FCN-8s (8.3 GFLOP at 192x256) 21 % faster and the
 # full FCN-8s (78 at 160x576) 15-25 % faster, but width-0.25 FCN-8s (2.3) 9 % and the demo
-# (0.36) 40 % slower: a small step gains little from XLA and loses to its compile time and to
-# its threads competing with the input pipeline.
+# (0.36) 28 % slower a step (and both longer to compile): a small step gains little from XLA
+# and loses to its threads competing with the input pipeline for the cores.
 XLA_MIN_GFLOPS = 5.0
 
 
