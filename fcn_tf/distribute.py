@@ -194,7 +194,8 @@ def synchronize_batch_norm(model) -> int:
 XLA_MIN_GFLOPS = 5.0
 
 
-def jit_setting(value, replicated: bool = False, forward_gflops: float | None = None):
+def jit_setting(value, replicated: bool = False, forward_gflops: float | None = None,
+                without_xla=()):  # fmt: skip
     """`--jit-compile` auto/on/off (or a bool) -> Keras' `compile(jit_compile=...)`.
 
     "auto" is Keras' choice (XLA on GPUs, off on CPUs), except on a CPU-only machine whose
@@ -203,12 +204,19 @@ def jit_setting(value, replicated: bool = False, forward_gflops: float | None = 
     costs at least `XLA_MIN_GFLOPS` per image (`forward_gflops`; None: unknown, not counted):
     there XLA trains faster (full FCN-8s at 160x576: 0.32 -> 0.45 images/s on a 2-core Zen 3),
     while where oneDNN is on it is the slower one (0.78 -> 0.71 on a Zen 4). Not for replicated
-    (multi-device) training, which keeps Keras' choice."""
+    (multi-device) training, which keeps Keras' choice. `without_xla`: the names of the model's
+    layers XLA cannot compile (SegNet's argmax pooling): then no XLA, said once for "on"."""
+    if value not in (True, False, *JIT_CHOICES):
+        raise ValueError(f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {value!r}")
+    if without_xla and value in (True, "on"):
+        log.warning(
+            "--jit-compile on: XLA cannot compile layers %s of this model; training without XLA",
+            ", ".join(without_xla),
+        )
+        return False
     if isinstance(value, bool):
         return value
-    if value not in JIT_CHOICES:
-        raise ValueError(f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {value!r}")
-    big = forward_gflops is not None and forward_gflops >= XLA_MIN_GFLOPS
+    big = forward_gflops is not None and forward_gflops >= XLA_MIN_GFLOPS and not without_xla
     if value == "auto" and big and not replicated and xla_preferred_on_cpu():
         log.info(
             "--jit-compile auto: XLA on (a CPU without oneDNN, where XLA trains models of %.0f "

@@ -3,6 +3,7 @@
 split before it starts, and each worker is a process of its own."""
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -287,6 +288,29 @@ def test_compile_model_decides_auto_from_the_models_size(monkeypatch):
     monkeypatch.setattr(distribute, "XLA_MIN_GFLOPS", 0.001)
     assert compile_model(small, road_task()).jit_compile is True
     assert compile_model(small, road_task(), jit_compile="off").jit_compile is False
+
+
+def test_a_model_xla_cannot_compile_trains_without_it(monkeypatch, caplog):
+    """SegNet's argmax pooling has no XLA kernel: `auto` leaves XLA off for it however big it
+    is, and `on` says so in one line instead of failing at the first step."""
+    import numpy as np
+
+    from fcn_tf import distribute
+    from fcn_tf.data.kitti import road_task
+    from fcn_tf.engine.fit import compile_model
+    from fcn_tf.models import build_model
+
+    monkeypatch.setattr(distribute, "tensorflow_onednn", lambda: False)
+    monkeypatch.setattr(distribute, "XLA_MIN_GFLOPS", 0.0)
+    segnet = build_model("segnet", 2, (32, 64, 3), width=0.05)
+    assert compile_model(segnet, road_task(model="segnet")).jit_compile is False
+    with caplog.at_level(logging.WARNING, logger="fcn_tf.distribute"):
+        model = compile_model(segnet, road_task(model="segnet"), jit_compile="on")
+    assert model.jit_compile is False
+    assert "XLA cannot compile layers block1_pool, block2_pool" in caplog.text
+    images = np.zeros((2, 32, 64, 3), "float32")
+    assert np.isfinite(model.train_on_batch(images, np.zeros((2, 32, 64), "uint8"))[0])
+    assert distribute.jit_setting("off", without_xla=["pool"]) is False
 
 
 @pytest.mark.parametrize("setting,expected", [("0", "False"), ("1", "True")])

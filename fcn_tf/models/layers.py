@@ -168,7 +168,14 @@ class AdaptivePooling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="fcn_tf")
 class MaxPoolingWithArgmax(keras.layers.Layer):
-    """2x2 max pooling that also returns where each maximum was (SegNet's pooling indices)."""
+    """2x2 max pooling that also returns where each maximum was (SegNet's pooling indices).
+
+    XLA has no kernel for TensorFlow's `MaxPoolWithArgmax`, so a model with this layer trains
+    without `jit_compile` (Keras reads `supports_jit`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_jit = False
 
     def call(self, inputs):
         import tensorflow as tf
