@@ -120,9 +120,10 @@ def quick_check() -> dict:
 
 def bfloat16_units() -> bool | None:
     """Whether this x86 CPU has bfloat16 instructions (None: not an x86 CPU, or it cannot say)."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or not cpu_flags():
+    flags = cpu_flags()
+    if platform.machine().lower() not in ("x86_64", "amd64") or not flags:
         return None
-    return any(flag in cpu_flags() for flag in BFLOAT16_UNITS)
+    return any(flag in flags for flag in BFLOAT16_UNITS)
 
 
 def probe() -> dict:

@@ -288,6 +288,8 @@ def test_compile_model_decides_auto_from_the_models_size(monkeypatch):
     monkeypatch.setattr(distribute, "XLA_MIN_GFLOPS", 0.001)
     assert compile_model(small, road_task()).jit_compile is True
     assert compile_model(small, road_task(), jit_compile="off").jit_compile is False
+    dynamic = build_model("fcn8s", 2, (None, None, 3), width=0.05, fc_units=16)
+    assert compile_model(dynamic, road_task()).jit_compile is False  # size unknown: not big
 
 
 def test_a_model_xla_cannot_compile_trains_without_it(monkeypatch, caplog):

@@ -15,6 +15,8 @@ def forward_flops(model: keras.Model) -> int:
     negligible part of the work in these networks (pooling, activations and batch norm are left
     out, as in the usual model tables).
     """
+    if any(d is None for d in model.inputs[0].shape[1:3]):
+        raise ValueError("build the model with a static input shape to count its FLOPs")
     total = 0
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2DTranspose):
@@ -32,6 +34,4 @@ def forward_flops(model: keras.Model) -> int:
             total += 2 * kernels * height * width
         elif isinstance(layer, keras.layers.Dense):
             total += 2 * math.prod(layer.kernel.shape)
-    if total and any(d is None for d in model.inputs[0].shape[1:3]):
-        raise ValueError("build the model with a static input shape to count its FLOPs")
     return total
