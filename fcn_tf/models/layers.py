@@ -267,13 +267,48 @@ class MatmulConv2D(keras.layers.Conv2D):
         import tensorflow as tf
 
         height, width, channels, filters = kernel.shape
+        rows = inputs.shape[1]
+        if self.padding == "same" and rows is not None and height > 1:
+            return self._by_kernel_rows(inputs, kernel, rows)
         if self.padding == "same":
-            inputs = tf.pad(
-                inputs,
-                [[0, 0], [(height - 1) // 2, height // 2], [(width - 1) // 2, width // 2], [0, 0]],
-            )
+            inputs = tf.pad(inputs, [[0, 0], _same(height), _same(width), [0, 0]])
+        return self._product(inputs, kernel)
+
+    @staticmethod
+    def _product(inputs, kernel):
+        """The valid convolution of `inputs` by `kernel`: patches times the reshaped kernel."""
+        import tensorflow as tf
+
+        height, width, channels, filters = kernel.shape
         shape = tf.shape(inputs)
         out_h, out_w = shape[1] - height + 1, shape[2] - width + 1
         flat = tf.reshape(_patches(inputs, height, width), [-1, height * width * channels])
         product = tf.matmul(flat, tf.reshape(kernel, [height * width * channels, filters]))
         return tf.reshape(product, [shape[0], out_h, out_w, filters])
+
+    def _by_kernel_rows(self, inputs, kernel, rows: int):
+        """ "same" padding without multiplying the padding rows: one product per kernel row, over
+        the output rows where that kernel row meets the image, the parts added.
+
+        On FCN-8s' stride-32 map of a 160x576 image (5 x 18), 12 of the 35 row pairs of a 7-high
+        kernel fall on padding: fc6 does 34 % less arithmetic, 145 -> 100 ms at batch 1 on a
+        2-core Zen 3. Width padding stays (zeros in each row's patches)."""
+        import tensorflow as tf
+
+        height, width = kernel.shape[:2]
+        top = _same(height)[0]
+        inputs = tf.pad(inputs, [[0, 0], [0, 0], _same(width), [0, 0]])
+        parts = []
+        for row in range(height):  # output row r reads input row r + row - top
+            first, last = max(0, top - row), min(rows, rows + top - row)
+            if first >= last:
+                continue  # this kernel row only ever meets padding
+            source = inputs[:, first + row - top : last + row - top]
+            part = self._product(source, kernel[row : row + 1])
+            parts.append(tf.pad(part, [[0, 0], [first, rows - last], [0, 0], [0, 0]]))
+        return tf.add_n(parts)
+
+
+def _same(size: int) -> list[int]:
+    """TensorFlow's "same" padding before and after, for a stride-1 kernel of `size`."""
+    return [(size - 1) // 2, size // 2]

@@ -181,23 +181,35 @@ def test_imagenet_offline_says_which_file_and_how_to_pass_it(tmp_path, monkeypat
     assert IMAGENET_FILE in message and "--weights /path/to/" in message
 
 
-@pytest.mark.parametrize("padding", ["same", "valid"])
-def test_matmul_conv_equals_a_conv2d_forward_and_backward(padding):
-    """fc6's patches-times-kernel product (with its hand-written patch gradient) gives a Conv2D's
+@pytest.mark.parametrize(
+    "padding,shape,kernel,dynamic",
+    [
+        ("same", (2, 6, 9, 5), (3, 4), False),
+        ("valid", (2, 6, 9, 5), (3, 4), False),
+        ("same", (2, 2, 9, 5), (7, 7), False),  # a map lower than the kernel: rows skipped
+        ("same", (2, 5, 18, 5), (7, 7), True),  # height unknown when traced: one product
+    ],
+)
+def test_matmul_conv_equals_a_conv2d_forward_and_backward(padding, shape, kernel, dynamic):
+    """fc6's patches-times-kernel product (with its hand-written patch gradient; with "same"
+    padding one product per kernel row, skipping rows that meet only padding) gives a Conv2D's
     outputs and the same gradients for its input and kernel."""
     import tensorflow as tf
 
     from fcn_tf.models.layers import MatmulConv2D
 
-    x = tf.constant(np.random.default_rng(0).normal(size=(2, 6, 9, 5)).astype("float32"))
-    ours = MatmulConv2D(4, (3, 4), padding=padding)
-    reference = keras.layers.Conv2D(4, (3, 4), padding=padding)
+    x = tf.constant(np.random.default_rng(0).normal(size=shape).astype("float32"))
+    ours = MatmulConv2D(4, kernel, padding=padding)
+    reference = keras.layers.Conv2D(4, kernel, padding=padding)
     ours.build(x.shape)
     reference.build(x.shape)
     reference.set_weights(ours.get_weights())
+    call = ours
+    if dynamic:
+        call = tf.function(ours, input_signature=[tf.TensorSpec((None, None, None, shape[3]))])
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        outputs = ours(x), reference(x)
+        outputs = call(x), reference(x)
         losses = [tf.reduce_sum(tf.sin(y)) for y in outputs]
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
     for a, b in [(tape.gradient(losses[0], x), tape.gradient(losses[1], x)),
