@@ -298,13 +298,14 @@ class MatmulConv2D(keras.layers.Conv2D):
         height, width = kernel.shape[:2]
         top = _same(height)[0]
         inputs = tf.pad(inputs, [[0, 0], [0, 0], _same(width), [0, 0]])
-        parts = []
+        # tf.split, not kernel[row : row + 1]: a slice's gradient is a kernel-sized tensor per row
+        kernel_rows, parts = tf.split(kernel, height, axis=0), []
         for row in range(height):  # output row r reads input row r + row - top
             first, last = max(0, top - row), min(rows, rows + top - row)
             if first >= last:
                 continue  # this kernel row only ever meets padding
             source = inputs[:, first + row - top : last + row - top]
-            part = self._product(source, kernel[row : row + 1])
+            part = self._product(source, kernel_rows[row])
             parts.append(tf.pad(part, [[0, 0], [first, rows - last], [0, 0], [0, 0]]))
         return tf.add_n(parts)
 
