@@ -248,7 +248,8 @@ def _patches(inputs, height: int, width: int):
 
 @keras.saving.register_keras_serializable(package="fcn_tf")
 class MatmulConv2D(keras.layers.Conv2D):
-    """A stride-1 `Conv2D` computed as one matrix product of image patches and the kernel.
+    """A stride-1 `Conv2D` computed as matrix products of image patches and the kernel (with
+    "same" padding and a known map height, one per kernel row, skipping padding rows).
 
     For a large kernel on a small map, FCN's fc6 (7x7x512 -> 4096 on the stride-32 features:
     25088 x 4096 weights, 411 MB, used at 90 positions of a 160x576 image), oneDNN's direct
@@ -287,8 +288,8 @@ class MatmulConv2D(keras.layers.Conv2D):
         return tf.reshape(product, [shape[0], out_h, out_w, filters])
 
     def _by_kernel_rows(self, inputs, kernel, rows: int):
-        """ "same" padding without multiplying the padding rows: one product per kernel row, over
-        the output rows where that kernel row meets the image, the parts added.
+        """The "same" convolution without multiplying padding rows: one product per kernel row,
+        over the output rows where that kernel row meets the image, the parts added.
 
         On FCN-8s' stride-32 map of a 160x576 image (5 x 18), 12 of the 35 row pairs of a 7-high
         kernel fall on padding: fc6 does 34 % less arithmetic, 145 -> 100 ms at batch 1 on a
