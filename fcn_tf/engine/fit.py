@@ -41,7 +41,8 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
     metric = positive_iou(task.iou_metric) if task.binary else mean_iou(task.num_classes)
     optimizer = optimizer or make_optimizer("adam", learning_rate)
     replicated = tf.distribute.get_strategy().num_replicas_in_sync > 1
-    without_xla = [layer.name for layer in _layers(model) if not layer.supports_jit]
+    # the walk Keras' own `model_supports_jit` makes, so that both agree on what XLA can compile
+    without_xla = [layer.name for layer in model._flatten_layers() if not layer.supports_jit]
     jit_compile = jit_setting(jit_compile, replicated, _forward_gflops(model), without_xla)
     options = {"optimizer": optimizer, "jit_compile": jit_compile}
     loss = loss or pixel_cross_entropy()
@@ -59,14 +60,6 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
         **options,
     )
     return model
-
-
-def _layers(model):
-    """Every layer of `model`, nested models' layers included."""
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _layers(layer)
 
 
 def _forward_gflops(model) -> float | None:

@@ -281,11 +281,10 @@ class MatmulConv2D(keras.layers.Conv2D):
         import tensorflow as tf
 
         height, width, channels, filters = kernel.shape
-        shape = tf.shape(inputs)
-        out_h, out_w = shape[1] - height + 1, shape[2] - width + 1
-        flat = tf.reshape(_patches(inputs, height, width), [-1, height * width * channels])
+        patches = _patches(inputs, height, width)
+        flat = tf.reshape(patches, [-1, height * width * channels])
         product = tf.matmul(flat, tf.reshape(kernel, [height * width * channels, filters]))
-        return tf.reshape(product, [shape[0], out_h, out_w, filters])
+        return tf.reshape(product, tf.concat([tf.shape(patches)[:3], [filters]], axis=0))
 
     def _by_kernel_rows(self, inputs, kernel, rows: int):
         """The "same" convolution without multiplying padding rows: one product per kernel row,
