@@ -122,7 +122,8 @@ HELP = {
     "dataset": "'synthetic' (built in, generated on first use), 'kitti', 'camvid' or 'folder' "
     "(images/ + masks/); all but synthetic need --data-dir",
     "data_dir": "the dataset's folder (KITTI: data_road; CamVid: the folder with train/ and "
-    "trainannot/); alone it implies --dataset kitti",
+    "trainannot/); without --dataset, its layout names it (images/: folder; train/ + trainannot/: "
+    "camvid; otherwise kitti)",
     "palette": "folder datasets: a JSON file naming each class and its mask colour",
     "synthetic_images": "number of labelled synthetic scenes to generate (train + validation)",
     "image_shape": "HEIGHTxWIDTH the network sees (e.g. 160x576; any size the model can take)",
@@ -413,7 +414,10 @@ def _field_parser(field: dataclasses.Field):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one `--flag` per TrainConfig field; unset flags stay absent from the namespace."""
-    group = parser.add_argument_group("run settings (defaults shown are the exercise preset's)")
+    group = parser.add_argument_group(
+        "run settings (defaults shown are the exercise preset's; the demo preset, which a run "
+        "without --data-dir gets, and the camvid preset change some: see below)"
+    )
     for field in dataclasses.fields(TrainConfig):
         default = field.default
         shown = "x".join(map(str, default)) if isinstance(default, tuple) else default
@@ -471,6 +475,18 @@ def load_json(path: str | os.PathLike) -> dict:
     return _coerce(values, str(path))
 
 
+def dataset_of_folder(data_dir) -> str:
+    """The dataset a `--data-dir` given without `--dataset` holds, from its layout: `images/`
+    (+ `masks/`) is a folder dataset, `train/` + `trainannot/` CamVid, anything else KITTI's
+    data_road (whose loader says what it expected)."""
+    root = Path(data_dir)
+    if (root / "images").is_dir() and not (root / "training").is_dir():
+        return "folder"
+    if (root / "train").is_dir() and (root / "trainannot").is_dir():
+        return "camvid"
+    return "kitti"
+
+
 def resolve(overrides: dict | None = None, config_file: str | None = None) -> TrainConfig:
     """Build a TrainConfig from defaults, preset, an optional JSON file and explicit overrides.
 
@@ -481,7 +497,7 @@ def resolve(overrides: dict | None = None, config_file: str | None = None) -> Tr
     from_file = load_json(config_file) if config_file else {}
     given = {k: v for k, v in {**from_file, **explicit}.items() if v is not None}
     if given.get("data_dir") and "dataset" not in given:
-        given["dataset"] = "kitti"
+        given["dataset"] = dataset_of_folder(given["data_dir"])
     preset = given.get("preset", "auto")
     if preset == "auto":
         preset = "demo" if given.get("dataset", "synthetic") == "synthetic" else "exercise"

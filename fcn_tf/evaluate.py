@@ -29,7 +29,7 @@ import numpy as np
 
 from fcn_tf import metrics
 from fcn_tf.cli import run_command, setup_logging
-from fcn_tf.config import DATASETS, load_run_config, parse_shape, resolve
+from fcn_tf.config import DATASETS, dataset_of_folder, load_run_config, parse_shape, resolve
 from fcn_tf.data import kitti
 from fcn_tf.files import write_json
 from fcn_tf.scoring import score_pairs
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dataset",
         choices=DATASETS,
-        help="dataset (default: the run's own; kitti with --data-dir)",
+        help="dataset (default: the run's own; with --data-dir alone, read from its layout)",
     )
     parser.add_argument("--data-dir", help="the dataset's folder (default: the run's)")
     parser.add_argument("--palette", help="folder datasets: the palette file (default: the run's)")
@@ -161,7 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--bev", action="store_true", help="also score in the benchmark's bird's-eye view"
     )
-    parser.add_argument("--calib-dir", help="calibration folder (default: DATA/training/calib)")
+    parser.add_argument(
+        "--calib-dir",
+        help="calibration folder of the scored split (default: DATA/training/calib; "
+        "a --submission warps the testing images with DATA/testing/calib)",
+    )
     parser.add_argument(
         "--image-shape",
         type=parse_shape,
@@ -204,11 +208,11 @@ def data_config(args, run_dir: Path | None):
     """The settings that name the data: the run's, with the flags given here on top."""
     base = load_run_config(run_dir).to_dict() if run_dir else {}
     if args.data_dir and not args.dataset and base.get("dataset") in (None, "synthetic"):
-        base["dataset"] = "kitti"  # a data folder alone means KITTI road, as in training
+        base["dataset"] = dataset_of_folder(args.data_dir)  # as training reads a folder alone
     given = {"dataset": args.dataset, "data_dir": args.data_dir, "palette": args.palette}
     overrides = {**base, **{k: v for k, v in given.items() if v}}
     if not overrides.get("dataset") and not overrides.get("data_dir"):
-        raise ValueError("no data: pass --data-dir (and --dataset if it is not KITTI road)")
+        raise ValueError("no data: pass --data-dir (and --dataset if its layout is not recognised)")
     return resolve(overrides)
 
 
@@ -304,7 +308,7 @@ def evaluate_cli(args) -> Path:
         tests = kitti.find_images(data.root / "testing" / "image_2")
         test_calib = None
         if args.bev:
-            test_calib = Path(args.calib_dir) if args.calib_dir else data.root / "testing" / "calib"
+            test_calib = data.root / "testing" / "calib"  # not --calib-dir: that is the split's
         log.info("submission: %s", write_submission(confidence_of, tests, out_dir, test_calib))
     return out_dir / "evaluation.json"
 

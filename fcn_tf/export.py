@@ -44,6 +44,8 @@ from fcn_tf.inference import METADATA_FILE, export_metadata, load_model, serving
 log = logging.getLogger("fcn_tf.export")
 
 FORMATS = ("savedmodel", "tflite", "onnx")
+# The export extra, installed beside whichever TensorFlow is there (CPU or GPU build).
+EXPORT_INSTALL = 'pip install -e ".[export]" in the fcn_tf checkout'
 QUANTIZATIONS = ("float32", "float16", "int8")
 ONNX_OPSET = 17
 
@@ -319,21 +321,42 @@ def _check_request(output: Path, formats, quantizations, overwrite: bool) -> Non
         )
     if output.exists() and not overwrite:
         raise ValueError(f"export folder {output} already exists; pass --overwrite to replace it")
-    if "onnx" in formats:
-        try:
-            import tf2onnx  # noqa: F401
-        except ImportError:
-            raise ValueError(
-                'ONNX export needs tf2onnx: pip install "fcn_tf[export]" (or leave out onnx)'
-            ) from None
+    if "onnx" in formats and not _onnx_converter_installed():
+        raise ValueError(f"ONNX export needs tf2onnx: {EXPORT_INSTALL} (or leave out onnx)")
+
+
+def _onnx_converter_installed() -> bool:
+    try:
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_formats() -> list[str]:
+    """Every format, less ONNX (with a warning) where tf2onnx is not installed: the base install
+    can still export SavedModel and TFLite without being asked for `--formats`."""
+    if _onnx_converter_installed():
+        return list(FORMATS)
+    log.warning("tf2onnx is not installed: writing %s without ONNX (%s for it)",
+                " and ".join(f for f in FORMATS if f != "onnx"), EXPORT_INSTALL)  # fmt: skip
+    return [f for f in FORMATS if f != "onnx"]
 
 
 def _calibration(model_path: Path, calibration_dir, size, count: int) -> list:
     """The int8 calibration images: `calibration_dir`, else the run's training images."""
     if calibration_dir:
-        from fcn_tf.data.kitti import find_images
+        from fcn_tf.data.folders import IMAGE_SUFFIXES
 
-        paths = find_images(calibration_dir)
+        folder = Path(calibration_dir)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--calibration {folder} is not a folder of images")
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise ValueError(
+                f"--calibration {folder} has no {', '.join(IMAGE_SUFFIXES)} images to calibrate "
+                "int8 on; name a folder with some of the model's kind of images"
+            )
     else:
         paths = _training_images(model_path)
     if not paths:
@@ -435,7 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model", help="a run folder or a .keras file")
     parser.add_argument("--output", help="export folder (default: RUN/export or MODEL-export)")
-    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        choices=FORMATS,
+        help="formats to write (default: all; ONNX only where tf2onnx is installed)",
+    )
     parser.add_argument(
         "--quantize",
         nargs="+",
@@ -471,7 +499,7 @@ def main(argv=None) -> int:
         folder = export(
             model,
             output,
-            args.formats,
+            args.formats or default_formats(),
             args.quantize,
             args.tflite_size,
             args.calibration,

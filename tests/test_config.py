@@ -27,6 +27,23 @@ def test_synthetic_uses_demo_preset_and_kitti_the_exercise():
     assert kitti.dataset == "kitti" and kitti.preset == "exercise"
 
 
+def test_a_data_folder_alone_is_read_by_its_layout(tmp_path):
+    """A user's own images/ + masks/ given with --data-dir only is a folder dataset (it was read
+    as KITTI and failed on a missing training/image_2); CamVid's layout is CamVid."""
+    (tmp_path / "mine" / "images").mkdir(parents=True)
+    (tmp_path / "mine" / "masks").mkdir()
+    for name in ("train", "trainannot", "val", "valannot"):
+        (tmp_path / "camvid" / name).mkdir(parents=True)
+    (tmp_path / "road" / "training" / "image_2").mkdir(parents=True)
+    found = {
+        name: config_lib.resolve({"data_dir": str(tmp_path / name)}).dataset
+        for name in ("mine", "camvid", "road")
+    }
+    assert found == {"mine": "folder", "camvid": "camvid", "road": "kitti"}
+    explicit = config_lib.resolve({"data_dir": str(tmp_path / "mine"), "dataset": "kitti"})
+    assert explicit.dataset == "kitti"
+
+
 def test_flags_beat_file_beat_preset(tmp_path):
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"epochs": 3, "batch_size": 2, "image_shape": [64, 128]}))

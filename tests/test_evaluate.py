@@ -239,3 +239,26 @@ def test_bev_submission_is_on_the_devkit_grid(calibrated_data_road, trained_run,
     assert code == 0
     bev = iio.imread(tmp_path / "out/submission/umm_road_000077.png")
     assert bev.shape == BEV_SHAPE and bev.dtype == np.uint8
+
+
+def test_bev_submission_warps_with_the_testing_calibration(
+    calibrated_data_road, trained_run, tmp_path, kitti_sample
+):
+    """KITTI's training and testing calibration files share names but not cameras: --calib-dir
+    names the scored split's files, and the submission keeps DATA/testing/calib."""
+    root = calibrated_data_road
+    shutil.copytree(root / "training" / "image_2", root / "testing" / "image_2")
+    (root / "testing" / "calib").mkdir()
+    other = kitti_sample / "testing/calib/um_000021.txt"  # another drive's camera
+    shutil.copy(other, root / "testing/calib/umm_000077.txt")
+    shutil.copytree(root / "training" / "calib", tmp_path / "scored_calib")
+    written = {}
+    for name, extra in (
+        ("default", []),
+        ("given", ["--calib-dir", str(tmp_path / "scored_calib")]),
+    ):
+        out = tmp_path / name
+        argv = [trained_run["run_dir"], "--data-dir", str(root), "--split", "all", "--bev"]
+        assert main([*argv, "--submission", "--output", str(out), *extra]) == 0
+        written[name] = iio.imread(out / "submission/umm_road_000077.png")
+    np.testing.assert_array_equal(written["given"], written["default"])

@@ -239,6 +239,39 @@ def test_int8_without_calibration_images_is_an_error_up_front(tmp_path, caplog):
     assert not (tmp_path / "out").exists()
 
 
+def test_int8_calibrates_on_any_folder_of_images(tmp_path, caplog):
+    """A bare .keras file has no run to take training images from: --calibration names a folder
+    of the user's own images, whatever their names (not only KITTI's um_/umm_/uu_)."""
+    import imageio.v3 as iio
+
+    from fcn_tf.export import _calibration
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("street.jpg", "b.PNG", "c.jpeg"):
+        iio.imwrite(folder / name, rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    images = _calibration(tmp_path / "m.keras", folder, (32, 48), count=8)
+    assert [image.shape for image in images] == [(32, 48, 3)] * 3
+    assert all(image.dtype == np.uint8 for image in images)
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no .png, .jpg, .jpeg images"):
+        _calibration(tmp_path / "m.keras", tmp_path / "empty", (32, 48), count=8)
+
+
+def test_without_tf2onnx_the_default_export_leaves_out_onnx_and_says_so(monkeypatch, caplog):
+    import fcn_tf.export
+
+    monkeypatch.setattr(fcn_tf.export, "_onnx_converter_installed", lambda: False)
+    with caplog.at_level("WARNING", logger="fcn_tf.export"):
+        assert fcn_tf.export.default_formats() == ["savedmodel", "tflite"]
+    assert any("tf2onnx is not installed" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="ONNX export needs tf2onnx"):  # asked for: refused
+        fcn_tf.export._check_request(Path("unused"), ["onnx"], [], overwrite=False)
+
+
 def test_a_conversion_that_does_not_reproduce_the_model_is_refused(
     trained_run, tmp_path, monkeypatch, caplog
 ):
