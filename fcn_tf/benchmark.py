@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from fcn_tf.cli import run_command, setup_logging
+from fcn_tf.cli import HelpFormatter, run_command, setup_logging
 from fcn_tf.config import parse_shape
 from fcn_tf.files import write_json
 
@@ -190,9 +190,9 @@ def format_table(results, peak: float, device: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fcn_tf.benchmark",
-        description="Forward and training speed, GFLOP/s, %% of this machine's matmul peak, "
+        description="Forward and training speed, GFLOP/s, % of this machine's matmul peak, "
         "peak memory and input-pipeline gap, per model and size.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--models", nargs="+", default=["fcn8s"])
     parser.add_argument("--sizes", nargs="+", type=parse_shape, default=[(160, 576)])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fcn_tf.cli import run_command, setup_logging
+from fcn_tf.cli import HelpFormatter, run_command, setup_logging
 from fcn_tf.task import IGNORE_LABEL
 
 log = logging.getLogger("fcn_tf.boxes")
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fcn_tf.boxes",
         description="Write a box file per image from the connected components of its mask.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--dataset", choices=("folder", "camvid"), default="folder")
     parser.add_argument("--data-dir", required=True, help="the dataset's folder")
@@ -44,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated class names to box (default: every class but one named 'background')",
     )
     parser.add_argument("--min-area", type=int, default=16, help="smallest component, in pixels")
-    parser.add_argument("--output", help="folder for the box files (default: see above)")
+    parser.add_argument(
+        "--output",
+        help="folder for the box files (default: DATA/boxes for folder datasets, "
+        "DATA/<split>boxes for CamVid)",
+    )
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     return parser
 

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 from fcn_tf.errors import STORAGE_ERRNOS, Preempted, WorkerLost
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless there is none to show (None, or a switch's False)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def setup_logging(quiet: bool = False) -> None:

@@ -180,7 +180,9 @@ HELP = {
     "one_device, mirrored, multi_worker (cluster from TF_CONFIG) or tpu; --batch-size is global",
     "cpu_replicas": "split the CPU into N logical devices (0: no split), e.g. to run "
     "--strategy mirrored on a machine without GPUs",
-    "mixed_precision": "float16 compute on GPUs, bfloat16 on CPUs/TPUs (weights stay float32)",
+    "mixed_precision": "float16 compute on GPUs, bfloat16 on CPUs/TPUs (weights stay float32); "
+    "on a CPU only where a measured check finds bfloat16 safe and faster, refused with the "
+    "figures otherwise",
     "jit_compile": "XLA compilation of the train step: auto (on for GPUs, and on CPUs that "
     "TensorFlow runs without oneDNN for models of 5 GFLOP per image or more), on or off",
     "deterministic": "reproducible runs: TensorFlow op determinism and fixed seeds (slower)",
@@ -194,9 +196,9 @@ HELP = {
     "nesterov": "SGD: Nesterov momentum",
     "loss": "'ce' (cross-entropy), 'focal' (Lin et al.), 'dice' (soft Dice over the classes "
     "present), 'ce+dice', or 'ohem' (cross-entropy over the hardest pixels); void is ignored",
-    "class_weights": "weights of the classes in ce/focal/ohem: 'none', 'inverse' (inverse "
-    "frequency), 'median' (median-frequency balancing, as SegNet on CamVid; counted once from "
-    "the training masks and cached) or a JSON file (a list, or class name -> weight)",
+    "class_weights": "weights of the classes in ce, ce+dice, focal and ohem: 'none', 'inverse' "
+    "(inverse frequency), 'median' (median-frequency balancing, as SegNet on CamVid; counted "
+    "once from the training masks and cached) or a JSON file (a list, or class name -> weight)",
     "class_weight_power": "raise the class weights to this power (0.5: their square roots, a "
     "milder balance that keeps more of the frequent classes' accuracy)",
     "focal_gamma": "--loss focal: the focusing parameter gamma (2 in the paper)",

@@ -174,9 +174,9 @@ def _video_writer(path, shape, fps, codec):
 
 
 def predict_video(
-    predictor, path: Path, out_dir: Path, batch_size: int, codec: str, panels: bool, progress=True
+    predictor, path: Path, target: Path, batch_size: int, codec: str, panels: bool, progress=True
 ) -> int:
-    """Write `<out_dir>/<stem>_overlay.mp4`: every frame with its prediction painted on.
+    """Write video `target` (`.mp4`): every frame of `path` with its prediction painted on.
 
     Returns the number of frames. The video is written under a temporary name and renamed.
     Damaged frames: ffmpeg drops or repeats what it cannot conceal, and the frames before and
@@ -196,7 +196,8 @@ def predict_video(
     if meta.get("duration") and meta.get("fps"):
         total = int(round(meta["duration"] * meta["fps"]))
     frames = 0
-    with atomic_write(out_dir / f"{path.stem}_overlay.mp4") as partial:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target) as partial:
         writer = None
         try:
             batch = []
@@ -257,11 +258,13 @@ def build_parser():
         "(class values as the training masks stored them), overlays/ (the prediction painted "
         "in the task's colours), confidence/ (binary tasks: KITTI benchmark confidence PNGs of "
         "class 1), panels/ with --panels, "
-        "and NAME_overlay.mp4 for each video.",
+        "and NAME_overlay.mp4 for each video, all under --output, mirroring the input tree.",
     )
     parser.add_argument("model", help="a .keras file, a run folder, or an export / SavedModel")
     parser.add_argument("input", help="an image, a folder of images and videos, or a video")
-    parser.add_argument("--output", default="predictions", help="output folder")
+    parser.add_argument(
+        "--output", default="predictions", help="output folder (mirrors the input's folder tree)"
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--panels", action="store_true", help="also write image|overlay panels")
     parser.add_argument(
@@ -319,9 +322,11 @@ def predict_cli(args) -> dict:
     start = time.perf_counter()
     done, skipped = predict_images(predictor, images, source, writer, args.batch_size, progress)
     frames = 0
-    for video in videos:
+    for video in videos:  # NAME_overlay.mp4, mirroring the input tree as the images do
+        relative = video.relative_to(source) if source.is_dir() else Path(video.name)
+        target = out_dir / relative.parent / f"{relative.stem}_overlay.mp4"
         frames += predict_video(
-            predictor, video, out_dir, args.batch_size, args.codec, args.panels, progress
+            predictor, video, target, args.batch_size, args.codec, args.panels, progress
         )
     seconds = time.perf_counter() - start
     rate = (done + frames) / seconds if seconds else 0.0

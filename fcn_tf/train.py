@@ -14,7 +14,7 @@ import logging
 import sys
 
 from fcn_tf import config as config_lib
-from fcn_tf.cli import run_command, setup_logging
+from fcn_tf.cli import HelpFormatter, run_command, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'exercise' (default with --data-dir) is the original: full VGG16, 160x576, 40 epochs, "
         "batch 16, Adam 1e-3, keep_prob 0.5; 'camvid' is the CamVid recipe (docs/recipe.md). "
         "CamVid data defaults to 384x480, padded. Any flag overrides the preset.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--config",

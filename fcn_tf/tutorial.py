@@ -41,8 +41,9 @@ def load_vgg(weights=None, image_shape=(None, None), width=1.0, fc_units=4096, k
     Replaces the exercise's `load_vgg(sess, vgg_path)`, which loaded a frozen TF1 graph and
     returned its `image_input`, `keep_prob`, `layer3_out`, `layer4_out` and `layer7_out` tensors.
     Here `layer3_out`/`layer4_out` are `block3_pool`/`block4_pool` (strides 8 and 16) and
-    `layer7_out` is fc7 (stride 32); keep_prob is the rate of the Dropout layers after fc6/fc7
-    (active only in training), so it is an argument, not a tensor.
+    `layer7_out` is fc7 (stride 32); keep_prob is the keep probability of the Dropout layers
+    after fc6/fc7 (their rate is `1 - keep_prob`; active only in training), so it is an argument,
+    not a tensor.
 
     Args:
         weights: None (random), "imagenet" (keras' VGG16 file; offline, pass a local copy) or a

@@ -85,6 +85,17 @@ def test_predict_on_a_video_writes_an_overlaid_video(trained_run, tmp_path):
     assert [p.name for p in out.iterdir()] == ["drive_overlay.mp4"]
 
 
+def test_videos_of_one_name_in_two_folders_keep_their_own_outputs(trained_run, tmp_path):
+    for drive in ("monday", "tuesday"):
+        (tmp_path / "in" / drive).mkdir(parents=True)
+        write_video(tmp_path / "in" / drive / "cam.mp4", frames=2 if drive == "monday" else 3)
+    out = tmp_path / "out"
+    assert main([trained_run["run_dir"], str(tmp_path / "in"), "--output", str(out)]) == 0
+    for drive, count in (("monday", 2), ("tuesday", 3)):
+        reader = iio2.get_reader(out / drive / "cam_overlay.mp4", format="FFMPEG")
+        assert sum(1 for _ in reader) == count
+
+
 def test_an_unavailable_codec_is_named_before_any_work(trained_run, tmp_path, caplog):
     write_video(tmp_path / "drive.mp4", frames=2)
     out = tmp_path / "out"

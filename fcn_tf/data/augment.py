@@ -14,10 +14,10 @@ hence TensorFlow's stateless ops here):
 * ``none``: no augmentation.
 * ``basic`` (the default; what fcn_tf has always done): left-right flip, zoom in by 1-1.25x and
   crop back, brightness +-25 grey levels and contrast 0.8-1.2.
-* ``strong`` (the CamVid recipe's): flip; scale jitter 0.5-2x (log-uniform) with a random crop,
-  or padding with void when zoomed out; rotation within +-10 degrees (half of the images);
-  brightness, contrast, saturation and hue jitter; Gaussian blur (sigma 0.1-1.5, a quarter of
-  the images).
+* ``strong`` (tried for the CamVid recipe, which keeps ``basic``: docs/recipe.md): flip; scale
+  jitter 0.5-2x (log-uniform) with a random crop, or padding with void when zoomed out;
+  rotation within +-10 degrees (half of the images); brightness, contrast, saturation and hue
+  jitter; Gaussian blur (sigma 0.1-1.5, a quarter of the images).
 """
 
 from __future__ import annotations
