@@ -378,7 +378,7 @@ def _write_formats(folder: Path, module, metadata, formats, quantizations, size,
             save_savedmodel(module, folder / "saved_model", metadata)
             files["savedmodel"] = "saved_model"
         for quantization in quantizations if "tflite" in formats else ():
-            log.info("converting to TFLite %s at %dx%d", quantization, size[1], size[0])
+            log.info("converting to TFLite %s at %dx%d (HxW)", quantization, *size)
             data = _converted(
                 f"TFLite {quantization}", name_of,
                 lambda q=quantization: tflite_model(module, size, q, calibration),
