@@ -29,7 +29,7 @@ import numpy as np
 
 from fcn_tf import metrics
 from fcn_tf.cli import run_command, setup_logging
-from fcn_tf.config import DATASETS, dataset_of_folder, load_run_config, parse_shape, resolve
+from fcn_tf.config import DATASETS, load_run_config, parse_shape, resolve
 from fcn_tf.data import kitti
 from fcn_tf.files import write_json
 from fcn_tf.scoring import score_pairs
@@ -208,7 +208,7 @@ def data_config(args, run_dir: Path | None):
     """The settings that name the data: the run's, with the flags given here on top."""
     base = load_run_config(run_dir).to_dict() if run_dir else {}
     if args.data_dir and not args.dataset and base.get("dataset") in (None, "synthetic"):
-        base["dataset"] = dataset_of_folder(args.data_dir)  # as training reads a folder alone
+        base.pop("dataset", None)  # `resolve` reads the folder's layout, as for training
     given = {"dataset": args.dataset, "data_dir": args.data_dir, "palette": args.palette}
     overrides = {**base, **{k: v for k, v in given.items() if v}}
     if not overrides.get("dataset") and not overrides.get("data_dir"):

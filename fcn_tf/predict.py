@@ -46,6 +46,12 @@ def find_inputs(path: Path) -> list[Path]:
     return found
 
 
+def _relative(path: Path, source: Path) -> Path:
+    """Where `path`'s outputs go under the output folder: its place in the input folder `source`
+    (the tree is mirrored), or its name alone when `source` is the file itself."""
+    return path.relative_to(source) if source.is_dir() else Path(path.name)
+
+
 def _confidence_name(path: Path) -> str:
     from fcn_tf.data.kitti import IMAGE_PATTERN, label_name
 
@@ -108,8 +114,7 @@ def predict_images(predictor, paths, root: Path, writer, batch_size: int, progre
             return
         probabilities, masks = predictor(np.stack([image for _, image in batch]))
         for (path, image), probs, mask in zip(batch, probabilities, masks, strict=True):
-            relative = path.relative_to(root) if root.is_dir() else Path(path.name)
-            writer(relative, image, probs, mask)
+            writer(_relative(path, root), image, probs, mask)
         done += len(batch)
         batch.clear()
 
@@ -323,7 +328,7 @@ def predict_cli(args) -> dict:
     done, skipped = predict_images(predictor, images, source, writer, args.batch_size, progress)
     frames = 0
     for video in videos:  # NAME_overlay.mp4, mirroring the input tree as the images do
-        relative = video.relative_to(source) if source.is_dir() else Path(video.name)
+        relative = _relative(video, source)
         target = out_dir / relative.parent / f"{relative.stem}_overlay.mp4"
         frames += predict_video(
             predictor, video, target, args.batch_size, args.codec, args.panels, progress

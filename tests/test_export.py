@@ -239,7 +239,7 @@ def test_int8_without_calibration_images_is_an_error_up_front(tmp_path, caplog):
     assert not (tmp_path / "out").exists()
 
 
-def test_int8_calibrates_on_any_folder_of_images(tmp_path, caplog):
+def test_int8_calibrates_on_any_folder_of_images(tmp_path):
     """A bare .keras file has no run to take training images from: --calibration names a folder
     of the user's own images, whatever their names (not only KITTI's um_/umm_/uu_)."""
     import imageio.v3 as iio
