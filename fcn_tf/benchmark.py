@@ -119,6 +119,7 @@ def benchmark_one(name, size, args, peak) -> dict:
     import keras
     import tensorflow as tf
 
+    from fcn_tf.data import kitti
     from fcn_tf.models import build_model
     from fcn_tf.models.flops import forward_flops
     from fcn_tf.tutorial import optimize
@@ -130,7 +131,7 @@ def benchmark_one(name, size, args, peak) -> dict:
     images = rng.uniform(0, 255, (args.forward_batch, *size, 3)).astype("float32")
     # forward calls are short and shared CPUs noisy: three times as many as training steps
     forward = forward_seconds(model, images, 3 * args.steps)
-    optimize(model, 1e-4, args.jit_compile)
+    optimize(model, 1e-4, args.jit_compile, kitti.road_task(model=name))
     pipeline = None
     if args.no_pipeline:
         train_images = rng.uniform(0, 255, (args.train_batch, *size, 3)).astype("float32")

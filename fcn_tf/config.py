@@ -184,7 +184,8 @@ HELP = {
     "on a CPU only where a measured check finds bfloat16 safe and faster, refused with the "
     "figures otherwise",
     "jit_compile": "XLA compilation of the train step: auto (on for GPUs, and on CPUs that "
-    "TensorFlow runs without oneDNN for models of 5 GFLOP per image or more), on or off",
+    "TensorFlow runs without oneDNN for FCN and U-Net models of 5 GFLOP per image or more), on "
+    "or off",
     "deterministic": "reproducible runs: TensorFlow op determinism and fixed seeds (slower)",
     "optimizer": "'adam' (the exercise), 'adamw' (decoupled weight decay) or 'sgd' (momentum; "
     "the FCN paper's)",

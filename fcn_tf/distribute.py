@@ -195,17 +195,19 @@ XLA_MIN_GFLOPS = 5.0
 
 
 def jit_setting(value, replicated: bool = False, forward_gflops: float | None = None,
-                without_xla=()):  # fmt: skip
+                without_xla=(), xla_family: bool = False):  # fmt: skip
     """`--jit-compile` auto/on/off (or a bool) -> Keras' `compile(jit_compile=...)`.
 
     "auto" is Keras' choice (XLA on GPUs, off on CPUs), except on a CPU-only machine whose
     TensorFlow runs without oneDNN (it turns oneDNN on only for x86 CPUs with AVX-512 VNNI,
-    bfloat16 or AMX units, so an AVX2 EPYC gets Eigen's kernels), for a model whose forward pass
-    costs at least `XLA_MIN_GFLOPS` per image (`forward_gflops`; None: unknown, not counted):
-    there XLA trains faster (full FCN-8s at 160x576: 0.32 -> 0.45 images/s on a 2-core Zen 3),
-    while where oneDNN is on it is the slower one (0.78 -> 0.71 on a Zen 4). Not for replicated
-    (multi-device) training, which keeps Keras' choice. `without_xla`: the names of the model's
-    layers XLA cannot compile (SegNet's argmax pooling): then no XLA, said once for "on"."""
+    bfloat16 or AMX units, so an AVX2 EPYC gets Eigen's kernels), for a model of a family XLA
+    trains faster there (`xla_family`: `ModelSpec.xla_on_cpu`, the plain convolution stacks;
+    the ResNet-based models train slower with it) whose forward pass costs at least
+    `XLA_MIN_GFLOPS` per image (`forward_gflops`; None: unknown, not counted): there XLA trains
+    faster (full FCN-8s at 160x576: 0.32 -> 0.45 images/s on a 2-core Zen 3), while where oneDNN
+    is on it is the slower one (0.78 -> 0.71 on a Zen 4). Not for replicated (multi-device)
+    training, which keeps Keras' choice. `without_xla`: the names of the model's layers XLA
+    cannot compile (SegNet's argmax pooling): then no XLA, said once for "on"."""
     if value not in (True, False, *JIT_CHOICES):
         raise ValueError(f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {value!r}")
     if without_xla and value in (True, "on"):
@@ -217,7 +219,7 @@ def jit_setting(value, replicated: bool = False, forward_gflops: float | None = 
     if isinstance(value, bool):
         return value
     big = forward_gflops is not None and forward_gflops >= XLA_MIN_GFLOPS and not without_xla
-    if value == "auto" and big and not replicated and xla_preferred_on_cpu():
+    if value == "auto" and xla_family and big and not replicated and xla_preferred_on_cpu():
         log.info(
             "--jit-compile auto: XLA on (a CPU without oneDNN, where XLA trains models of %.0f "
             "GFLOP per image or more faster; this one: %.1f)", XLA_MIN_GFLOPS, forward_gflops

@@ -251,32 +251,37 @@ def test_a_killed_worker_stops_the_cluster_cleanly_and_the_restart_resumes(tmp_p
 def test_jit_auto_turns_xla_on_only_for_big_models_on_cpus_tensorflow_runs_without_onednn(
     monkeypatch,
 ):
-    """`--jit-compile auto`: XLA for single-device training of a model of at least
-    `XLA_MIN_GFLOPS` per image where TensorFlow's CPU kernels run without oneDNN (AVX2-only
-    CPUs, where XLA trained the full FCN-8s 1.4x faster but the small demo model slower),
-    Keras' choice elsewhere and for replicated training; on/off and bools are taken as given."""
+    """`--jit-compile auto`: XLA for single-device training of a model of a family XLA trains
+    faster (the plain convolution stacks) of at least `XLA_MIN_GFLOPS` per image where
+    TensorFlow's CPU kernels run without oneDNN (AVX2-only CPUs, where XLA trained the full
+    FCN-8s 1.4x faster but the small demo model and the ResNet-based models slower), Keras'
+    choice elsewhere and for replicated training; on/off and bools are taken as given."""
     from fcn_tf import distribute
 
     big, small = distribute.XLA_MIN_GFLOPS, distribute.XLA_MIN_GFLOPS / 2
     monkeypatch.setattr(distribute, "tensorflow_onednn", lambda: False)
     assert distribute.xla_preferred_on_cpu() is True  # the test machines have no GPU
-    assert distribute.jit_setting("auto", forward_gflops=big) is True
-    assert distribute.jit_setting("auto", forward_gflops=small) == "auto"
-    assert distribute.jit_setting("auto") == "auto"  # size unknown: not counted as big
-    assert distribute.jit_setting("auto", replicated=True, forward_gflops=big) == "auto"
-    assert distribute.jit_setting("off", forward_gflops=big) is False
+    assert distribute.jit_setting("auto", forward_gflops=big, xla_family=True) is True
+    assert distribute.jit_setting("auto", forward_gflops=big) == "auto"  # a family it slows
+    assert distribute.jit_setting("auto", forward_gflops=small, xla_family=True) == "auto"
+    assert distribute.jit_setting("auto", xla_family=True) == "auto"  # size unknown: not big
+    assert distribute.jit_setting("auto", True, big, xla_family=True) == "auto"  # replicated
+    assert distribute.jit_setting("off", forward_gflops=big, xla_family=True) is False
+    assert distribute.jit_setting("on", forward_gflops=big) is True
     assert distribute.jit_setting(True) is True and distribute.jit_setting(False) is False
     monkeypatch.setattr(distribute, "tensorflow_onednn", lambda: True)
-    assert distribute.jit_setting("auto", forward_gflops=big) == "auto"
+    assert distribute.jit_setting("auto", forward_gflops=big, xla_family=True) == "auto"
     assert distribute.jit_setting("on", forward_gflops=small) is True
     monkeypatch.setattr(distribute, "tensorflow_onednn", lambda: None)  # a build that cannot say
-    assert distribute.jit_setting("auto", forward_gflops=big) == "auto"
+    assert distribute.jit_setting("auto", forward_gflops=big, xla_family=True) == "auto"
     with pytest.raises(ValueError, match="--jit-compile must be one of"):
         distribute.jit_setting("fast")
 
 
-def test_compile_model_decides_auto_from_the_models_size(monkeypatch):
-    """The one place `--jit-compile auto` is decided: `compile_model`, from the model it gets."""
+def test_compile_model_decides_auto_from_the_models_size_and_family(monkeypatch):
+    """The one place `--jit-compile auto` is decided: `compile_model`, from the model it gets
+    and the task's model name: XLA for a big FCN, not for a PSPNet of any size (XLA's CPU step
+    trained it 1.6x slower), nor for a model fcn_tf did not build."""
     from fcn_tf import distribute
     from fcn_tf.data.kitti import road_task
     from fcn_tf.engine.fit import compile_model
@@ -290,6 +295,10 @@ def test_compile_model_decides_auto_from_the_models_size(monkeypatch):
     assert compile_model(small, road_task(), jit_compile="off").jit_compile is False
     dynamic = build_model("fcn8s", 2, (None, None, 3), width=0.05, fc_units=16)
     assert compile_model(dynamic, road_task()).jit_compile is False  # size unknown: not big
+    pspnet = build_model("pspnet", 2, (64, 64, 3), width=0.05)
+    assert compile_model(pspnet, road_task(model="pspnet")).jit_compile is False
+    assert compile_model(pspnet, road_task(model="pspnet"), jit_compile="on").jit_compile is True
+    assert compile_model(small, road_task(model=None)).jit_compile is False  # not fcn_tf's
 
 
 def test_a_model_xla_cannot_compile_trains_without_it(monkeypatch, caplog):

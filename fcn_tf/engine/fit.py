@@ -25,8 +25,8 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
     update, at `learning_rate`), `loss` (default per-pixel cross-entropy ignoring void; see
     `fcn_tf.losses.make_loss`), the task's IoU metric (`<positive>_iou` for binary tasks, `miou`
     otherwise), and `jit_compile` (XLA: True/False, or "auto"/"on"/"off" as `--jit-compile`
-    takes them; `fcn_tf.distribute.jit_setting` decides "auto" from the machine and the model's
-    forward FLOPs, here and nowhere else).
+    takes them; `fcn_tf.distribute.jit_setting` decides "auto" from the machine, the model's family
+    (`task.model`) and its forward FLOPs, here and nowhere else).
 
     Layer regularizers (the FCN decoder's L2) are part of the loss Keras minimises. A model with
     training heads (several outputs: PSPNet's auxiliary head, U-Net++'s deep supervision) gets
@@ -41,15 +41,16 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
     metric = positive_iou(task.iou_metric) if task.binary else mean_iou(task.num_classes)
     optimizer = optimizer or make_optimizer("adam", learning_rate)
     replicated = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    spec = MODELS.get(task.model)  # None: a model fcn_tf did not build (Keras' XLA choice)
     # the walk Keras' own `model_supports_jit` makes, so that both agree on what XLA can compile
     without_xla = [layer.name for layer in model._flatten_layers() if not layer.supports_jit]
-    jit_compile = jit_setting(jit_compile, replicated, _forward_gflops(model), without_xla)
+    jit_compile = jit_setting(jit_compile, replicated, _forward_gflops(model), without_xla,
+                              spec is not None and spec.xla_on_cpu)  # fmt: skip
     options = {"optimizer": optimizer, "jit_compile": jit_compile}
     loss = loss or pixel_cross_entropy()
     if len(model.outputs) == 1:
         model.compile(loss=loss, metrics=[metric], **options)
         return model
-    spec = MODELS.get(task.model)
     if spec is None or not spec.has_training_heads:
         raise ValueError(f"model {model.name} has {len(model.outputs)} outputs; expected one")
     count = len(model.outputs)
