@@ -105,13 +105,18 @@ MODELS: dict[str, ModelSpec] = {
     "fcn8s": ModelSpec("fcn_tf.models.fcn:build_fcn8s", 32, FCN_OPTIONS, xla_on_cpu=True),
     "unet": ModelSpec("fcn_tf.models.unet:build_unet", 16, UNET_OPTIONS, xla_on_cpu=True),
     "unet_paper": ModelSpec(
-        "fcn_tf.models.unet:build_unet_paper", 188, UNET_OPTIONS, overlap_tile=True,
+        "fcn_tf.models.unet:build_unet_paper",
+        188,
+        UNET_OPTIONS,
+        overlap_tile=True,
         xla_on_cpu=True,
-    ),  # fmt: skip
+    ),
     "unet_vgg16": ModelSpec(
-        "fcn_tf.models.unet:build_unet_vgg16", 16, ("width", "weights", "batch_norm"),
+        "fcn_tf.models.unet:build_unet_vgg16",
+        16,
+        ("width", "weights", "batch_norm"),
         xla_on_cpu=True,
-    ),  # fmt: skip
+    ),
     "pspnet": ModelSpec("fcn_tf.models.pspnet:build_pspnet", 8, PSPNET_OPTIONS, aux_weight=0.4),
     "pspnet101": ModelSpec(
         "fcn_tf.models.pspnet:build_pspnet101", 8, PSPNET_OPTIONS, aux_weight=0.4
