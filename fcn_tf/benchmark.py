@@ -150,6 +150,7 @@ def benchmark_one(name, size, args, peak) -> dict:
         "forward_batch": args.forward_batch,
         "forward_images_per_s": args.forward_batch / forward,
         "train_batch": args.train_batch,
+        "xla": bool(model.jit_compile),  # what --jit-compile resolved to for this model
     }
     if pipeline is not None:
         # in memory, pipeline, in memory again: the mean of the two in-memory runs cancels a
@@ -173,8 +174,8 @@ def format_table(results, peak: float, device: str) -> str:
         f"{device}; matmul peak {peak:.0f} GFLOP/s",
         "",
         "| model | size | fwd img/s | fwd GFLOP/s | fwd % peak | train img/s | train GFLOP/s "
-        "| train % peak | pipeline gap | peak mem (GB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| train % peak | XLA | pipeline gap | peak mem (GB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in results:
         gap = f"{r['pipeline_gap_percent']:+.1f} %" if "pipeline_gap_percent" in r else "-"
@@ -182,7 +183,8 @@ def format_table(results, peak: float, device: str) -> str:
             f"| {r['model']} | {r['size'][0]}x{r['size'][1]} | "
             f"{r['forward_images_per_s']:.2f} | {r['forward_gflop_per_s']:.0f} | "
             f"{r['forward_percent_of_peak']:.0f} % | {r['train_images_per_s']:.2f} | "
-            f"{r['train_gflop_per_s']:.0f} | {r['train_percent_of_peak']:.0f} % | {gap} | "
+            f"{r['train_gflop_per_s']:.0f} | {r['train_percent_of_peak']:.0f} % | "
+            f"{'on' if r.get('xla') else 'off'} | {gap} | "
             f"{r['peak_memory_gb']:.1f} |"
         )
     return "\n".join(lines)
