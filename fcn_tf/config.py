@@ -52,6 +52,7 @@ class TrainConfig:
     box_labels: str = "colour"
     box_inner: float = 0.2
     box_confidence: float = 0.95
+    box_fallback_area: float = 1.0
     box_rounds: int = 0
     box_min_coverage: float = 0.5
     # -- model (options other than width apply to some models only; None: the model's default)
@@ -144,6 +145,9 @@ HELP = {
     "box_inner": "--box-labels box_i/colour: the inner region's share of the box's area",
     "box_confidence": "--box-labels colour: the colour model's least posterior probability for "
     "labelling a shared pixel (below it the pixel is ignored)",
+    "box_fallback_area": "--box-labels colour: a box of at most this share of the image's area "
+    "whose class the colour model gives less than half of its inner region keeps its box_i "
+    "labels there (1: every box; 0: none)",
     "box_rounds": "--supervision boxes: recursive rounds after the first, each training on the "
     "previous round's predictions kept within the boxes (the epochs are split evenly)",
     "box_min_coverage": "--supervision boxes: a box whose class the prediction gives to less "
@@ -357,6 +361,8 @@ def _check_boxes(config: TrainConfig) -> None:
         raise ValueError(f"--box-inner must be in (0, 1], got {config.box_inner}")
     if not 0.0 < config.box_confidence <= 1.0:
         raise ValueError(f"--box-confidence must be in (0, 1], got {config.box_confidence}")
+    if not 0.0 <= config.box_fallback_area <= 1.0:
+        raise ValueError(f"--box-fallback-area must be in [0, 1], got {config.box_fallback_area}")
     if not 0.0 <= config.box_min_coverage <= 1.0:
         raise ValueError(f"--box-min-coverage must be in [0, 1], got {config.box_min_coverage}")
     if config.strategy == "multi_worker":
