@@ -167,8 +167,9 @@ HELP = {
     "fc_units": "FCN: width of fc6/fc7 (4096 in VGG16)",
     "keep_prob": "FCN: dropout keep-probability after fc6 and fc7 (the exercise's keep_prob)",
     "l2": "FCN: L2 penalty on decoder kernels, added to the loss (5e-4 = TF1 l2_regularizer(1e-3))",
-    "batch_norm": "U-Net, U-Net++, FCN (a VGG16-BN encoder; random initialisation only): batch "
-    "normalization after every conv; synchronised over replicas under multi-replica strategies",
+    "batch_norm": "U-Net, U-Net VGG16, U-Net++, FCN (a VGG16-BN encoder; random initialisation "
+    "only): batch normalization after every conv; synchronised over replicas under "
+    "multi-replica strategies",
     "dropout": "U-Net (end of the contracting path, 0.5), PSPNet (before the classifier, 0.1), "
     "RefineNet (deepest features, 0.5): dropout rate",
     "pooling": "PSPNet: pyramid pooling 'avg' (the paper) or 'max'",
