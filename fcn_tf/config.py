@@ -52,6 +52,7 @@ class TrainConfig:
     box_labels: str = "colour"
     box_inner: float = 0.2
     box_confidence: float = 0.95
+    box_fallback_area: float = 1.0
     box_rounds: int = 0
     box_min_coverage: float = 0.5
     # -- model (options other than width apply to some models only; None: the model's default)
@@ -144,6 +145,9 @@ HELP = {
     "box_inner": "--box-labels box_i/colour: the inner region's share of the box's area",
     "box_confidence": "--box-labels colour: the colour model's least posterior probability for "
     "labelling a shared pixel (below it the pixel is ignored)",
+    "box_fallback_area": "--box-labels colour: a box of at most this share of the image's area "
+    "whose class the colour model gives less than half of its inner region keeps its box_i "
+    "labels there (1: every box; 0: none)",
     "box_rounds": "--supervision boxes: recursive rounds after the first, each training on the "
     "previous round's predictions kept within the boxes (the epochs are split evenly)",
     "box_min_coverage": "--supervision boxes: a box whose class the prediction gives to less "
@@ -163,8 +167,9 @@ HELP = {
     "fc_units": "FCN: width of fc6/fc7 (4096 in VGG16)",
     "keep_prob": "FCN: dropout keep-probability after fc6 and fc7 (the exercise's keep_prob)",
     "l2": "FCN: L2 penalty on decoder kernels, added to the loss (5e-4 = TF1 l2_regularizer(1e-3))",
-    "batch_norm": "U-Net, U-Net++, FCN (a VGG16-BN encoder; random initialisation only): batch "
-    "normalization after every conv; synchronised over replicas under multi-replica strategies",
+    "batch_norm": "U-Net, U-Net VGG16, U-Net++, FCN (a VGG16-BN encoder; random initialisation "
+    "only): batch normalization after every conv; synchronised over replicas under "
+    "multi-replica strategies",
     "dropout": "U-Net (end of the contracting path, 0.5), PSPNet (before the classifier, 0.1), "
     "RefineNet (deepest features, 0.5): dropout rate",
     "pooling": "PSPNet: pyramid pooling 'avg' (the paper) or 'max'",
@@ -357,6 +362,8 @@ def _check_boxes(config: TrainConfig) -> None:
         raise ValueError(f"--box-inner must be in (0, 1], got {config.box_inner}")
     if not 0.0 < config.box_confidence <= 1.0:
         raise ValueError(f"--box-confidence must be in (0, 1], got {config.box_confidence}")
+    if not 0.0 <= config.box_fallback_area <= 1.0:
+        raise ValueError(f"--box-fallback-area must be in [0, 1], got {config.box_fallback_area}")
     if not 0.0 <= config.box_min_coverage <= 1.0:
         raise ValueError(f"--box-min-coverage must be in [0, 1], got {config.box_min_coverage}")
     if config.strategy == "multi_worker":

@@ -93,8 +93,8 @@ def train_nn(
     Replaces the exercise's `train_nn(sess, epochs, batch_size, get_batches_fn, ...)` loop of
     `sess.run` calls and prints. After every epoch the benchmark's MaxF is computed on
     `val_data` (`val_maxf`; multi-class tasks: `val_miou`); with a `run_dir` the best epoch is
-    kept in `checkpoints/best.keras`, the history in `history.csv`, and the training state for
-    resuming. `options`: see `fcn_tf.engine.fit`.
+    kept in `checkpoints/best-EEEE.keras` (named in `checkpoints/resume.json`), the history in
+    `history.csv`, and the training state for resuming. `options`: see `fcn_tf.engine.fit`.
     """
     return engine.fit(
         model, train_data, val_data, epochs, task or road_task(), run_dir, verbose, **options

@@ -301,12 +301,15 @@ def labels_from_boxes(boxes, shape, background: int | None = 0, mode: str = "box
 
 
 def colour_labels(image: np.ndarray, boxes, background: int | None = 0, inner: float = 0.2,
-                  confidence: float = 0.95) -> np.ndarray:  # fmt: skip
-    """uint8 labels `(H, W)` of the ``colour`` mode (module docstring) for RGB `image`."""
+                  confidence: float = 0.95, fallback_area: float = 1.0) -> np.ndarray:  # fmt: skip
+    """uint8 labels `(H, W)` of the ``colour`` mode (module docstring) for RGB `image`; only
+    boxes of at most `fallback_area` of the image's area fall back to their box_i labels."""
     from scipy import ndimage
 
     if not 0.0 < confidence <= 1.0:
         raise ValueError(f"the colour model's confidence must be in (0, 1], got {confidence}")
+    if not 0.0 <= fallback_area <= 1.0:
+        raise ValueError(f"the fall-back's largest box area must be in [0, 1], got {fallback_area}")
     shape = image.shape[:2]
     labels = labels_from_boxes(boxes, shape, background, "box_i", inner)
     if not boxes:
@@ -332,6 +335,8 @@ def colour_labels(image: np.ndarray, boxes, background: int | None = 0, inner: f
     result = labels.copy()
     result[shared] = np.where(sure, best, IGNORE_LABEL)[shared]
     for box in boxes:  # a box its class barely keeps falls back to its box_i labels
+        if box.area > fallback_area * shape[0] * shape[1]:
+            continue
         region = box.inner(inner).region()
         own, kept = labels[region] == box.class_index, result[region]  # `kept`: a view
         if own.any() and (kept[own] == box.class_index).mean() < 0.5:

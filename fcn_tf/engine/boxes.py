@@ -95,7 +95,7 @@ class BoxRounds:
 
             image = read_rgb(self.images[index])
             return colour_labels(image, self.boxes[index], self.background, config.box_inner,
-                                 config.box_confidence)  # fmt: skip
+                                 config.box_confidence, config.box_fallback_area)  # fmt: skip
         return labels_from_boxes(self.boxes[index], self.sizes[index], self.background,
                                  config.box_labels, config.box_inner)  # fmt: skip
 

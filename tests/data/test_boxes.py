@@ -116,6 +116,13 @@ def test_colour_labels_cut_an_object_out_of_its_box_and_keep_one_coloured_like_t
     box_i = labels_from_boxes([hidden], (60, 120), 0, "box_i", 0.25)
     np.testing.assert_array_equal(labels[hidden.region()], box_i[hidden.region()])
     assert (labels[hidden.inner(0.25).region()] == 2).all()
+    # the hidden box covers 5.6 % of the image: with the fall-back limited to boxes of at most
+    # 5 %, its inner region goes to the colour model (background) and the disc is unchanged
+    limited = colour_labels(image, [disc_box, hidden], background=0, inner=0.25, fallback_area=0.05)
+    assert (limited[hidden.region()] != 2).all()
+    np.testing.assert_array_equal(limited[:, :60], labels[:, :60])
+    with pytest.raises(ValueError, match="fall-back"):
+        colour_labels(image, [hidden], background=0, fallback_area=1.5)
 
 
 def test_the_constraint_keeps_predictions_inside_their_boxes():

@@ -155,7 +155,8 @@ def test_training_from_boxes_alone_without_any_mask(tmp_path, caplog):
         "--dataset", "folder", "--data-dir", str(root), "--image-shape", "48x64",
         "--model", "unet", "--width", "0.125", "--epochs", "1", "--batch-size", "4",
         "--val-fraction", "0.25", "--supervision", "boxes", "--class-weights", "median",
-        "--box-labels", "colour", "--box-confidence", "0.9", "--output-dir", str(runs),
+        "--box-labels", "colour", "--box-confidence", "0.9", "--box-fallback-area", "0.05",
+        "--output-dir", str(runs),
         "--run-name", "r",
     ]  # fmt: skip
     with caplog.at_level(logging.INFO):
@@ -174,7 +175,8 @@ def test_training_from_boxes_alone_without_any_mask(tmp_path, caplog):
         image = iio.imread(root / "images" / path.name)
         boxes = read_box_file(root / "boxes" / f"{path.stem}.json", ("background", "car", "road"),
                               image.shape[:2])  # fmt: skip
-        np.testing.assert_array_equal(iio.imread(path), colour_labels(image, boxes, 0, 0.2, 0.9))
+        expected = colour_labels(image, boxes, 0, 0.2, 0.9, 0.05)
+        np.testing.assert_array_equal(iio.imread(path), expected)
     assert len(list((run / "overlays").glob("*.png"))) == 2  # the held-out images, painted
 
 
