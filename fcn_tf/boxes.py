@@ -81,6 +81,9 @@ def derive_boxes(args) -> Path:
     default = root / ("boxes" if args.dataset == "folder" else f"{args.split}boxes")
     target = Path(args.output) if args.output else default
     read = pipeline.decode_masks(data.label_decoder())
+    # each --box-labels mode, and colour with the camvid preset's smaller fall-back
+    modes = [(mode, 1.0) for mode in BOX_LABELS]
+    modes.append(("colour", config_lib.PRESETS["camvid"]["box_fallback_area"]))
     with atomic_folder(target) as folder:
         background = background_class(names)
 
@@ -88,10 +91,10 @@ def derive_boxes(args) -> Path:
             mask = read(pair[1])
             boxes = boxes_from_mask(mask, classes, args.min_area)
             write_box_file(folder / f"{Path(pair[0]).stem}.json", boxes, names)
-            valid, tally = mask != IGNORE_LABEL, []
-            for mode in BOX_LABELS:
+            valid, tally, image = mask != IGNORE_LABEL, [], read_rgb(pair[0])
+            for mode, fallback_area in modes:
                 labels = (
-                    colour_labels(read_rgb(pair[0]), boxes, background)
+                    colour_labels(image, boxes, background, fallback_area=fallback_area)
                     if mode == "colour"
                     else labels_from_boxes(boxes, mask.shape, background, mode)
                 )
@@ -108,8 +111,9 @@ def derive_boxes(args) -> Path:
     log.info(
         "round-0 labels against the masks (--box-labels: share of the valid pixels labelled, "
         "of those right): %s", "; ".join(
-            f"{mode} {100 * labelled / max(valid, 1):.1f} %, {100 * right / max(labelled, 1):.1f} %"
-            for mode, (labelled, right) in zip(BOX_LABELS, tally, strict=True)
+            f"{mode if area == 1 else f'{mode} --box-fallback-area {area}'} "
+            f"{100 * labelled / max(valid, 1):.1f} %, {100 * right / max(labelled, 1):.1f} %"
+            for (mode, area), (labelled, right) in zip(modes, tally, strict=True)
         ),
     )  # fmt: skip
     return target

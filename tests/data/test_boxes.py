@@ -306,6 +306,7 @@ def test_the_cli_says_how_each_kind_of_box_labels_compares_with_the_masks(tmp_pa
         right += ((labels == mask) & (mask != V)).sum()
     expected = f"box_i {100 * labelled / valid:.1f} %, {100 * right / labelled:.1f} %"
     assert shown.startswith("box 100.0 %, ") and f"; {expected}; colour " in shown, shown
+    assert "; colour --box-fallback-area 0.05 " in shown, shown  # the camvid preset's fall-back
 
 
 def test_class_names_come_from_the_box_files_of_the_images_asked_for(tmp_path):

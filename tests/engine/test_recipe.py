@@ -120,6 +120,7 @@ def test_the_camvid_preset_is_the_recipe():
     assert (config.epochs, config.batch_size, config.width) == (20, 8, 0.5)
     assert config.weights is None and config.batch_norm  # from random initialisation
     assert (config.class_weights, config.class_weight_power) == ("median", 0.5)
+    assert config.box_fallback_area == 0.05  # boxes: only small boxes fall back (docs/boxes.md)
     other = config_lib.resolve(
         {"dataset": "camvid", "data_dir": "x", "preset": "camvid", "model": "unet"}
     )
