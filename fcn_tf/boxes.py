@@ -62,7 +62,8 @@ def derive_boxes(args) -> Path:
         BOX_LABELS,
         background_class,
         boxes_from_mask,
-        colour_labels,
+        colour_model,
+        fall_back,
         labels_from_boxes,
         write_box_file,
     )
@@ -93,9 +94,10 @@ def derive_boxes(args) -> Path:
             boxes = boxes_from_mask(mask, classes, args.min_area)
             write_box_file(folder / f"{Path(pair[0]).stem}.json", boxes, names)
             valid, tally, image = mask != IGNORE_LABEL, [], read_rgb(pair[0])
+            coloured = colour_model(image, boxes, background)  # once: most of the cost
             for mode, fallback_area in modes:
                 labels = (
-                    colour_labels(image, boxes, background, fallback_area=fallback_area)
+                    fall_back(*coloured, boxes, fallback_area=fallback_area)
                     if mode == "colour"
                     else labels_from_boxes(boxes, mask.shape, background, mode)
                 )

@@ -304,16 +304,22 @@ def colour_labels(image: np.ndarray, boxes, background: int | None = 0, inner: f
                   confidence: float = 0.95, fallback_area: float = 1.0) -> np.ndarray:  # fmt: skip
     """uint8 labels `(H, W)` of the ``colour`` mode (module docstring) for RGB `image`; only
     boxes of at most `fallback_area` of the image's area fall back to their box_i labels."""
+    labels, coloured = colour_model(image, boxes, background, inner, confidence)
+    return fall_back(labels, coloured, boxes, inner, fallback_area)
+
+
+def colour_model(image: np.ndarray, boxes, background: int | None = 0, inner: float = 0.2,
+                 confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The ``colour`` mode before its fall-back, the costly part: `(box_i labels, the same
+    relabelled by the colour model)`; `fall_back` finishes them (to try several limits)."""
     from scipy import ndimage
 
     if not 0.0 < confidence <= 1.0:
         raise ValueError(f"the colour model's confidence must be in (0, 1], got {confidence}")
-    if not 0.0 <= fallback_area <= 1.0:
-        raise ValueError(f"the fall-back's largest box area must be in [0, 1], got {fallback_area}")
     shape = image.shape[:2]
     labels = labels_from_boxes(boxes, shape, background, "box_i", inner)
     if not boxes:
-        return labels
+        return labels, labels
     classes = max([b.class_index for b in boxes] + [background or 0]) + 1
     candidates = class_coverage(boxes, shape, classes)
     if background is not None:
@@ -332,9 +338,19 @@ def colour_labels(image: np.ndarray, boxes, background: int | None = 0, inner: f
     posterior = np.exp(log_likelihood - log_likelihood.max(0))
     posterior /= posterior.sum(0)
     best, sure = posterior.argmax(0), posterior.max(0) >= confidence
-    result = labels.copy()
-    result[shared] = np.where(sure, best, IGNORE_LABEL)[shared]
-    for box in boxes:  # a box its class barely keeps falls back to its box_i labels
+    coloured = labels.copy()
+    coloured[shared] = np.where(sure, best, IGNORE_LABEL)[shared]
+    return labels, coloured
+
+
+def fall_back(labels: np.ndarray, coloured: np.ndarray, boxes, inner: float = 0.2,
+              fallback_area: float = 1.0) -> np.ndarray:  # fmt: skip
+    """`colour_model`'s labels with each box of at most `fallback_area` of the image's area that
+    its class barely keeps (under half of its inner region) back at its box_i `labels`."""
+    if not 0.0 <= fallback_area <= 1.0:
+        raise ValueError(f"the fall-back's largest box area must be in [0, 1], got {fallback_area}")
+    result, shape = coloured.copy(), labels.shape
+    for box in boxes:
         if box.area > fallback_area * shape[0] * shape[1]:
             continue
         region = box.inner(inner).region()

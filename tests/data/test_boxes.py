@@ -296,17 +296,25 @@ def test_the_cli_says_how_each_kind_of_box_labels_compares_with_the_masks(tmp_pa
     with caplog.at_level(logging.INFO):
         assert main(["--data-dir", str(root), "--palette", str(root / "palette.json")]) == 0
     shown = caplog.text.split("of those right): ")[1].splitlines()[0]
-    valid = labelled = right = 0
-    for path in sorted((root / "boxes").glob("*.json")):  # box_i's figures, counted here
+    valid, counts = 0, {"box_i": [0, 0], "colour --box-fallback-area 0.05": [0, 0]}
+    for path in sorted((root / "boxes").glob("*.json")):  # these two modes' figures, counted here
         mask = iio.imread(root / "masks" / f"{path.stem}.png")
-        labels = labels_from_boxes(read_box_file(path, ("sky", "road", "car"), mask.shape),
-                                   mask.shape, None, "box_i")  # fmt: skip
+        boxes = read_box_file(path, ("sky", "road", "car"), mask.shape)
+        image = iio.imread(root / "images" / f"{path.stem}.png")
         valid += (mask != V).sum()
-        labelled += ((labels != V) & (mask != V)).sum()
-        right += ((labels == mask) & (mask != V)).sum()
-    expected = f"box_i {100 * labelled / valid:.1f} %, {100 * right / labelled:.1f} %"
-    assert shown.startswith("box 100.0 %, ") and f"; {expected}; colour " in shown, shown
-    assert "; colour --box-fallback-area 0.05 " in shown, shown  # the camvid preset's fall-back
+        for mode, labels in [
+            ("box_i", labels_from_boxes(boxes, mask.shape, None, "box_i")),
+            ("colour --box-fallback-area 0.05",  # the camvid preset's fall-back
+             colour_labels(image, boxes, None, fallback_area=0.05)),
+        ]:  # fmt: skip
+            counts[mode][0] += ((labels != V) & (mask != V)).sum()
+            counts[mode][1] += ((labels == mask) & (mask != V)).sum()
+    box_i, small = (
+        f"{mode} {100 * labelled / valid:.1f} %, {100 * right / labelled:.1f} %"
+        for mode, (labelled, right) in counts.items()
+    )
+    assert shown.startswith("box 100.0 %, ") and f"; {box_i}; colour " in shown, shown
+    assert shown.endswith(f"; {small}"), shown
 
 
 def test_class_names_come_from_the_box_files_of_the_images_asked_for(tmp_path):
