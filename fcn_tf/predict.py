@@ -52,6 +52,23 @@ def _relative(path: Path, source: Path) -> Path:
     return path.relative_to(source) if source.is_dir() else Path(path.name)
 
 
+def check_output_names(inputs, source: Path) -> None:
+    """Raise ValueError, before any work, if two inputs would write the same outputs (`x.jpg`
+    and `x.png` both give `masks/x.png`; `x.mp4` and `x.avi` both `x_overlay.mp4`)."""
+    seen = {}
+    for path in inputs:
+        relative = _relative(path, source)
+        video = path.suffix.lower() in VIDEO_SUFFIXES
+        key = (video, relative.with_suffix(""))
+        if key in seen:
+            raise ValueError(
+                f"{seen[key]} and {path} would write the same outputs "
+                f"({relative.stem}{'_overlay.mp4' if video else '.png'}): rename one, or "
+                "predict them into different output folders"
+            )
+        seen[key] = path
+
+
 def _confidence_name(path: Path) -> str:
     from fcn_tf.data.kitti import IMAGE_PATTERN, label_name
 
@@ -300,6 +317,7 @@ def predict_cli(args) -> dict:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     source, out_dir = Path(args.input), Path(args.output)
     inputs = find_inputs(source)
+    check_output_names(inputs, source)
     videos = [p for p in inputs if p.suffix.lower() in VIDEO_SUFFIXES]
     images = [p for p in inputs if p.suffix.lower() not in VIDEO_SUFFIXES]
     if videos:

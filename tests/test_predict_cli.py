@@ -96,6 +96,19 @@ def test_videos_of_one_name_in_two_folders_keep_their_own_outputs(trained_run, t
         assert sum(1 for _ in reader) == count
 
 
+def test_two_images_that_would_write_the_same_outputs_are_refused_before_any_work(
+    trained_run, tmp_path, caplog
+):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    iio.imwrite(folder / "x.png", render_scene(1, 0, 75, 248)[0])
+    iio.imwrite(folder / "x.jpg", render_scene(1, 1, 80, 250)[0])
+    out = tmp_path / "out"
+    assert main([trained_run["run_dir"], str(folder), "--output", str(out)]) == 2
+    assert any("x.jpg" in m and "x.png" in m and "rename one" in m for m in errors(caplog))
+    assert not out.exists()
+
+
 def test_an_unavailable_codec_is_named_before_any_work(trained_run, tmp_path, caplog):
     write_video(tmp_path / "drive.mp4", frames=2)
     out = tmp_path / "out"
