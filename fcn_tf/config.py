@@ -509,7 +509,7 @@ def resolve(overrides: dict | None = None, config_file: str | None = None) -> Tr
     """
     explicit = _coerce(dict(overrides or {}), "command line")
     from_file = load_json(config_file) if config_file else {}
-    given = {k: v for k, v in {**from_file, **explicit}.items() if v is not None}
+    given = _absolute_paths({k: v for k, v in {**from_file, **explicit}.items() if v is not None})
     if given.get("data_dir") and "dataset" not in given:
         given["dataset"] = dataset_of_folder(given["data_dir"])
     preset = given.get("preset", "auto")
@@ -523,6 +523,17 @@ def resolve(overrides: dict | None = None, config_file: str | None = None) -> Tr
         k: v for k, v in PRESETS[preset].items() if k not in MODEL_OPTIONS or k in model.options
     }
     return TrainConfig(**{**dataset_defaults, **preset_values, **given, "preset": preset})
+
+
+def _absolute_paths(given: dict) -> dict:
+    """`given` with its input files and folders that exist here made absolute, so that a run's
+    config.json names its data from wherever it is read (evaluate, export, --config)."""
+    for key in ("data_dir", "palette", "boxes_dir", "weights", "class_weights"):
+        value = given.get(key)
+        if isinstance(value, str) and value not in ("imagenet", *CLASS_WEIGHTINGS):
+            if Path(value).exists():
+                given[key] = os.path.abspath(value)
+    return given
 
 
 def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:

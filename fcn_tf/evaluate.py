@@ -213,6 +213,13 @@ def data_config(args, run_dir: Path | None):
     overrides = {**base, **{k: v for k, v in given.items() if v}}
     if not overrides.get("dataset") and not overrides.get("data_dir"):
         raise ValueError("no data: pass --data-dir (and --dataset if its layout is not recognised)")
+    saved = base.get("data_dir")
+    if saved and not args.data_dir and not Path(saved).exists():
+        where = "" if Path(saved).is_absolute() else " (relative to where the run was trained)"
+        raise ValueError(
+            f"the run's data folder {saved}{where} does not exist here ({run_dir}/config.json "
+            "names it); pass --data-dir"
+        )
     return resolve(overrides)
 
 

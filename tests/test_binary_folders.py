@@ -24,11 +24,13 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_binary_masks_train_evaluate_predict_and_export(tmp_path, caplog, variant):
+def test_binary_masks_train_evaluate_predict_and_export(tmp_path, caplog, monkeypatch, variant):
     stored, palette, names, note = VARIANTS[variant]
     root = make_binary_folder(tmp_path / "data", stored, palette=palette)
     runs = tmp_path / "runs"
-    flags = ["--dataset", "folder", "--data-dir", str(root), "--image-shape", "64x96"]
+    monkeypatch.chdir(tmp_path)  # one variant names its data relative to here, as users type it
+    data_dir = "data" if variant == "0-1-255" else str(root)
+    flags = ["--dataset", "folder", "--data-dir", data_dir, "--image-shape", "64x96"]
     flags += ["--palette", str(root / "palette.json")] if palette else []
     with caplog.at_level(logging.INFO):
         code = train_main([*flags, "--output-dir", str(runs), "--run-name", "r", *FLAGS])
@@ -44,6 +46,7 @@ def test_binary_masks_train_evaluate_predict_and_export(tmp_path, caplog, varian
     iou_key = f"val_{names[1]}_iou"
     assert 0 <= metrics[iou_key] <= 1 and 0 < metrics["val_maxf"] <= 1
 
+    monkeypatch.chdir(runs)  # the run names its data folder absolutely: found from anywhere
     assert evaluate_main([str(run)]) == 0  # the run's own validation split, as training scored it
     report = json.loads((run / "eval-val/evaluation.json").read_text())
     assert report["perspective"]["ALL"]["MaxF"] == pytest.approx(metrics["val_maxf"])

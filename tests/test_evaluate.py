@@ -161,6 +161,20 @@ def test_missing_calib_for_bev_is_one_clear_line(calibrated_data_road, tmp_path,
     assert len(errors(caplog)) == 1 and "umm_000077.txt" in errors(caplog)[0]
 
 
+def test_a_run_whose_relative_data_folder_is_not_here_says_so(trained_run, tmp_path, caplog):
+    run = tmp_path / "old-run"  # as runs trained before data folders were saved absolutely
+    shutil.copytree(trained_run["run_dir"], run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "dataset": "kitti",
+                                                 "data_dir": "data/data_road"}))  # fmt: skip
+    assert main([str(run)]) == 2
+    assert any(
+        "data folder data/data_road (relative to where the run was trained) does not exist" in m
+        and "--data-dir" in m
+        for m in errors(caplog)
+    ), errors(caplog)
+
+
 def test_not_a_model_is_refused(tmp_path, caplog):
     fake = tmp_path / "model.keras"
     fake.write_text("not a model")
