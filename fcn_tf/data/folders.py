@@ -165,8 +165,9 @@ def index_labels(found: set, palette: dict | None):
     classes = sorted(found - {IGNORE_LABEL})
     top = classes[-1]
     if top >= 2 and len(classes) <= top // 2:  # e.g. 0/128, or anti-aliased 0..254 edges
+        void = f" (and {IGNORE_LABEL}, void)" if IGNORE_LABEL in found else ""
         raise ValueError(
-            f"the masks hold the values {_sample(classes)}: as class indices that makes "
+            f"the masks hold the values {_sample(classes)}{void}: as class indices that makes "
             f"{top + 1} classes, most of them in no mask. Index masks hold 0, 1, 2, ... (255 "
             'void); re-save them so, or pass --palette naming each class and its "value"'
         )
@@ -211,15 +212,43 @@ def _check_values(pairs, values_per_mask, labels: Labels, num_classes: int) -> N
         bad = sorted(values - allowed)
         if bad:
             classes = sorted(allowed - set(labels.void_values))
+            contiguous = classes == list(range(classes[0], classes[-1] + 1))
             raise ValueError(
-                f"mask {mask_path} holds value {bad[0]}, outside the class values "
-                f"{classes[0]}..{classes[-1]} and not the void label "
-                f"{', '.join(map(str, labels.void_values)) or '(none)'}"
+                f"mask {mask_path} holds value {bad[0]}, not a class value "
+                f"({f'{classes[0]}..{classes[-1]}' if contiguous else ', '.join(map(str, classes))}"
+                f") nor void ({', '.join(map(str, labels.void_values)) or 'none'})"
+                + (f"; these masks are read as: {labels.note}" if labels.note else "")
             )
     seen = set().union(*values_per_mask)
     missing = [i for i, v in enumerate(labels.values or range(num_classes)) if v not in seen]
     if missing:
         log.warning("classes %s appear in no mask", ", ".join(map(str, missing)))
+
+
+def _holding(value, pairs, values_per_mask) -> list:
+    """The masks that hold `value`."""
+    return [mask for (_, mask), held in zip(pairs, values_per_mask, strict=True) if value in held]
+
+
+def _rarest(pairs, values_per_mask) -> str:
+    """Which masks hold the value that the fewest masks hold (0 and void aside)."""
+    found = sorted(set().union(*values_per_mask) - {0, IGNORE_LABEL})
+    value = min(found, key=lambda v: len(_holding(v, pairs, values_per_mask)))
+    masks = _holding(value, pairs, values_per_mask)
+    shown = ", ".join(str(m) for m in masks[:3]) + (", ..." if len(masks) > 3 else "")
+    return f"value {value} is in {len(masks)} of {len(pairs)} masks: {shown}"
+
+
+def _warn_rare_classes(pairs, values_per_mask, labels: Labels) -> None:
+    """A class value only one mask holds may be a stray pixel value rather than a class."""
+    classes = labels.values or range(1, 1 + max(set().union(*values_per_mask) - {IGNORE_LABEL}))
+    for value in classes:
+        masks = _holding(value, pairs, values_per_mask)
+        if len(masks) == 1 and value != 0:
+            log.warning(
+                "value %d is in only 1 of %d masks (%s), and is read as a class of its own; if "
+                "it is not one, fix that mask", value, len(pairs), masks[0],
+            )  # fmt: skip
 
 
 def _warn_mixed_binary(pairs, values_per_mask, labels: Labels) -> None:
@@ -259,8 +288,13 @@ def read_index_masks(pairs, palette: dict | None, task=None) -> MaskReading:
     elif not checked and palette:  # nothing to read (an empty split): the palette decides
         names, colours, labels = index_labels(set(), palette)
     else:
-        names, colours, labels = index_labels(set().union(*values_per_mask), palette)
+        try:
+            names, colours, labels = index_labels(set().union(*values_per_mask), palette)
+        except ValueError as error:  # which masks hold the values that make no sense
+            raise ValueError(f"{error}; {_rarest(pairs, values_per_mask)}") from None
         _warn_mixed_binary(pairs, values_per_mask, labels)
+        if not palette and len(pairs) >= 5:
+            _warn_rare_classes(pairs, values_per_mask, labels)
     _check_values(pairs, values_per_mask, labels, len(names))
     return MaskReading(sizes, tuple(names), tuple(colours), labels, values_per_mask)
 

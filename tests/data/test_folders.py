@@ -70,8 +70,25 @@ def test_only_background_and_stray_values_are_refused(tmp_path):
     mask = iio.imread(root / "masks/img04.png")
     mask[10, 10] = 7
     iio.imwrite(root / "masks/img04.png", mask)
-    with pytest.raises(ValueError, match="img04.png holds value 7, outside the class values 0..1"):
+    with pytest.raises(ValueError, match=r"img04.png holds value 7, not a class value \(0..1\)"):
         read_folder(root, root / "palette.json")
+
+
+@pytest.mark.parametrize("stored", ["0/255", "0/1/255"])
+def test_a_stray_value_in_one_mask_names_that_mask(tmp_path, caplog, stored):
+    root = make_binary_folder(tmp_path / "d", stored=stored, count=6)
+    mask = iio.imread(root / "masks/img03.png")
+    mask[30:40, 20:30] = 7 if stored == "0/255" else 2
+    iio.imwrite(root / "masks/img03.png", mask)
+    if stored == "0/255":  # 0, 7 and 255: refused, with the mask that holds the 7
+        with pytest.raises(
+            ValueError,
+            match=r"values 0, 7 \(and 255, void\): .*value 7 is in 1 of 6 masks: .*img03",
+        ):
+            read_folder(root)
+    else:  # 0, 1, 2 and 255 read as 3 classes: said, with the mask that holds the 2
+        assert read_folder(root)[1].class_names == ("0", "1", "2")
+        assert "value 2 is in only 1 of 6 masks" in caplog.text and "img03.png" in caplog.text
 
 
 def test_sixteen_bit_masks_are_refused_with_the_file_named(tmp_path):
