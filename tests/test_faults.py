@@ -414,8 +414,11 @@ def test_mixed_image_sizes_in_a_folder_resize_or_are_refused_for_padding(tmp_pat
                                             label_decoder=data.label_decoder())))  # fmt: skip
     assert images.shape == (3, 64, 96, 3) and labels.shape == (3, 64, 96)
     padded = {**common, "image_shape": (64, 128), "resize_mode": "pad"}
-    with pytest.raises(ValueError, match="larger than --image-shape"):
+    # named in HxW as the flag is, with the shape that fits every image
+    with pytest.raises(ValueError, match=r"2 image\(s\) are larger than --image-shape 64x128 "
+                       r"\(HxW\) .*1\.png \(80x120\); use --image-shape 80x200"):  # fmt: skip
         load_data(config_lib.resolve(padded))
+    load_data(config_lib.resolve({**padded, "image_shape": (80, 200)}))
     iio.imwrite(root / "masks" / "2.png", np.zeros((48, 199), np.uint8))
     with pytest.raises(ValueError, match=r"mask .*2\.png is 199x48 but image .*2\.png is 200x48"):
         load_data(config_lib.resolve({**common, "image_shape": (64, 96)}))

@@ -257,11 +257,15 @@ def _check_both_classes(val, pairs, masks, task: Task) -> None:
 
 
 def _check_fits(image_shape, sized_paths) -> None:
+    """Pad mode: every image must fit in `image_shape`; else name the largest (sizes HxW, as
+    --image-shape is written) and the shape that fits them all."""
     height, width = image_shape
-    for path, size in sized_paths:
-        if size[0] > height or size[1] > width:
-            raise ValueError(
-                f"image {path} is {size[1]}x{size[0]}, larger than --image-shape "
-                f"{height}x{width} in pad mode; use a larger --image-shape (e.g. 384x1248 for "
-                "KITTI, 384x480 for CamVid)"
-            )
+    too_large = [(path, size) for path, size in sized_paths if size[0] > height or size[1] > width]
+    if too_large:
+        path, size = max(too_large, key=lambda item: item[1][0] * item[1][1])
+        fits = [max(s[i] for _, s in sized_paths) for i in (0, 1)]
+        raise ValueError(
+            f"{len(too_large)} image(s) are larger than --image-shape {height}x{width} (HxW) in "
+            f"pad mode, the largest {path} ({size[0]}x{size[1]}); use --image-shape "
+            f"{fits[0]}x{fits[1]} or larger, or --resize-mode resize"
+        )
