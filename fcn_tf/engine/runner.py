@@ -148,7 +148,8 @@ def load_data_logged(config: TrainConfig):
 
     data = load_data(config)
     log.info(
-        "data %s: %d training, %d validation, %d test images, %d classes (%s); best epoch by %s",
+        "data %s: %d training, %d validation images (%d painted in overlays/ at the end), "
+        "%d classes (%s); best epoch by %s",
         data.root,
         len(data.train),
         len(data.val),
