@@ -70,18 +70,21 @@ def save_savedmodel(module, path: Path, metadata: dict) -> None:
 
 @contextlib.contextmanager
 def _quiet_converters():
-    """Silence the converters' deprecation chatter (TF1 helpers tf2onnx uses, tf.lite notices)."""
+    """Silence the converters' chatter: deprecations of the TF1 helpers tf2onnx uses, tf.lite
+    notices, tf2onnx's INFO lines (a "folding node" line per constant it folds)."""
     import tensorflow as tf
 
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")
+    loggers = {tf.get_logger(): "ERROR", logging.getLogger("tf2onnx"): "WARNING"}
+    levels = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
+        logger.setLevel(level)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in levels.items():
+            logger.setLevel(level)
 
 
 def _frozen(module, spec):
