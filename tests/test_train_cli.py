@@ -94,7 +94,7 @@ def _damage(root, kind):
     if kind == "rgba":
         pixels = iio.imread(image)
         iio.imwrite(image, np.dstack([pixels, pixels[..., :1]]))
-        return "4-channel"
+        return "RGBA with transparent pixels"
     raise AssertionError(kind)
 
 

@@ -116,7 +116,8 @@ def decode_label(rgb: np.ndarray) -> np.ndarray:
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8-bit RGB PNG; raise ValueError naming the file if it is not one."""
+    """Read an 8-bit RGB image (an opaque RGBA one as its RGB); raise ValueError naming the
+    file if it is not one."""
     try:
         image = iio.imread(path)
     except Exception as error:  # noqa: BLE001 - imageio raises many types for broken files
@@ -124,9 +125,19 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(
             f"cannot read image {path} ({reason}); it is corrupt, truncated or not an image"
         ) from None
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4:
+        if (image[..., 3] == 255).all():  # an alpha channel that hides nothing
+            return np.ascontiguousarray(image[..., :3])
+        raise ValueError(
+            f"image {path} is RGBA with transparent pixels; fcn_tf needs 8-bit RGB: save it "
+            "without its alpha channel (e.g. PIL's Image.open(path).convert('RGB'))"
+        )
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         kind = "grayscale" if image.ndim == 2 else f"{image.shape[-1]}-channel {image.dtype}"
-        raise ValueError(f"image {path} is {kind}; fcn_tf needs 8-bit RGB (3 channels)")
+        raise ValueError(
+            f"image {path} is {kind}; fcn_tf needs 8-bit RGB (3 channels): convert it (e.g. "
+            "PIL's Image.open(path).convert('RGB'))"
+        )
     return image
 
 

@@ -66,7 +66,7 @@ def test_label_colours_outside_legend_are_named(tmp_path):
     [
         ("truncate", "corrupt, truncated or not an image"),
         ("grayscale", "is grayscale"),
-        ("rgba", "4-channel"),
+        ("rgba", "RGBA with transparent pixels"),
     ],
 )
 def test_broken_images_are_named(tmp_path, damage, message):
@@ -78,9 +78,15 @@ def test_broken_images_are_named(tmp_path, damage, message):
     elif damage == "grayscale":
         iio.imwrite(path, image[..., 0])
     else:
-        iio.imwrite(path, np.dstack([image, np.full(image.shape[:2], 255, np.uint8)]))
+        iio.imwrite(path, np.dstack([image, np.full(image.shape[:2], 128, np.uint8)]))
     with pytest.raises(ValueError, match=rf"um_000001\.png.*{message}|{message}.*um_000001"):
         kitti.check_pairs(kitti.find_pairs(root), progress=False)
+
+
+def test_an_opaque_rgba_image_is_read_as_its_rgb(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 30, 3), np.uint8)
+    iio.imwrite(tmp_path / "a.png", np.dstack([rgb, np.full((20, 30), 255, np.uint8)]))
+    np.testing.assert_array_equal(kitti.read_rgb(tmp_path / "a.png"), rgb)
 
 
 def test_split_is_seeded_and_disjoint(tmp_path):
