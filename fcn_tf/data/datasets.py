@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import statistics
 from pathlib import Path
 
 from fcn_tf.data import camvid, folders, kitti
@@ -76,8 +78,25 @@ def load_data(config, training: bool = True, task: Task | None = None) -> Segmen
         data, sizes = loader[config.dataset](config, training)
     if training and config.resize_mode == "pad":
         _check_fits(config.image_shape, sizes)
+    elif training and sizes:
+        _warn_distortion(config.image_shape, [size for _, size in sizes])
     log.info("labels: %s", data.task.labels.note)
     return data
+
+
+def _warn_distortion(image_shape, sizes) -> None:
+    """Resize mode: warn when --image-shape's width/height ratio is 1.5x off the images' (the
+    default 160x576 is KITTI's, 1:3.6), and suggest a shape of about the same area."""
+    height, width = image_shape
+    aspect = statistics.median(w / h for h, w in sizes)
+    if max(aspect, width / height) / min(aspect, width / height) < 1.5:
+        return
+    fit = [max(32, round(math.sqrt(height * width * k) / 32) * 32) for k in (1 / aspect, aspect)]
+    log.warning(
+        "the images are about %.2f times as wide as high, --image-shape %dx%d (HxW) %.2f: "
+        "resizing distorts them; --image-shape %dx%d keeps their shape at about the same cost",
+        aspect, height, width, width / height, *fit,
+    )  # fmt: skip
 
 
 def _seeded_splits(pairs, config, training: bool) -> dict:

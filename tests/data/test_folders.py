@@ -134,6 +134,18 @@ def test_a_validation_split_without_foreground_is_refused_before_training(tmp_pa
         load_data(config)
 
 
+def test_a_shape_that_distorts_the_images_is_warned_about_with_one_that_does_not(tmp_path, caplog):
+    from fcn_tf.config import resolve
+    from fcn_tf.data.datasets import load_data
+
+    root = make_binary_folder(tmp_path / "d", count=6)  # 50x70 images, 1.4 times as wide as high
+    load_data(resolve({"dataset": "folder", "data_dir": str(root), "image_shape": (64, 96)}))
+    assert "distorts" not in caplog.text
+    load_data(resolve({"dataset": "folder", "data_dir": str(root)}))  # 160x576: KITTI's 1:3.6
+    assert "--image-shape 160x576 (HxW) 3.60: resizing distorts" in caplog.text
+    assert "--image-shape 256x352 keeps their shape" in caplog.text
+
+
 @pytest.mark.parametrize(
     "palette, message",
     [
