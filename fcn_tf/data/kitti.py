@@ -71,10 +71,20 @@ def find_pairs(data_dir: str | os.PathLike, split: str = "training") -> list[tup
         ValueError: an image has no road label, or a road label has no image.
     """
     root = Path(data_dir)
+    layouts = (
+        "your own data (images/ and masks/), CamVid (train/, trainannot/, ...) or KITTI's "
+        "data_road (training/; see data/README.md)"
+    )
     if not root.is_dir():
         raise FileNotFoundError(
-            f"data folder {root} does not exist; point --data-dir at KITTI's data_road folder "
-            "(see data/README.md) or use --dataset synthetic"
+            f"data folder {root} does not exist; --data-dir is the folder of {layouts}, or use "
+            "--dataset synthetic"
+        )
+    if not (root / split).is_dir() and not (root / "testing").is_dir():  # not a data_road
+        parent = root.name == "images" and (root.parent / "masks").is_dir()
+        raise FileNotFoundError(
+            f"{root} holds none of the layouts fcn_tf reads: {layouts}"
+            + (f"; pass its parent, --data-dir {root.parent}" if parent else "")
         )
     image_dir, label_dir = root / split / "image_2", root / split / "gt_image_2"
     for folder in (image_dir, label_dir):

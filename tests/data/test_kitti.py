@@ -45,8 +45,14 @@ def test_label_without_image_is_named(tmp_path):
 
 
 def test_missing_folder_says_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="data_road"):
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist; .*images/ and masks/"):
         kitti.find_pairs(tmp_path / "nowhere")
+    (tmp_path / "mine" / "images").mkdir(parents=True)  # --data-dir at a folder dataset's images/
+    (tmp_path / "mine" / "masks").mkdir()
+    with pytest.raises(
+        FileNotFoundError, match=f"pass its parent, --data-dir {tmp_path / 'mine'}$"
+    ):
+        kitti.find_pairs(tmp_path / "mine" / "images")
 
 
 def test_label_colours_outside_legend_are_named(tmp_path):
