@@ -161,12 +161,26 @@ def test_segnet_upsamples_with_the_encoders_pooling_indices():
     "name, expected, reference",
     [
         ("fcn8s", 134_271_436, "KITTI exercise decoder, 2 classes"),
+        ("fcn16s", 134_273_928, "FCN paper: 134 M"),
+        ("fcn32s", 134_285_124, "FCN paper: 134 M"),
         ("segnet", 29_452_098, "SegNet paper: 29.5 M"),
+        ("unet", 31_031_810, "no figure in the U-Net paper"),
         ("unet_paper", 31_031_810, "no figure in the U-Net paper"),
+        ("unet_vgg16", 25_854_722, "docs/models.md"),
+        ("pspnet", 46_667_650, "docs/models.md"),
+        ("pspnet101", 65_738_114, "docs/models.md"),
+        ("deeplabv3", 39_126_402, "docs/models.md"),
+        ("refinenet", 90_836_098, "Light-Weight RefineNet paper: RefineNet-101 118 M"),
     ],
 )
 def test_full_size_parameter_counts(name, expected, reference):
+    """docs/models.md's 2-class column (deeplabv3plus, unetpp: tests/models/test_new_family.py)."""
     assert build_model(name, 2).count_params() == expected, reference
+    keras.backend.clear_session()
+
+
+def test_full_size_fcn8s_for_camvid_has_the_documented_count():
+    assert build_model("fcn8s", 11).count_params() == 134_348_962
 
 
 @pytest.mark.parametrize("name", ["pspnet", "deeplabv3plus", "refinenet"])
