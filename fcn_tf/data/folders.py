@@ -231,8 +231,10 @@ def _holding(value, pairs, values_per_mask) -> list:
 
 
 def _rarest(pairs, values_per_mask) -> str:
-    """Which masks hold the value that the fewest masks hold (0 and void aside)."""
+    """Which masks hold the value that the fewest masks hold (0 and void aside), or ""."""
     found = sorted(set().union(*values_per_mask) - {0, IGNORE_LABEL})
+    if not found:
+        return ""
     value = min(found, key=lambda v: len(_holding(v, pairs, values_per_mask)))
     masks = _holding(value, pairs, values_per_mask)
     shown = ", ".join(str(m) for m in masks[:3]) + (", ..." if len(masks) > 3 else "")
@@ -291,7 +293,8 @@ def read_index_masks(pairs, palette: dict | None, task=None) -> MaskReading:
         try:
             names, colours, labels = index_labels(set().union(*values_per_mask), palette)
         except ValueError as error:  # which masks hold the values that make no sense
-            raise ValueError(f"{error}; {_rarest(pairs, values_per_mask)}") from None
+            where = _rarest(pairs, values_per_mask)
+            raise ValueError(f"{error}{f'; {where}' if where else ''}") from None
         _warn_mixed_binary(pairs, values_per_mask, labels)
         if not palette and len(pairs) >= 5:
             _warn_rare_classes(pairs, values_per_mask, labels)

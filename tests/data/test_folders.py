@@ -66,6 +66,11 @@ def test_a_palette_names_the_classes_of_index_masks():
 def test_only_background_and_stray_values_are_refused(tmp_path):
     with pytest.raises(ValueError, match="only the value 0"):
         index_labels({0}, None)
+    empty = make_binary_folder(tmp_path / "e", stored="0/255", count=3)
+    for path in (empty / "masks").iterdir():
+        iio.imwrite(path, np.zeros(SIZE, np.uint8))
+    with pytest.raises(ValueError, match="only the value 0 .one class.: nothing to learn$"):
+        read_folder(empty)
     root = make_binary_folder(tmp_path / "d", palette=True)
     mask = iio.imread(root / "masks/img04.png")
     mask[10, 10] = 7
