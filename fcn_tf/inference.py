@@ -164,6 +164,9 @@ def load_model(path: str | os.PathLike):
     from fcn_tf.models.registry import MODELS
 
     path = Path(path)
+    unfinished = _unfinished_run(path)
+    if unfinished:
+        raise FileNotFoundError(unfinished)
     if path.is_dir():
         path = path / "model.keras"
     if not path.is_file():
@@ -174,19 +177,38 @@ def load_model(path: str | os.PathLike):
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise ValueError(f"{path} is not a Keras model fcn_tf can load ({reason})") from None
     info = {"model": model.name if model.name in MODELS else None}
-    config_path = path.parent / "config.json"
+    # a run's checkpoints/*.keras: the run folder's config.json and model.json describe them
+    folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    config_path = folder / "config.json"
     if config_path.is_file():  # runs saved before model.json carried these
         config = json.loads(config_path.read_text())
         info.update({k: config[k] for k in ("image_shape", "resize_mode", "model") if k in config})
-    if info_path(path).is_file():
-        info.update(json.loads(info_path(path).read_text()))
-    task = Task.from_json(info, str(info_path(path)), num_classes=model.output_shape[-1])
+    described = info_path(path) if info_path(path).is_file() else folder / "model.json"
+    if described.is_file():
+        info.update(json.loads(described.read_text()))
+    task = Task.from_json(info, str(described), num_classes=model.output_shape[-1])
     if task.num_classes != model.output_shape[-1]:
         raise ValueError(
-            f"{info_path(path)} names {task.num_classes} classes but {path} outputs "
+            f"{described} names {task.num_classes} classes but {path} outputs "
             f"{model.output_shape[-1]}; they do not belong together"
         )
     return model, task
+
+
+def _unfinished_run(path: Path) -> str | None:
+    """What to say when `path` is a run that has not finished (`runs/NAME` while only
+    `runs/.NAME.partial` exists, or that partial folder itself), else None."""
+    if path.name.startswith(".") and path.name.endswith(".partial"):
+        partial = path
+    else:
+        partial = path.parent / f".{path.name}.partial"
+    if (path / "model.keras").is_file() or not (partial / "config.json").is_file():
+        return None
+    best = sorted((partial / "checkpoints").glob("best-*.keras"))
+    return (
+        f"run {path} has not finished: its state is in {partial}; rerun its training command to "
+        "finish it" + (f", or use its best model so far, {best[-1]}" if best else "")
+    )
 
 
 def _savedmodel_dir(path: Path) -> Path | None:
@@ -247,7 +269,7 @@ class Predictor:
 
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"model {path} does not exist")
+            raise FileNotFoundError(_unfinished_run(path) or f"model {path} does not exist")
         saved = _savedmodel_dir(path) if path.is_dir() else None
         if saved is None:
             self._use_keras(*load_model(path))

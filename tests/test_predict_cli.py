@@ -1,7 +1,9 @@
 """`python -m fcn_tf.predict` on real images of four sizes, on a video, and on bad input."""
 
 import logging
+import os
 import shutil
+from pathlib import Path
 
 import imageio.v2 as iio2
 import imageio.v3 as iio
@@ -107,6 +109,29 @@ def test_two_images_that_would_write_the_same_outputs_are_refused_before_any_wor
     assert main([trained_run["run_dir"], str(folder), "--output", str(out)]) == 2
     assert any("x.jpg" in m and "x.png" in m and "rename one" in m for m in errors(caplog))
     assert not out.exists()
+
+
+def test_checkpoints_predict_with_their_runs_task_and_an_unfinished_run_says_so(
+    trained_run, tmp_path, caplog
+):
+    from fcn_tf.inference import load_model
+
+    run = Path(trained_run["run_dir"])
+    task = load_model(run)[1]
+    assert load_model(run / "checkpoints" / "best.keras")[1] == task  # threshold included
+    partial = tmp_path / "runs" / ".tiny.partial"  # the same run as if still training
+    shutil.copytree(run, partial)
+    (partial / "model.keras").unlink()
+    os.replace(partial / "checkpoints/best.keras", partial / "checkpoints/best-0002.keras")
+    assert load_model(partial / "checkpoints/best-0002.keras")[1].class_names == task.class_names
+    image = tmp_path / "x.png"
+    iio.imwrite(image, render_scene(1, 0, 75, 248)[0])
+    for model in (tmp_path / "runs" / "tiny", partial):
+        assert main([str(model), str(image), "--output", str(tmp_path / "out")]) == 2
+        assert f"has not finished: its state is in {partial}" in errors(caplog)[-1]
+        assert errors(caplog)[-1].endswith(
+            f"best model so far, {partial}/checkpoints/best-0002.keras"
+        )
 
 
 def test_an_unavailable_codec_is_named_before_any_work(trained_run, tmp_path, caplog):

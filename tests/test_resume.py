@@ -14,6 +14,7 @@ import pytest
 
 from fcn_tf import config as config_lib
 from fcn_tf.engine import STATE_FILE, TrainingDiverged
+from fcn_tf.inference import load_model
 from fcn_tf.tutorial import run
 from tests.conftest import TINY
 
@@ -53,6 +54,11 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     saved = json.loads((partial / "checkpoints" / STATE_FILE).read_text())
     assert 1 <= saved["epoch"] < EPOCHS  # killed before the end
     assert not list(killed.glob("fcn8s-*"))  # no finished run folder
+    # the unfinished run's best model so far predicts with the run's task; the run says where
+    best = sorted((partial / "checkpoints").glob("best-*.keras"))[-1]
+    assert load_model(best)[1].class_names[1] == "road"
+    with pytest.raises(FileNotFoundError, match=f"has not finished: .*, {best}$"):
+        load_model(killed / partial.name[1 : -len(".partial")])
 
     resumed = subprocess.run(
         [*COMMAND, "--output-dir", str(killed)], capture_output=True, text=True

@@ -89,6 +89,8 @@ def run(config: TrainConfig) -> dict:
 
 
 def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder, stop) -> dict:
+    from fcn_tf.inference import save_task
+
     trained = folder.epochs_done + (1 if folder.steps_done else 0)
     if trained > config.epochs:
         raise ValueError(
@@ -117,6 +119,7 @@ def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder, stop) 
     with folder.guard():
         folder.prepare(config.epochs)
         config.save(folder / "config.json")
+        save_task(folder / "model.keras", job.task)  # describes the checkpoints until the end
         seconds = train(job, model, folder.partial) if model is not None else None
         metrics = write_results(job, best_model(job), seconds)
         run_dir = folder.finish()
