@@ -62,22 +62,57 @@ def find_pairs(root, masks_required: bool = True) -> list[tuple[Path, Path | Non
     return pairs
 
 
+def _british_spellings(palette: dict) -> dict:
+    """`colour` and `void_colours` (as fcn_tf's own model.json spells them) read as `color` and
+    `void_colors`."""
+    palette = dict(palette)
+    if "void_colours" in palette and "void_colors" not in palette:
+        palette["void_colors"] = palette.pop("void_colours")
+    palette["classes"] = [
+        {("color" if k == "colour" and "color" not in c else k): v for k, v in c.items()}
+        if isinstance(c, dict) else c
+        for c in palette["classes"]
+    ]  # fmt: skip
+    return palette
+
+
+def _check_keys(path, where: str, entry: dict, known) -> None:
+    unknown = sorted(set(entry) - set(known))
+    if unknown:
+        raise ValueError(
+            f"palette file {path}: {where} has the unknown key(s) {', '.join(unknown)}; the keys "
+            f"are {', '.join(known)}"
+        )
+
+
 def read_palette(path) -> dict:
     """Read a palette file (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"palette file {path} does not exist")
+    expected = '{"classes": [{"name": ..., "color": [r, g, b]}, ...]}'
     try:
         palette = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"palette file {path} is not valid JSON ({error})") from None
+    if not isinstance(palette, dict) or not isinstance(palette.get("classes"), list):
+        raise ValueError(f'palette file {path} has no "classes" list; expected {expected}')
+    palette = _british_spellings(palette)
+    _check_keys(path, "the file", palette, ("classes", "void", "void_colors"))
+    for index, entry in enumerate(palette["classes"]):
+        if not isinstance(entry, dict) or not {"name", "color"} <= set(entry):
+            raise ValueError(
+                f'palette file {path}: class {index} needs a "name" and a "color", got {entry!r}'
+            )
+        _check_keys(path, f"class {index} ({entry['name']})", entry, ("name", "color", "value"))
+    try:
         classes = palette["classes"]
         names = tuple(str(c["name"]) for c in classes)
         colours = tuple(tuple(int(v) for v in c["color"]) for c in classes)
         values = tuple(c["value"] for c in classes if "value" in c)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(
-            f"palette file {path} is not valid ({error}); expected "
-            '{"classes": [{"name": ..., "color": [r, g, b]}, ...]}'
-        ) from None
+    except (TypeError, ValueError) as error:
+        reason = f"palette file {path} is not valid ({error})"
+        raise ValueError(f"{reason}; expected {expected}") from None
     if values and len(values) != len(names):
         raise ValueError(f'palette file {path}: give every class a "value", or none')
     void = palette.get("void")

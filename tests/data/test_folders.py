@@ -151,6 +151,18 @@ def test_a_shape_that_distorts_the_images_is_warned_about_with_one_that_does_not
     assert "--image-shape 256x352 keeps their shape" in caplog.text
 
 
+def test_a_palette_spelt_as_fcn_tf_spells_it_is_read_the_same(tmp_path):
+    from fcn_tf.data.folders import read_palette
+
+    american = {"classes": [{"name": "a", "color": [1, 2, 3]}], "void_colors": [[0, 0, 0]]}
+    british = {"classes": [{"name": "a", "colour": [1, 2, 3]}], "void_colours": [[0, 0, 0]]}
+    read = []
+    for name, palette in (("us", american), ("uk", british)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(palette))
+        read.append(read_palette(tmp_path / f"{name}.json"))
+    assert read[0] == read[1] and read[1]["void_colours"] == ((0, 0, 0),)
+
+
 @pytest.mark.parametrize(
     "palette, message",
     [
@@ -158,6 +170,12 @@ def test_a_shape_that_distorts_the_images_is_warned_about_with_one_that_does_not
         ({"classes": [{"name": "a", "color": [0, 0, 0]}], "void": [255]}, "integers 0..255"),
         ({"classes": [{"name": "a", "color": [1, 2, 3]}, {"name": "b", "color": [1, 2, 3]}]},
          "its own"),
+        ({"classes": [{"name": "a", "color": [0, 0, 0]}], "void_colrs": [[9, 9, 9]]},
+         "the file has the unknown key.s. void_colrs; the keys are classes, void, void_colors"),
+        ({"classes": [{"name": "a", "colr": [0, 0, 0]}]}, 'class 0 needs a "name" and a "color"'),
+        ({"classes": [{"name": "a", "color": [0, 0, 0], "vlaue": 1}]},
+         r"class 0 \(a\) has the unknown key.s. vlaue"),
+        ({"class": []}, 'no "classes" list'),
     ],
 )  # fmt: skip
 def test_bad_palettes_get_one_line(tmp_path, palette, message):
