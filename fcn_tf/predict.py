@@ -76,9 +76,12 @@ def _confidence_name(path: Path) -> str:
 
 
 def stored_mask(mask: np.ndarray, task) -> np.ndarray:
-    """Class indices as the task's masks store them (e.g. 0/255 for 0/255 binary masks)."""
+    """Class indices as the task's masks store them: 0/255 for 0/255 binary masks, the classes'
+    colours (RGB) for colour masks read through a palette, else the index."""
     if task.labels.format == "index" and task.labels.values:
         return np.asarray(task.labels.values, np.uint8)[mask]
+    if task.labels.format == "palette":
+        return np.asarray(task.colours, np.uint8)[mask]
     return mask.astype(np.uint8)
 
 

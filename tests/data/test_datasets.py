@@ -68,6 +68,15 @@ def test_folder_dataset_trains_and_carries_its_classes(tmp_path, rgb):
     assert set(metrics["val_class_iou"]) == {"road", "sky", "tree"}
     overlay = iio.imread(next((out / "r/overlays").glob("*.png")))
     assert overlay.shape == (64, 96, 3)
+    # predicted masks come back stored as the training masks were: colours or class indices
+    from fcn_tf.predict import main as predict_main
+
+    assert predict_main([str(out / "r"), str(root / "images"), "--output", str(out / "p")]) == 0
+    mask = iio.imread(next((out / "p/masks").glob("*.png")))
+    if rgb:
+        assert mask.ndim == 3 and {tuple(c) for c in mask.reshape(-1, 3)} <= set(COLOURS)
+    else:
+        assert mask.ndim == 2 and set(np.unique(mask)) <= {0, 1, 2}
 
 
 def test_mask_value_outside_the_classes_is_named(tmp_path, caplog):
