@@ -161,6 +161,17 @@ def load_data_logged(config: TrainConfig):
         ", ".join(data.task.class_names),
         data.task.selection_metric,
     )
+    if 0 < len(data.val) < 5:
+        log.warning(
+            "only %d validation image(s): the best epoch is chosen on them, and its scores say "
+            "little; raise --val-fraction (now %g) or add images", len(data.val),
+            config.val_fraction,
+        )  # fmt: skip
+    if config.batch_size > len(data.train):
+        log.warning(
+            "--batch-size %d is more than the %d training images: one step an epoch; a smaller "
+            "batch takes more steps from the same images", config.batch_size, len(data.train),
+        )  # fmt: skip
     return data
 
 

@@ -151,6 +151,21 @@ def test_a_shape_that_distorts_the_images_is_warned_about_with_one_that_does_not
     assert "--image-shape 256x352 keeps their shape" in caplog.text
 
 
+def test_a_tiny_validation_split_and_a_batch_larger_than_the_data_are_warned_about(
+    tmp_path, caplog
+):
+    from fcn_tf.config import resolve
+    from fcn_tf.engine.runner import load_data_logged
+
+    root = make_binary_folder(tmp_path / "d", count=12)  # 10 % to validation: 1 image
+    settings = {"dataset": "folder", "data_dir": str(root), "image_shape": (64, 96)}
+    load_data_logged(resolve({**settings, "val_fraction": 0.5, "batch_size": 4}))
+    assert "validation image" not in caplog.text and "one step an epoch" not in caplog.text
+    load_data_logged(resolve({**settings, "batch_size": 16}))
+    assert "only 1 validation image(s)" in caplog.text and "--val-fraction (now 0.1)" in caplog.text
+    assert "--batch-size 16 is more than the 11 training images" in caplog.text
+
+
 def test_a_palette_spelt_as_fcn_tf_spells_it_is_read_the_same(tmp_path):
     from fcn_tf.data.folders import read_palette
 
