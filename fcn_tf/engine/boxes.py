@@ -38,7 +38,12 @@ class BoxRounds:
         self.task = data.task
         self.images = [image for image, _ in data.train]
         self.root = folder / "box_labels"
-        found = read_image_boxes(boxes_location(config), self.images, self.task.class_names)
+        location = boxes_location(config)
+        found = read_image_boxes(location, self.images, self.task.class_names)
+        if location.is_dir():  # the held-out images' box files are checked too, so that a
+            # typo in one fails now rather than in a later run with another seed
+            held_out = [i for i, _ in data.val if (location / f"{Path(i).stem}.json").is_file()]
+            read_image_boxes(location, held_out, self.task.class_names)
         self.boxes = [boxes for boxes, _ in found]
         self.sizes = [size for _, size in found]
         self.background = background_class(self.task.class_names)

@@ -65,6 +65,24 @@ def test_bad_box_settings_get_one_line(tmp_path, caplog):
     assert not (tmp_path / "runs" / "x").exists()
 
 
+def test_a_typo_in_a_held_out_images_box_file_is_named_before_training(tmp_path, caplog):
+    from fcn_tf.config import resolve
+    from fcn_tf.data.datasets import load_data
+
+    root = make_class_folder(tmp_path / "data", count=4)
+    palette = ["--palette", str(root / "palette.json")]
+    assert boxes_main(["--data-dir", str(root), *palette, "--quiet"]) == 0
+    settings = {"dataset": "folder", "data_dir": str(root), "palette": str(root / "palette.json"),
+                "val_fraction": 0.25}  # fmt: skip
+    ((held_out, _),) = load_data(resolve(settings)).val
+    box_file = root / "boxes" / f"{held_out.stem}.json"
+    box_file.write_text(box_file.read_text().replace('"car"', '"cars"'))
+    flags = ["--dataset", "folder", "--data-dir", str(root), *palette, "--val-fraction", "0.25",
+             "--supervision", "boxes", "--output-dir", str(tmp_path / "runs")]  # fmt: skip
+    assert train_main(flags) == 2
+    assert f"{held_out.stem}.json: unknown class 'cars'" in caplog.text
+
+
 def test_a_class_no_box_names_is_reported_when_nothing_is_background(tmp_path, caplog):
     """Boxes for road and car only, and no class named background: sky could only be learned
     from pixels no box covers, which are ignored; the run says so, naming sky."""
