@@ -71,10 +71,12 @@ def save_savedmodel(module, path: Path, metadata: dict) -> None:
 @contextlib.contextmanager
 def _quiet_converters():
     """Silence the converters' chatter: deprecations of the TF1 helpers tf2onnx uses, tf.lite
-    notices, tf2onnx's INFO lines (a "folding node" line per constant it folds)."""
+    notices, tf2onnx's INFO lines (a "folding node" line per constant it folds), absl's (the
+    SavedModel writer's notes on renamed inputs)."""
     import tensorflow as tf
 
-    loggers = {tf.get_logger(): "ERROR", logging.getLogger("tf2onnx"): "WARNING"}
+    loggers = {tf.get_logger(): "ERROR", logging.getLogger("tf2onnx"): "WARNING",
+               logging.getLogger("absl"): "WARNING"}  # fmt: skip
     levels = {logger: logger.level for logger in loggers}
     for logger, level in loggers.items():
         logger.setLevel(level)
