@@ -194,7 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute in bfloat16 on CPUs where a measured check finds it safe and faster "
         "(float16 on GPUs); Keras models and run folders only",
     )
-    parser.add_argument("--output", help="output folder (default: RUN/eval-SPLIT or ./eval)")
+    parser.add_argument(
+        "--output",
+        help="output folder (default: RUN/eval-SPLIT, RUN/eval-SPLIT-export for the run's export, "
+        "-crf added with --crf; ./eval without a run)",
+    )
     return parser
 
 
@@ -301,7 +305,10 @@ def evaluate_cli(args) -> Path:
     scores = score_pairs(
         pairs, probabilities_of, task, decode_masks(data.label_decoder()), calib_dir
     )
-    default_out = run_dir / f"eval-{args.split}" if run_dir else Path("eval")
+    # the export's and the CRF's scores beside the Keras model's, not over them
+    suffix = "-export" if predictor is not None and predictor.kind != "Keras" else ""
+    suffix += "-crf" if args.crf else ""
+    default_out = run_dir / f"eval-{args.split}{suffix}" if run_dir else Path(f"eval{suffix}")
     out_dir = Path(args.output) if args.output else default_out
     report = _report(scores, task, out_dir)
     write_json(

@@ -65,11 +65,15 @@ def test_binary_masks_train_evaluate_predict_and_export(tmp_path, caplog, monkey
     crf_out = tmp_path / "crf"
     assert predict_main([str(run), str(root / "images"), "--output", str(crf_out), "--crf"]) == 0
     assert len(list((crf_out / "masks").glob("*.png"))) == 10
-    assert evaluate_main([str(run), "--crf", "--output", str(tmp_path / "eval-crf")]) == 0
-    refined = json.loads((tmp_path / "eval-crf/evaluation.json").read_text())
+    assert evaluate_main([str(run), "--crf"]) == 0
+    refined = json.loads((run / "eval-val-crf/evaluation.json").read_text())  # beside eval-val
     assert 0 < refined["perspective"]["ALL"]["MaxF"] <= 1
 
     assert export_main([str(run), "--formats", "savedmodel"]) == 0
     exported = json.loads((run / "export/fcn_tf.json").read_text())
     assert exported["binary"] and exported["class_names"] == names
     assert exported["threshold"] == pytest.approx(task["threshold"])
+    assert evaluate_main([str(run / "export")]) == 0  # scored as the Keras model, kept beside it
+    scored = json.loads((run / "eval-val-export/evaluation.json").read_text())
+    assert scored["perspective"]["ALL"]["MaxF"] == pytest.approx(metrics["val_maxf"], abs=1e-4)
+    assert (run / "eval-val/evaluation.json").is_file()
