@@ -227,16 +227,6 @@ def data_config(args, run_dir: Path | None):
     return resolve(overrides)
 
 
-def _run_folder(model) -> Path | None:
-    """The run folder a model belongs to: `RUN`, `RUN/model.keras` or `RUN/export`."""
-    if not model:
-        return None
-    for folder in (Path(model), Path(model).parent):
-        if (folder / "config.json").is_file():
-            return folder
-    return None
-
-
 def _predictor(args):
     """The model to score and its task, with --image-shape / --resize-mode applied."""
     from fcn_tf.distribute import mixed_policy
@@ -259,6 +249,7 @@ def _predictor(args):
 def evaluate_cli(args) -> Path:
     from fcn_tf.data.datasets import load_data
     from fcn_tf.data.pipeline import decode_masks
+    from fcn_tf.inference import run_folder
 
     if bool(args.model) == bool(args.predictions):
         raise ValueError(
@@ -271,7 +262,7 @@ def evaluate_cli(args) -> Path:
         from fcn_tf.crf import CRFParams
 
         predictor.crf = CRFParams()
-    run_dir = _run_folder(args.model)
+    run_dir = run_folder(args.model)
     config = data_config(args, run_dir)
     if run_dir is None and args.split in ("train", "val") and config.dataset != "camvid":
         log.warning(

@@ -308,10 +308,10 @@ def calibration_images(paths, size, count: int = 32, seed: int = 0):
 
 def _training_images(model_path: Path):
     """The training images of the run that `model_path` belongs to, or None."""
-    run = model_path if model_path.is_dir() else model_path.parent
-    if run.name == "checkpoints":  # RUN/checkpoints/best.keras
-        run = run.parent
-    if not (run / "config.json").is_file():
+    from fcn_tf.inference import run_folder
+
+    run = run_folder(model_path)
+    if run is None:
         return None
     from fcn_tf.config import load_run_config
     from fcn_tf.data.datasets import load_data

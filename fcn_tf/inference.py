@@ -177,8 +177,7 @@ def load_model(path: str | os.PathLike):
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise ValueError(f"{path} is not a Keras model fcn_tf can load ({reason})") from None
     info = {"model": model.name if model.name in MODELS else None}
-    # a run's checkpoints/*.keras: the run folder's config.json and model.json describe them
-    folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    folder = run_folder(path) or path.parent  # describes its checkpoints/*.keras too
     config_path = folder / "config.json"
     if config_path.is_file():  # runs saved before model.json carried these
         config = json.loads(config_path.read_text())
@@ -193,6 +192,18 @@ def load_model(path: str | os.PathLike):
             f"{model.output_shape[-1]}; they do not belong together"
         )
     return model, task
+
+
+def run_folder(model) -> Path | None:
+    """The run folder (the one with `config.json`) a model belongs to: `RUN`,
+    `RUN/model.keras`, `RUN/export` or `RUN/checkpoints/NAME.keras`; None for none."""
+    if not model:
+        return None
+    path = Path(model)
+    candidates = [path, path.parent]
+    if path.parent.name == "checkpoints":
+        candidates.append(path.parent.parent)
+    return next((folder for folder in candidates if (folder / "config.json").is_file()), None)
 
 
 def _unfinished_run(path: Path) -> str | None:
