@@ -81,6 +81,7 @@ class TrainConfig:
     weight_decay: float | None = None
     momentum: float | None = None
     nesterov: bool = False
+    clip_norm: float | None = None
     loss: str = "ce"
     class_weights: str = "none"
     class_weight_power: float = 1.0
@@ -201,6 +202,8 @@ HELP = {
     "weight_decay": "AdamW / SGD: decoupled weight decay (AdamW default 0.004, SGD none)",
     "momentum": "SGD: momentum (default 0.9)",
     "nesterov": "SGD: Nesterov momentum",
+    "clip_norm": "clip the gradients of all weights together to this global norm before each "
+    "update (default: no clipping); e.g. 1.0 when the training loss jumps and does not recover",
     "loss": "'ce' (cross-entropy), 'focal' (Lin et al.), 'dice' (soft Dice over the classes "
     "present), 'ce+dice', or 'ohem' (cross-entropy over the hardest pixels); void is ignored",
     "class_weights": "weights of the classes in ce, ce+dice, focal and ohem: 'none', 'inverse' "
@@ -288,7 +291,8 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(
             f"image shape {height}x{width} is empty: both sides must be positive, e.g. 160x576"
         )
-    positive = ("epochs", "batch_size", "learning_rate", "fc_units", "width", "synthetic_images")
+    positive = ("epochs", "batch_size", "learning_rate", "fc_units", "width", "synthetic_images",
+                "clip_norm")  # fmt: skip
     for name in positive:
         value = getattr(config, name)
         if value is not None and not (value > 0 and math.isfinite(value)):

@@ -124,16 +124,20 @@ class AdamW(FusedAdamUpdate, keras.optimizers.AdamW):
 
 
 def make_optimizer(name: str = "adam", rate=1e-3, weight_decay: float | None = None,
-                   momentum: float | None = None, nesterov: bool = False):  # fmt: skip
+                   momentum: float | None = None, nesterov: bool = False,
+                   clip_norm: float | None = None):  # fmt: skip
     """A Keras optimizer for `--optimizer name` with learning rate (or schedule) `rate`.
-    `weight_decay` None: AdamW's Keras default (0.004), none for SGD; `momentum` None: 0.9."""
+    `weight_decay` None: AdamW's Keras default (0.004), none for SGD; `momentum` None: 0.9;
+    `clip_norm`: the global norm the gradients of all weights together are clipped to (Keras'
+    `global_clipnorm`), None for none."""
+    clip = {"global_clipnorm": clip_norm}
     if name == "adam":
-        return Adam(rate)
+        return Adam(rate, **clip)
     if name == "adamw":
         decay = {} if weight_decay is None else {"weight_decay": weight_decay}
-        return AdamW(rate, **decay)
+        return AdamW(rate, **decay, **clip)
     if name == "sgd":
         momentum = 0.9 if momentum is None else momentum
         return keras.optimizers.SGD(rate, momentum=momentum, nesterov=nesterov,
-                                    weight_decay=weight_decay or None)  # fmt: skip
+                                    weight_decay=weight_decay or None, **clip)  # fmt: skip
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")

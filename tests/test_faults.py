@@ -357,6 +357,27 @@ def test_a_loss_that_explodes_after_a_resume_keeps_the_last_good_state(tmp_path,
     assert run(config(out))["epochs_run"] == 2  # and the rerun at a sane rate finishes
 
 
+@pytest.mark.parametrize(
+    "losses, warned",
+    [
+        # RefineNet on CamVid (docs/recipe.md): 1.51 at epoch 13, then 14.4 and never back
+        ([2.3, 1.9, 1.51, 14.4, 13.9, 12.0], "epoch 4: the training loss is 14.4, 9.5x its "
+         "lowest (1.51 at epoch 3): training has probably diverged. The best epoch's model is "
+         "kept; if the loss does not come back down, rerun with a lower --learning-rate or "
+         "with --clip-norm 1.0"),
+        ([1.0, 0.4, 0.9, 1.1, 0.3], None),  # noisy, but under 3x the lowest
+    ],
+)
+def test_a_loss_that_jumps_but_stays_finite_is_warned_about_once(losses, warned, caplog):
+    from fcn_tf.engine.callbacks import WarnOnLossJump
+
+    callback = WarnOnLossJump(checkpointed=True)
+    with caplog.at_level(logging.WARNING):
+        for epoch, loss in enumerate(losses):
+            callback.on_epoch_end(epoch, {"loss": loss})
+    assert [r.getMessage() for r in caplog.records] == ([warned] if warned else [])
+
+
 def test_nan_or_out_of_range_pixels_are_refused_by_the_predictor(trained_run):
     from fcn_tf.inference import Predictor
 

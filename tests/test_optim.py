@@ -83,6 +83,23 @@ def test_adamw_decays_weights_and_adam_does_not():
         np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_clip_norm_bounds_the_gradient_every_optimizer_sees(name):
+    """A gradient of norm 500 reaches the update at norm 1: Adam's first moment after one step
+    is 0.1 x the (clipped) gradient, SGD's velocity is -lr x it."""
+    gradients = [np.array([300.0, 0.0], np.float32), np.array([400.0], np.float32)]
+    moments = []
+    for clip_norm in (None, 1.0):
+        variables = [keras.Variable(np.zeros_like(g)) for g in gradients]
+        optimizer = make_optimizer(name, 0.1, clip_norm=clip_norm)
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        state = optimizer.momentums if name == "sgd" else optimizer._momentums
+        moments.append(np.concatenate([keras.ops.convert_to_numpy(m) for m in state]))
+    scale = 0.1  # Adam: (1 - beta_1); SGD: the learning rate
+    np.testing.assert_allclose(np.abs(moments[0]), scale * np.array([300, 0, 400]), rtol=1e-5)
+    np.testing.assert_allclose(np.abs(moments[1]), scale * np.array([0.6, 0, 0.8]), rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "settings, message",
     [
@@ -93,6 +110,7 @@ def test_adamw_decays_weights_and_adam_does_not():
         ({"optimizer": "adamw", "weight_decay": -1.0}, "in [0, 1)"),
         ({"momentum": 0.9}, "apply to --optimizer sgd"),
         ({"optimizer": "sgd", "momentum": 1.5}, "--momentum must be in [0, 1)"),
+        ({"clip_norm": 0.0}, "--clip-norm must be positive"),
     ],
 )
 def test_bad_optimizer_settings_are_refused(settings, message):

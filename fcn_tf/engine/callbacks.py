@@ -1,7 +1,9 @@
-"""fcn_tf's Keras callbacks: validation scores, the resumable training state, NaN stop."""
+"""fcn_tf's Keras callbacks: validation scores, the resumable training state, NaN stop, the
+loss-jump warning."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from fcn_tf.engine import state
 from fcn_tf.errors import Preempted, StorageFull
 from fcn_tf.metrics import RoadCounts, class_scores, confusion, road_scores, validation_state
 from fcn_tf.task import IGNORE_LABEL, Task
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(ValueError):
@@ -106,6 +110,35 @@ class StopOnNonFinite(keras.callbacks.Callback):
             raise TrainingDiverged(
                 f"the training loss became {loss} at epoch {epoch}, step {step}; training stopped"
             )
+
+
+class WarnOnLossJump(keras.callbacks.Callback):
+    """Warn once when an epoch's training loss is `factor` times its lowest so far: training
+    has probably diverged (the loss stayed finite, so `StopOnNonFinite` does not see it).
+    `checkpointed`: the best epoch's model is being saved (the warning says it is kept)."""
+
+    def __init__(self, factor: float = 3.0, checkpointed: bool = False):
+        super().__init__()
+        self.factor = factor
+        self.kept = " The best epoch's model is kept; if" if checkpointed else " If"
+        self.lowest = None  # (loss, epoch)
+        self.warned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or not finite(loss):
+            return
+        loss = float(loss)
+        if self.lowest is not None and loss > self.factor * self.lowest[0] and not self.warned:
+            self.warned = True
+            log.warning(
+                "epoch %d: the training loss is %.4g, %.1fx its lowest (%.4g at epoch %d): "
+                "training has probably diverged.%s the loss does not come back down, rerun "
+                "with a lower --learning-rate or with --clip-norm 1.0",
+                epoch + 1, loss, loss / self.lowest[0], *self.lowest, self.kept,
+            )  # fmt: skip
+        if self.lowest is None or loss < self.lowest[0]:
+            self.lowest = (loss, epoch + 1)
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):

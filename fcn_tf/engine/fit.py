@@ -9,7 +9,12 @@ import keras
 import tensorflow as tf
 
 from fcn_tf.distribute import jit_setting
-from fcn_tf.engine.callbacks import ResumableCheckpoint, StopOnNonFinite, ValidationScores
+from fcn_tf.engine.callbacks import (
+    ResumableCheckpoint,
+    StopOnNonFinite,
+    ValidationScores,
+    WarnOnLossJump,
+)
 from fcn_tf.engine.state import read_resume_state
 from fcn_tf.losses import pixel_cross_entropy
 from fcn_tf.metrics import mean_iou, positive_iou
@@ -110,7 +115,7 @@ def fit(
         Preempted: `stop.requested` was set; the state was saved at a step boundary.
     """
     stop_nan = StopOnNonFinite()
-    callbacks = [stop_nan, *callbacks]
+    callbacks = [stop_nan, WarnOnLossJump(checkpointed=run_dir is not None), *callbacks]
     if val_data is not None:
         scores = ValidationScores(val_data, task)
         callbacks.append(scores)

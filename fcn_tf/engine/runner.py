@@ -277,7 +277,7 @@ def training_model(job: Job):
             config.optimizer,
             learning_rate(config.schedule, config.learning_rate, config.epochs * steps_of(job),
                           config.warmup_epochs * steps_of(job)),
-            config.weight_decay, config.momentum, config.nesterov,
+            config.weight_decay, config.momentum, config.nesterov, config.clip_norm,
         )  # fmt: skip
         loss = make_loss(config.loss, job.class_weights, config.focal_gamma)
         model = compile_model(
@@ -304,7 +304,11 @@ def train(job: Job, model, folder: Path) -> float:
     start = time.perf_counter()
     warn_if_short_of_space(model, folder)
     if job.config.tensorboard and job.runtime.chief:
-        log.info("TensorBoard logs: tensorboard --logdir %s", folder / "tensorboard")
+        log.info(
+            "TensorBoard logs: tensorboard --logdir %s (while training; %s once finished)",
+            folder / "tensorboard",
+            job.folder.final / "tensorboard",
+        )
     if job.config.supervision == "boxes":
         train_from_boxes(job, model, folder)
     else:

@@ -83,7 +83,13 @@ def make_class_folder(root: Path, count: int = 12, size=(48, 64)) -> Path:
     return root
 
 
-def test_the_recipe_settings_train_a_multiclass_folder(tmp_path, caplog):
+def test_the_recipe_settings_train_a_multiclass_folder(tmp_path, caplog, monkeypatch):
+    from fcn_tf.engine import runner
+
+    made = []
+    make_optimizer = runner.make_optimizer
+    monkeypatch.setattr(runner, "make_optimizer", lambda *a: made.append(make_optimizer(*a))
+                        or made[-1])  # fmt: skip
     root = make_class_folder(tmp_path / "data")
     runs = tmp_path / "runs"
     flags = [
@@ -91,7 +97,7 @@ def test_the_recipe_settings_train_a_multiclass_folder(tmp_path, caplog):
         "--image-shape", "48x64", "--model", "unet", "--width", "0.125", "--batch-norm",
         "--loss", "ce+dice", "--class-weights", "median", "--augment", "strong",
         "--optimizer", "adamw", "--schedule", "poly", "--warmup-epochs", "1",
-        "--learning-rate", "0.004", "--epochs", "3", "--batch-size", "4",
+        "--learning-rate", "0.004", "--epochs", "3", "--batch-size", "4", "--clip-norm", "1",
         "--val-fraction", "0.25", "--output-dir", str(runs), "--run-name", "r",
     ]  # fmt: skip
     with caplog.at_level(logging.INFO):
@@ -100,6 +106,7 @@ def test_the_recipe_settings_train_a_multiclass_folder(tmp_path, caplog):
     run = runs / "r"
     saved = json.loads((run / "config.json").read_text())
     assert saved["loss"] == "ce+dice" and saved["augment"] == "strong"
+    assert saved["clip_norm"] == 1.0 and made[0].global_clipnorm == 1.0
     events = read_events(run / "tensorboard")
     scalars = events["scalars"]
     for name in ("sky", "road", "car"):
