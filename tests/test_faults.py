@@ -361,10 +361,13 @@ def test_a_loss_that_explodes_after_a_resume_keeps_the_last_good_state(tmp_path,
     "losses, warned",
     [
         # RefineNet on CamVid (docs/recipe.md): 1.51 at epoch 13, then 14.4 and never back
-        ([2.3, 1.9, 1.51, 14.4, 13.9, 12.0], "epoch 4: the training loss is 14.4, 9.5x its "
-         "lowest (1.51 at epoch 3): training has probably diverged. The best epoch's model is "
-         "kept; if the loss does not come back down, rerun with a lower --learning-rate or "
-         "with --clip-norm 1.0"),
+        (
+            [2.3, 1.9, 1.51, 14.4, 13.9, 12.0],
+            "epoch 4: the training loss is 14.4, 9.5x its "
+            "lowest (1.51 at epoch 3): training has probably diverged. The best epoch's model is "
+            "kept; if the loss does not come back down, rerun with a lower --learning-rate or "
+            "with --clip-norm 1.0",
+        ),
         ([1.0, 0.4, 0.9, 1.1, 0.3], None),  # noisy, but under 3x the lowest
     ],
 )

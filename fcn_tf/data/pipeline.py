@@ -13,7 +13,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from fcn_tf.data.augment import augment as augment_pair
-from fcn_tf.task import IGNORE_LABEL
+from fcn_tf.task import IGNORE_LABEL, RESIZE_MODES
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -52,8 +52,20 @@ def palette_label_decoder(colours):
 
 
 def kitti_label_decoder():
-    """KITTI road colour labels, decoded as the devkit does."""
-    return lambda data: decode_label_tf(tf.io.decode_png(data, channels=3))
+    """KITTI road colour labels, decoded as the devkit does. A one-channel (index) PNG is an
+    error rather than colours: such masks need `index_label_decoder` (or a dataset's own
+    `label_decoder()`)."""
+
+    def decode(data):
+        stored = tf.io.decode_png(data)
+        tf.debugging.assert_greater_equal(
+            tf.shape(stored)[-1], 3,
+            message="a one-channel (index) mask was given to the KITTI road colour decoder: "
+            "pass label_decoder=index_label_decoder(...) or your dataset's label_decoder()",
+        )  # fmt: skip
+        return decode_label_tf(stored[..., :3])
+
+    return decode
 
 
 def label_decoder(task):
@@ -81,6 +93,11 @@ def fit_to_shape(image, label, image_shape, resize_mode: str):
             label = tf.image.resize(label[..., None], (height, width), method="nearest")[..., 0]
     else:
         shape = tf.shape(image)
+        tf.debugging.assert_less_equal(
+            shape[:2], tf.constant([height, width]),
+            message=f"an image is larger than the {height}x{width} it is padded to (resize mode "
+            "'pad'): give a larger image shape, or resize mode 'resize'",
+        )  # fmt: skip
         pad = [[0, height - shape[0]], [0, width - shape[1]]]
         image = tf.pad(image, pad + [[0, 0]])
         if label is not None:
@@ -109,7 +126,8 @@ def make_dataset(
     """Batches of `(images float32 (B, H, W, 3) in [0, 255], labels uint8 (B, H, W))`.
 
     Args:
-        pairs: list of `(image_path, label_path)`; check them first with `kitti.check_pairs`.
+        pairs: list of `(image_path, label_path)`, checked (`fcn_tf.data.datasets.load_data`
+            reads and checks any dataset; `kitti.check_pairs` KITTI pairs alone).
         image_shape: `(H, W)` the network sees.
         batch_size: images per batch (the last, smaller batch is kept).
         resize_mode: "resize" or "pad" (module docstring).
@@ -128,6 +146,8 @@ def make_dataset(
             last, partial batch (multi-replica training). `first_step`: start epoch
             `first_epoch` after that many batches (a run resumed mid-epoch).
     """
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {resize_mode!r}; choose one of {RESIZE_MODES}")
     label_decoder = label_decoder or kitti_label_decoder()
     policy = policy_name(augment)
     images = [str(image) for image, _ in pairs]

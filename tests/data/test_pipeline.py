@@ -1,5 +1,6 @@
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from fcn_tf.data import kitti
@@ -69,3 +70,24 @@ def test_training_pipeline_is_seeded_and_shuffles(tmp_path):
 
     np.testing.assert_array_equal(first_epoch(1), first_epoch(1))
     assert not np.array_equal(first_epoch(1), first_epoch(2))
+
+
+def test_library_misuse_of_make_dataset_is_named_not_silently_wrong(tmp_path):
+    """Index masks given to the default (KITTI colour) decoder, a mistyped resize mode, and an
+    image larger than the shape it is padded to: each an error saying what to pass."""
+
+    from fcn_tf.data.pipeline import index_label_decoder
+
+    iio.imwrite(tmp_path / "a.png", np.full((40, 50, 3), 90, np.uint8))
+    iio.imwrite(tmp_path / "m.png", np.eye(40, 50, dtype=np.uint8) * 2)  # values 0 and 2
+    pairs = [(tmp_path / "a.png", tmp_path / "m.png")]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one-channel .index. mask"):
+        next(iter(make_dataset(pairs, (32, 32), 1)))
+    _, labels = next(iter(make_dataset(pairs, (40, 50), 1, label_decoder=index_label_decoder(
+        [0, 1, 2] + [255] * 253))))  # fmt: skip
+    assert set(np.unique(labels.numpy())) == {0, 2}
+    with pytest.raises(ValueError, match="unknown resize mode 'crop'"):
+        make_dataset(pairs, (32, 32), 1, resize_mode="crop")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="larger than the 32x64 it is padded"):
+        next(iter(make_dataset(pairs, (32, 64), 1, resize_mode="pad",
+                               label_decoder=index_label_decoder([0] * 256))))  # fmt: skip
