@@ -12,6 +12,7 @@ file, a run folder, an export folder or a SavedModel. Training (held-out scores,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -186,6 +187,14 @@ def load_model(path: str | os.PathLike):
     if described.is_file():
         info.update(json.loads(described.read_text()))
     task = Task.from_json(info, str(described), num_classes=model.output_shape[-1])
+    if not described.is_file() and not config_path.is_file():
+        log.warning(
+            "%s has no model.json beside it, so its task is guessed from its %d outputs: "
+            "classes %s, masks read as %s. Its predictions do not depend on this; to keep your "
+            "class names, colours and mask format with it (for evaluate and predict), save its "
+            "task beside it: fcn_tf.inference.save_task(model_path, task)",
+            path, task.num_classes, ", ".join(task.class_names), task.labels.note or "index masks",
+        )  # fmt: skip
     if task.num_classes != model.output_shape[-1]:
         raise ValueError(
             f"{described} names {task.num_classes} classes but {path} outputs "
@@ -304,6 +313,15 @@ class Predictor:
         return cls(model=model, task=task)
 
     def _use_keras(self, model, task: Task) -> None:
+        from fcn_tf.models.registry import MODELS
+
+        if task is None:
+            raise ValueError(
+                "Predictor.from_model(model, task) needs the task (class names, colours, "
+                "threshold): your dataset's `task`, or fcn_tf.task.task_for(...)"
+            )
+        if model.name in MODELS and model.name != task.model:  # the model itself knows best
+            task = dataclasses.replace(task, model=model.name)
         self.task = task
         self.model = in_policy(model, self.policy)
         self._module = serving_module(self.model, task)
@@ -317,7 +335,13 @@ class Predictor:
     crf = None  # a `fcn_tf.crf.CRFParams`: refine every prediction with the dense CRF
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`(probabilities (B, H, W, C), masks (B, H, W))` of RGB images `(B, H, W, 3)`."""
         images = as_uint8_images(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            one = " (one image: use .one(image))" if images.ndim == 3 else ""
+            raise ValueError(
+                f"Predictor takes a batch of RGB images (B, H, W, 3), got shape {images.shape}{one}"
+            )
         outputs = self._serve(images)
         if self.crf is None:
             return outputs["probabilities"].numpy(), outputs["mask"].numpy()
@@ -331,8 +355,20 @@ class Predictor:
         )
         return refined, masks_from(refined, self.task)
 
-    def one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`(probabilities (H, W, C), mask (H, W))` of one uint8 image `(H, W, 3)`."""
+    def one(self, image) -> tuple[np.ndarray, np.ndarray]:
+        """`(probabilities (H, W, C), mask (H, W))` of one RGB image `(H, W, 3)`, or of an
+        image file (a path)."""
+        if isinstance(image, (str, os.PathLike)):
+            from fcn_tf.data.kitti import read_rgb
+
+            image = read_rgb(image)
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] != 3:
+            kind = "grayscale" if image.ndim == 2 else f"shape {image.shape}"
+            raise ValueError(
+                f"Predictor.one takes one RGB image (H, W, 3) or an image file, got {kind}; "
+                "convert it to RGB (e.g. PIL's Image.open(path).convert('RGB'))"
+            )
         scores, masks = self(image[None])
         return scores[0], masks[0]
 

@@ -63,6 +63,8 @@ class PixelLoss(keras.losses.Loss):
                  ignore_label: int = IGNORE_LABEL, name: str | None = None, **kwargs):  # fmt: skip
         if kind not in LOSSES:
             raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+        if kind == "dice" and class_weights is not None:
+            raise ValueError("class weights apply to ce, ce+dice, focal and ohem, not dice")
         super().__init__(name=name or f"pixel_{kind.replace('+', '_')}", **kwargs)
         self.kind = kind
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
@@ -70,6 +72,12 @@ class PixelLoss(keras.losses.Loss):
         self.ignore_label = int(ignore_label)
 
     def call(self, y_true, y_pred):
+        classes = y_pred.shape[-1]
+        if self.class_weights is not None and classes and len(self.class_weights) != classes:
+            raise ValueError(
+                f"{len(self.class_weights)} class weights for a model of {classes} classes: "
+                "give one weight per class"
+            )
         labels, logits, valid = _flatten(y_true, y_pred, self.ignore_label)
         if self.kind == "dice":
             return dice_loss(labels, logits, valid)

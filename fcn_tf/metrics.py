@@ -121,6 +121,12 @@ class RoadCounts:
             raise ValueError(
                 f"prediction of shape {confidence.shape} does not match the label's {road.shape}"
             )
+        # (a little slack: probabilities resized bilinearly may round past 1)
+        if confidence.size and not -1e-3 <= confidence.min() <= confidence.max() <= 1.001:
+            raise ValueError(
+                f"confidences must be probabilities in 0..1, got {confidence.min():g} to "
+                f"{confidence.max():g} (a uint8 confidence image: divide it by 255)"
+            )
         valid = np.ones_like(road) if valid is None else np.asarray(valid, bool)
         bins = np.concatenate(([-np.inf], THRESHOLDS, [np.inf]))
         positives = np.histogram(confidence[road & valid], bins=bins)[0]
@@ -230,7 +236,14 @@ def confusion(
             f"label value {int(labels[bad][0])} is outside the {num_classes} classes and is not "
             f"the void label {ignore_label}"
         )
-    index = labels[keep].astype(np.int64) * num_classes + predictions[keep].astype(np.int64)
+    predicted = predictions[keep].astype(np.int64)
+    if predicted.size and (predicted.min() < 0 or predicted.max() >= num_classes):
+        value = int(predicted.max() if predicted.max() >= num_classes else predicted.min())
+        raise ValueError(
+            f"prediction value {value} is not a class index 0..{num_classes - 1}: pass class "
+            "indices (a mask saved as 0/255: divide it by 255)"
+        )
+    index = labels[keep].astype(np.int64) * num_classes + predicted
     return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 

@@ -51,6 +51,13 @@ def load_vgg(weights=None, image_shape=(None, None), width=1.0, fc_units=4096, k
         image_shape: `(H, W)`, multiples of 32, or None sides for any size.
         width, fc_units, keep_prob: see `fcn_tf.models.backbones.vgg16`.
     """
+    odd = [side for side in image_shape if side is not None and side % 32]
+    if odd:
+        raise ValueError(
+            f"load_vgg: image_shape {tuple(image_shape)} has sides that are not multiples of 32, "
+            "which the decoder's skip additions need (e.g. 160x576); for any size, use "
+            "build_model('fcn8s', ...), which pads inside the model"
+        )
     inputs, features = vgg16((*image_shape, 3), width=width, fc_units=fc_units, keep_prob=keep_prob)
     load_vgg16_weights(keras.Model(inputs, features["fc7"], name="vgg16_encoder"), weights)
     return inputs, features["P3"], features["P4"], features["fc7"]

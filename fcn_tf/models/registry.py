@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import numbers
 
 FCN_OPTIONS = (
     "width", "weights", "fc_units", "keep_prob", "decoder", "l2", "upsampling", "at_once",
@@ -178,6 +179,11 @@ def build_model(
     """
     spec = get_spec(name)
     check_options(name, options)
+    if not isinstance(num_classes, numbers.Integral) or num_classes < 2:
+        raise ValueError(
+            f"num_classes={num_classes!r}: give the number of classes, at least 2 (a binary task, "
+            "e.g. road and not road, has 2: fcn_tf predicts a softmax over classes)"
+        )
     for side in input_shape[:2]:
         if side is not None and side < spec.min_size:
             raise ValueError(

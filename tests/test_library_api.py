@@ -1,0 +1,146 @@
+"""fcn_tf as a library in a user's own Keras code (README, "Python API"): the folder read as the
+CLI reads it, plain `compile`/`fit`, save, reload with the task, predict on a file, paint; and
+the misuses a library user meets named in one line instead of a wrong result or a TF error."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+import fcn_tf
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def own_folder(tmp_path_factory):
+    """16 images of two odd sizes, index masks 0/1/2 with a few void (255) pixels."""
+    root = tmp_path_factory.mktemp("own")
+    rng = np.random.default_rng(3)
+    colours = np.array([[40, 160, 60], [120, 120, 120], [210, 40, 40]], np.float64)
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for index in range(16):
+        height, width = (50, 70) if index % 2 else (45, 66)
+        labels = np.zeros((height, width), np.uint8)
+        labels[height // 2 :] = 1
+        labels[5:15, 10 + index : 25 + index] = 2
+        image = colours[labels] + rng.normal(0, 10, (height, width, 3))
+        labels[:2, :2] = 255
+        iio.imwrite(root / "images" / f"p{index:02d}.png", np.clip(image, 0, 255).astype(np.uint8))
+        iio.imwrite(root / "masks" / f"p{index:02d}.png", labels)
+    return root
+
+
+def test_the_readme_flow_on_a_users_folder(own_folder, tmp_path):
+    from fcn_tf.losses import make_loss
+    from fcn_tf.metrics import mean_iou
+
+    config = fcn_tf.resolve({"data_dir": str(own_folder), "image_shape": (48, 64)})
+    data = fcn_tf.load_data(config)
+    decode = data.label_decoder()
+    train = fcn_tf.make_dataset(data.train, config.image_shape, 4, training=True,
+                                label_decoder=decode)  # fmt: skip
+    val = fcn_tf.make_dataset(data.val, config.image_shape, 4, label_decoder=decode)
+    _, labels = next(iter(val))
+    assert set(np.unique(labels.numpy())) <= {0, 1, 2, 255} and 2 in labels.numpy()
+    model = fcn_tf.build_model("unet", data.num_classes, width=0.125)
+    model.compile("adam", loss=make_loss("ce"), metrics=[mean_iou(data.num_classes)])
+    model.fit(train, validation_data=val, epochs=1, verbose=0)
+    path = tmp_path / "unet.keras"
+    model.save(path)
+    fcn_tf.save_task(path, data.task)
+
+    loaded, task = fcn_tf.load_model(path)
+    assert task.class_names == data.task.class_names and task.labels == data.task.labels
+    photo = own_folder / "images" / "p03.png"
+    probabilities, mask = fcn_tf.Predictor.from_model(loaded, task).one(photo)
+    assert probabilities.shape == (50, 70, 3) and mask.shape == (50, 70)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-4)
+    assert fcn_tf.paint(iio.imread(photo), mask, task).shape == (50, 70, 3)
+
+
+def test_plain_keras_reloads_a_model_once_fcn_tfs_layers_are_imported(tmp_path):
+    model = fcn_tf.build_model("fcn8s", 2, width=0.05, fc_units=16)
+    model.save(tmp_path / "m.keras")
+    code = (
+        "import keras, fcn_tf.models.layers; "
+        f"m = keras.saving.load_model({str(tmp_path / 'm.keras')!r}); print(m.count_params())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert int(done.stdout.split()[-1]) == model.count_params()
+
+
+def test_a_model_saved_without_its_task_is_loaded_with_a_warning_saying_how_to_keep_it(
+    tmp_path, caplog
+):
+    fcn_tf.build_model("fcn8s", 2, width=0.05, fc_units=16).save(tmp_path / "m.keras")
+    with caplog.at_level(logging.WARNING):
+        _, task = fcn_tf.load_model(tmp_path / "m.keras")
+    assert task.num_classes == 2
+    assert "has no model.json beside it, so its task is guessed" in caplog.text
+    assert "fcn_tf.inference.save_task(model_path, task)" in caplog.text
+
+
+def test_the_predictor_runs_the_model_it_is_given_whatever_the_task_names():
+    """A task from a config of another model (`load_data` records `config.model`): the
+    overlap-tile U-Net needs its own padded input, which the model's name decides."""
+    model = fcn_tf.build_model("unet_paper", 2, width=0.0625)
+    task = fcn_tf.task_for(["background", "cell"], model="fcn8s")
+    predictor = fcn_tf.Predictor.from_model(model, task)
+    probabilities, mask = predictor.one(np.full((60, 80, 3), 100, np.uint8))
+    assert probabilities.shape == (60, 80, 2) and mask.shape == (60, 80)
+    assert predictor.task.model == "unet_paper"
+
+
+def test_wrong_inputs_to_the_predictor_say_what_it_takes(tmp_path):
+    predictor = fcn_tf.Predictor.from_model(
+        fcn_tf.build_model("fcn8s", 2, width=0.05, fc_units=16), fcn_tf.task_for(["a", "b"])
+    )
+    image = np.zeros((40, 50, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"batch of RGB images .B, H, W, 3.*use .one\(image\)"):
+        predictor(image)
+    with pytest.raises(ValueError, match="got grayscale; convert it to RGB"):
+        predictor.one(image[..., 0])
+    with pytest.raises(ValueError, match=r"got shape \(40, 50, 4\)"):
+        predictor.one(np.zeros((40, 50, 4), np.uint8))
+    with pytest.raises(ValueError, match="needs the task"):
+        fcn_tf.Predictor.from_model(predictor.model, None)
+    assert predictor(image[None])[1].shape == (1, 40, 50)
+
+
+def test_scores_refuse_predictions_in_the_wrong_form():
+    from fcn_tf.metrics import RoadCounts, confusion
+
+    labels = np.array([0, 1, 1])
+    np.testing.assert_array_equal(confusion(labels, [0, 1, 0], 2), [[1, 0], [1, 1]])
+    with pytest.raises(ValueError, match="prediction value 255 is not a class index 0..1"):
+        confusion(labels, [0, 255, 255], 2)  # a 0/255 mask
+    with pytest.raises(ValueError, match="prediction value -1"):
+        confusion([0, 1, 2], [0, -1, 2], 3)
+    counts = RoadCounts()
+    with pytest.raises(ValueError, match="probabilities in 0..1, got 0 to 255"):
+        counts.add(np.array([[True, False]]), np.array([[255, 0]], np.uint8))
+    counts.add(np.array([[True, False]]), np.array([[1.0, 0.0]]))
+    assert counts.images == 1
+
+
+def test_wrong_sizes_and_counts_are_refused_where_they_are_given():
+    from fcn_tf.losses import make_loss
+
+    with pytest.raises(ValueError, match="at least 2"):
+        fcn_tf.build_model("fcn8s", 1)
+    with pytest.raises(ValueError, match="not multiples of 32.*build_model"):
+        fcn_tf.load_vgg(image_shape=(70, 95), width=0.05, fc_units=16)
+    with pytest.raises(ValueError, match="not dice"):
+        make_loss("dice", [1.0, 2.0])
+    loss = make_loss("ce", [1.0, 2.0])
+    logits = np.zeros((1, 4, 4, 3), np.float32)
+    with pytest.raises(ValueError, match="2 class weights for a model of 3 classes"):
+        loss(np.zeros((1, 4, 4), np.int32), logits)
+    assert float(make_loss("ce", [1.0, 2.0, 1.0])(np.zeros((1, 4, 4), np.int32), logits)) > 0
