@@ -1,4 +1,9 @@
-"""Datasets: KITTI road layout and decoding, the synthetic generator, and tf.data pipelines.
+"""Datasets: your own folder (`folders`), KITTI road (`kitti`), CamVid (`camvid`), the synthetic
+generator (`synthetic`), box annotations (`boxes`), and the tf.data pipelines (`pipeline`,
+`augment`).
 
-`kitti` and `synthetic` need only NumPy; `pipeline` and `augment` import TensorFlow.
+`datasets.load_data(config)` finds, checks and splits any of them as the CLI does, and says how
+it reads the masks (`data.task`, `data.label_decoder()`); `pipeline.make_dataset` turns pairs
+into batches. `kitti` and `synthetic` need only NumPy; `pipeline` and `augment` import
+TensorFlow.
 """
