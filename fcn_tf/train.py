@@ -53,8 +53,10 @@ def main(argv=None) -> int:
         from fcn_tf.tutorial import run  # imports TensorFlow: after the cheap checks
 
         metrics = run(config)
-        if metrics:  # the chief; other workers of a cluster write nothing
+        if metrics and metrics.get("test_overlays"):  # the chief, with images to paint
             log.info("done: overlays in %s/overlays", metrics["run_dir"])
+        elif metrics:
+            log.info("done: run folder %s (no test images to paint)", metrics["run_dir"])
         else:
             log.info("done: this worker's part of the training is over")
 

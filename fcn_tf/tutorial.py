@@ -48,7 +48,8 @@ def load_vgg(weights=None, image_shape=(None, None), width=1.0, fc_units=4096, k
     Args:
         weights: None (random), "imagenet" (keras' VGG16 file; offline, pass a local copy) or a
             path to a VGG16 weights file; fc1/fc2 are reshaped into fc6/fc7 (convolutionalized).
-        image_shape: `(H, W)`, multiples of 32, or None sides for any size.
+        image_shape: `(H, W)`, multiples of 32; None sides take any multiple of 32 at run time
+            (`build_model("fcn8s", ...)` pads any size inside the model).
         width, fc_units, keep_prob: see `fcn_tf.models.backbones.vgg16`.
     """
     odd = [side for side in image_shape if side is not None and side % 32]

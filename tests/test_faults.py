@@ -113,7 +113,7 @@ def test_save_every_keeps_a_state_inside_long_epochs(tmp_path, monkeypatch, capl
         result = run(config(out, save_every=2))
     assert any("after step 4 of epoch 1 of 2" in r.getMessage() for r in caplog.records)
     history = (Path(result["run_dir"]) / "history.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in history[1:]] == ["0", "1"]
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2"]
 
 
 @pytest.mark.parametrize("strategy", [[], ["--strategy", "mirrored", "--cpu-replicas", "2"]],

@@ -144,3 +144,22 @@ def test_wrong_sizes_and_counts_are_refused_where_they_are_given():
     with pytest.raises(ValueError, match="2 class weights for a model of 3 classes"):
         loss(np.zeros((1, 4, 4), np.int32), logits)
     assert float(make_loss("ce", [1.0, 2.0, 1.0])(np.zeros((1, 4, 4), np.int32), logits)) > 0
+
+
+def test_train_nn_makes_its_run_folder_and_refuses_one_hot_labels(tmp_path):
+    """The TF1 exercise's stages: `train_nn(..., run_dir=...)` into a folder that does not exist
+    yet; labels one-hot as its `gen_batch_function` made them are named, not a shape error."""
+    import tensorflow as tf
+
+    model = fcn_tf.optimize(fcn_tf.build_model("fcn8s", 2, width=0.05, fc_units=16))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (4, 64, 96, 3)).astype(np.float32)
+    labels = (images[..., 0] > 128).astype(np.uint8)
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
+    run_dir = tmp_path / "runs" / "mine"
+    fcn_tf.train_nn(model, data, data, epochs=1, run_dir=run_dir, verbose=0)
+    rows = (run_dir / "history.csv").read_text().splitlines()
+    assert rows[1].split(",")[0] == "1"  # epochs counted from 1, as in the log and checkpoints
+    one_hot = tf.data.Dataset.from_tensor_slices((images, np.eye(2, dtype=np.float32)[labels]))
+    with pytest.raises(ValueError, match=r"shape \(None, 64, 96, 2\), one-hot.*np.argmax"):
+        fcn_tf.train_nn(model, one_hot.batch(2), data, epochs=1, verbose=0)

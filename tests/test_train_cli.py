@@ -152,13 +152,18 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, caplog):
     ],
     ids=["deeplabv3plus-os8", "unetpp-deep-supervision", "refinenet"],
 )
-def test_the_new_family_trains_on_kitti_layout_data(tmp_path, flags):
-    root = make_data_road(tmp_path / "data_road", num_train=6, num_test=1)
+def test_the_new_family_trains_on_kitti_layout_data(tmp_path, flags, caplog):
+    root = make_data_road(tmp_path / "data_road", num_train=6, num_test=0)  # testing/ empty
     out = tmp_path / "runs"
     common = ["--width", "0.05", "--image-shape", "64x192", "--batch-size", "4", "--epochs", "1"]
-    code = main(["--data-dir", str(root), "--output-dir", str(out), "--run-name", "r", *common,
-                 *flags])  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        code = main(["--data-dir", str(root), "--output-dir", str(out), "--run-name", "r",
+                     *common, *flags])  # fmt: skip
     assert code == 0
+    assert "testing/image_2 holds no um_/umm_/uu_ images: there are no test images" in caplog.text
+    assert caplog.records[-1].getMessage() == (
+        f"done: run folder {out / 'r'} (no test images to paint)"
+    )
     metrics = json.loads((out / "r/metrics.json").read_text())
     assert 0 <= metrics["val_maxf"] <= 1 and (out / "r/model.keras").is_file()
     config = json.loads((out / "r/config.json").read_text())

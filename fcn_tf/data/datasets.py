@@ -118,6 +118,11 @@ def _road_data(config, training: bool):
     sizes = kitti.check_pairs(pairs)
     test_dir = root / "testing" / "image_2"
     test_images = kitti.find_images(test_dir) if test_dir.is_dir() else []
+    if training and not test_images:
+        log.warning(
+            "%s %s: there are no test images to paint in overlays/ at the end (KITTI's "
+            "data_road has 290 there)", test_dir, "holds no um_/umm_/uu_ images" if test_dir.is_dir() else "is missing",
+        )  # fmt: skip
     sizes += kitti.check_images(test_images)
     task = kitti.road_task(config.image_shape, config.resize_mode, config.model)
     data = SegmentationData(root, _seeded_splits(pairs, config, training), test_images, task)

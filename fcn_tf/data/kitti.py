@@ -47,6 +47,17 @@ def road_task(image_shape=None, resize_mode: str = "resize", model: str | None =
     return task_for(CLASS_NAMES, OVERLAY_COLOURS, labels, image_shape, resize_mode, model)
 
 
+def _meant(root: Path) -> str:
+    """The data folder a user probably meant: the parent of `images/` or of data_road's
+    `training/`, or a `data_road` inside (the TF1 exercise's `--data-dir data`)."""
+    if root.name == "images" and (root.parent / "masks").is_dir():
+        return f"; pass its parent, --data-dir {root.parent}"
+    if root.name in ("training", "testing") and (root / "image_2").is_dir():
+        return f"; pass the data_road folder above it, --data-dir {root.parent}"
+    inside = [p for p in sorted(root.iterdir()) if (p / "training" / "image_2").is_dir()]
+    return f"; did you mean --data-dir {inside[0]}?" if inside else ""
+
+
 def label_name(image_name: str) -> str:
     """`um_000000.png` -> `um_road_000000.png` (the road label, never the lane label)."""
     match = IMAGE_PATTERN.match(image_name)
@@ -81,10 +92,8 @@ def find_pairs(data_dir: str | os.PathLike, split: str = "training") -> list[tup
             "--dataset synthetic"
         )
     if not (root / split).is_dir() and not (root / "testing").is_dir():  # not a data_road
-        parent = root.name == "images" and (root.parent / "masks").is_dir()
         raise FileNotFoundError(
-            f"{root} holds none of the layouts fcn_tf reads: {layouts}"
-            + (f"; pass its parent, --data-dir {root.parent}" if parent else "")
+            f"{root} holds none of the layouts fcn_tf reads: {layouts}{_meant(root)}"
         )
     image_dir, label_dir = root / split / "image_2", root / split / "gt_image_2"
     for folder in (image_dir, label_dir):

@@ -114,6 +114,7 @@ def fit(
         TrainingDiverged: the loss became NaN or infinite (training stops at that batch).
         Preempted: `stop.requested` was set; the state was saved at a step boundary.
     """
+    _check_labels(train_data)
     stop_nan = StopOnNonFinite()
     callbacks = [stop_nan, WarnOnLossJump(checkpointed=run_dir is not None), *callbacks]
     if val_data is not None:
@@ -126,6 +127,7 @@ def fit(
     monitor = task.selection_metric if val_data is not None else "loss"
     saving = []  # the history row first, then the state that covers it
     if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
         checkpoints = Path(run_dir) / "checkpoints"
         if resumed is None and initial_epoch:
             resumed = read_resume_state(checkpoints)
@@ -156,5 +158,26 @@ def fit(
     return history
 
 
+def _check_labels(train_data) -> None:
+    """One-hot labels `(B, H, W, C)` (the TF1 exercise's `gen_batch_function`) would fail deep in
+    the loss: refuse them here, saying what fcn_tf takes."""
+    spec = getattr(train_data, "element_spec", None)
+    labels = spec[1] if isinstance(spec, tuple) and len(spec) > 1 else None
+    shape = getattr(labels, "shape", None)
+    if shape is not None and shape.rank == 4 and shape[-1] != 1:
+        raise ValueError(
+            f"the labels have shape {tuple(shape)}, one-hot or per-class; fcn_tf takes integer "
+            "masks (B, H, W) of class indices, 255 for pixels that must not count (from one-hot "
+            "labels: np.argmax(labels, axis=-1))"
+        )
+
+
+class _EpochCSVLogger(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger, counting epochs from 1 as the log, checkpoints and metrics.json do."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
 def _csv_logger(run_dir: Path, initial_epoch: int):
-    return keras.callbacks.CSVLogger(run_dir / "history.csv", append=initial_epoch > 0)
+    return _EpochCSVLogger(run_dir / "history.csv", append=initial_epoch > 0)

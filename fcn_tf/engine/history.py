@@ -1,4 +1,4 @@
-"""A run's `history.csv` (one row per epoch, written by Keras' CSVLogger) and its plot."""
+"""A run's `history.csv` (one row per epoch from 1, written by Keras' CSVLogger) and its plot."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def plot_history(history_csv, out_png, iou_metric: str) -> None:
     rows = read_history(history_csv)
     if not rows:
         return
-    epochs = [int(row["epoch"]) + 1 for row in rows]
+    epochs = [int(row["epoch"]) for row in rows]  # counted from 1
     keys = [k for k in ("loss", iou_metric, "maxf") if k in rows[0] or "val_" + k in rows[0]]
     figure, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
     for axis, key in zip(axes[0], keys, strict=True):

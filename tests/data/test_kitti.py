@@ -53,6 +53,12 @@ def test_missing_folder_says_what_to_do(tmp_path):
         FileNotFoundError, match=f"pass its parent, --data-dir {tmp_path / 'mine'}$"
     ):
         kitti.find_pairs(tmp_path / "mine" / "images")
+    # the TF1 exercise's data folder (data/data_road), and data_road's training/ itself
+    road = make_data_road(tmp_path / "data" / "data_road", num_train=2, num_test=0)
+    with pytest.raises(FileNotFoundError, match=f"did you mean --data-dir {road}\\?$"):
+        kitti.find_pairs(tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match=f"data_road folder above it, --data-dir {road}$"):
+        kitti.find_pairs(road / "training")
 
 
 def test_label_colours_outside_legend_are_named(tmp_path):
