@@ -119,9 +119,10 @@ def _road_data(config, training: bool):
     test_dir = root / "testing" / "image_2"
     test_images = kitti.find_images(test_dir) if test_dir.is_dir() else []
     if training and not test_images:
+        state = "holds no um_/umm_/uu_ images" if test_dir.is_dir() else "is missing"
         log.warning(
             "%s %s: there are no test images to paint in overlays/ at the end (KITTI's "
-            "data_road has 290 there)", test_dir, "holds no um_/umm_/uu_ images" if test_dir.is_dir() else "is missing",
+            "data_road has 290 there)", test_dir, state,
         )  # fmt: skip
     sizes += kitti.check_images(test_images)
     task = kitti.road_task(config.image_shape, config.resize_mode, config.model)
