@@ -30,11 +30,6 @@ METADATA_FILE = "fcn_tf.json"  # an export's metadata, also saved as the SavedMo
 # ------------------------------------------------------------------------------ the graph
 
 
-def padded_shape(height: int, width: int, multiple: int = 32) -> tuple[int, int]:
-    """The smallest shape >= (height, width) whose sides are multiples of `multiple`."""
-    return (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
-
-
 def forward(model, images, task: Task, multiple: int = 32):
     """Class probabilities `(B, H, W, C)` for float images `(B, H, W, 3)` in [0, 255], any size.
 

@@ -22,9 +22,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from fcn_tf.config import LOSSES  # the names, where the settings check them without Keras
 from fcn_tf.task import IGNORE_LABEL
-
-LOSSES = ("ce", "focal", "dice", "ce+dice", "ohem")
 
 
 def _flatten(labels, logits, ignore_label: int):

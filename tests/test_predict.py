@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fcn_tf.data import kitti
-from fcn_tf.inference import Predictor, overlay, padded_shape, probabilities, write_overlays
+from fcn_tf.inference import Predictor, overlay, probabilities, write_overlays
 from fcn_tf.models import build_model
 from tests.conftest import TINY
 
@@ -14,12 +14,6 @@ def test_overlay_paints_only_the_mask_green():
     out = overlay(image, mask)
     assert (out[mask] == (50, 178, 50)).all()
     assert (out[~mask] == 100).all()
-
-
-def test_padded_shape_is_the_next_multiple_of_32():
-    assert padded_shape(375, 1242) == (384, 1248)
-    assert padded_shape(370, 1224) == (384, 1248)
-    assert padded_shape(64, 64) == (64, 64)
 
 
 @pytest.fixture(scope="module")

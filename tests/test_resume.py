@@ -129,7 +129,11 @@ def test_divergence_keeps_the_last_good_state(tmp_path):
     assert int(restored.optimizer.iterations.numpy()) == 2  # the optimizer state came back too
 
 
-def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path, caplog, monkeypatch):
+@pytest.mark.parametrize(
+    "network", [TINY, {"model": "unetpp", "deep_supervision": True, "width": 0.05}],
+    ids=["fcn8s", "unetpp-deep-supervision"],
+)  # fmt: skip
+def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path, caplog, monkeypatch, network):
     import fcn_tf.precision
 
     # where the measured check finds bfloat16 faster (this test's CPU may not: see test_precision)
@@ -137,7 +141,7 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path, caplog, monk
     monkeypatch.setattr(fcn_tf.precision, "bfloat16_verdict", lambda: faster)
     settings = {
         "synthetic_images": 8, "epochs": 1, "image_shape": (64, 192), "batch_size": 4,
-        "output_dir": str(tmp_path), "run_name": "mixed", "mixed_precision": True, **TINY,
+        "output_dir": str(tmp_path), "run_name": "mixed", "mixed_precision": True, **network,
     }  # fmt: skip
     with caplog.at_level(logging.INFO):
         metrics = run(config_lib.resolve(settings))
@@ -146,3 +150,8 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path, caplog, monk
     model = keras.saving.load_model(tmp_path / "mixed/model.keras")
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert np.isfinite(metrics["val_maxf"])
+    header = (tmp_path / "mixed/history.csv").read_text().splitlines()[0].split(",")
+    heads = 4 if network.get("deep_supervision") else 1  # every head trained, in float32
+    assert len([c for c in header if c.endswith("logits_float32_loss") and "val" not in c]) == (
+        heads if heads > 1 else 0  # one output: Keras logs its loss as `loss` alone
+    )

@@ -4,6 +4,6 @@ generator (`synthetic`), box annotations (`boxes`), and the tf.data pipelines (`
 
 `datasets.load_data(config)` finds, checks and splits any of them as the CLI does, and says how
 it reads the masks (`data.task`, `data.label_decoder()`); `pipeline.make_dataset` turns pairs
-into batches. `kitti` and `synthetic` need only NumPy; `pipeline` and `augment` import
+into batches. `kitti` and `synthetic` import no TensorFlow; `pipeline` and `augment` import
 TensorFlow.
 """

@@ -26,9 +26,8 @@ import math
 
 import tensorflow as tf
 
+from fcn_tf.config import AUGMENTATIONS as POLICIES  # the names, checked with the settings
 from fcn_tf.task import IGNORE_LABEL
-
-POLICIES = ("none", "basic", "strong")
 
 
 def random_flip(image, label, seed):

@@ -89,8 +89,7 @@ def fit_to_shape(image, label, image_shape, resize_mode: str):
     height, width = image_shape
     if resize_mode == "resize":
         image = tf.image.resize(image, (height, width), method="bilinear")
-        if label is not None:
-            label = tf.image.resize(label[..., None], (height, width), method="nearest")[..., 0]
+        label = tf.image.resize(label[..., None], (height, width), method="nearest")[..., 0]
     else:
         shape = tf.shape(image)
         tf.debugging.assert_less_equal(
@@ -100,12 +99,8 @@ def fit_to_shape(image, label, image_shape, resize_mode: str):
         )  # fmt: skip
         pad = [[0, height - shape[0]], [0, width - shape[1]]]
         image = tf.pad(image, pad + [[0, 0]])
-        if label is not None:
-            label = tf.pad(label, pad, constant_values=IGNORE_LABEL)
-    image = tf.ensure_shape(image, (height, width, 3))
-    if label is not None:
-        label = tf.ensure_shape(label, (height, width))
-    return image, label
+        label = tf.pad(label, pad, constant_values=IGNORE_LABEL)
+    return tf.ensure_shape(image, (height, width, 3)), tf.ensure_shape(label, (height, width))
 
 
 def make_dataset(
@@ -225,16 +220,6 @@ def _epoch_indexed(decoded, count, batch_size, policy, seed, span, drop_remainde
     for epoch in range(first_epoch + 1, epochs):
         dataset = dataset.concatenate(one_epoch(epoch))
     return dataset.prefetch(AUTOTUNE).with_options(options)
-
-
-def image_dataset(paths, image_shape, batch_size: int, resize_mode: str = "resize"):
-    """Unlabelled images for prediction: batches of float32 `(B, H, W, 3)`."""
-    dataset = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
-    dataset = dataset.map(
-        lambda path: fit_to_shape(read_image(path), None, image_shape, resize_mode)[0],
-        num_parallel_calls=AUTOTUNE,
-    )
-    return dataset.batch(batch_size).prefetch(AUTOTUNE)
 
 
 def decode_masks(label_decoder):

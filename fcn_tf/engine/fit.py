@@ -46,7 +46,9 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
     metric = positive_iou(task.iou_metric) if task.binary else mean_iou(task.num_classes)
     optimizer = optimizer or make_optimizer("adam", learning_rate)
     replicated = tf.distribute.get_strategy().num_replicas_in_sync > 1
-    spec = MODELS.get(task.model)  # None: a model fcn_tf did not build (Keras' XLA choice)
+    # the model's own name first (fcn_tf names a model by its registry key), then the task's;
+    # None: a model fcn_tf did not build (Keras' XLA choice)
+    spec = MODELS.get(model.name) or MODELS.get(task.model)
     # the walk Keras' own `model_supports_jit` makes, so that both agree on what XLA can compile
     without_xla = [layer.name for layer in model._flatten_layers() if not layer.supports_jit]
     jit_compile = jit_setting(jit_compile, replicated, _forward_gflops(model), without_xla,

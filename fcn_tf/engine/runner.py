@@ -265,10 +265,12 @@ def training_model(job: Job):
     with runtime.strategy.scope():
         model = build_network(config, job.task, training_head=True)
         if runtime.policy != "float32":  # logits and loss in float32, for a stable softmax
-            names = ("logits_float32", "aux_logits_float32")
+            heads = [f"aux{index}_" for index in range(1, len(model.outputs))]
             outputs = [
-                keras.layers.Activation("linear", dtype="float32", name=name)(output)
-                for name, output in zip(names, model.outputs, strict=False)
+                keras.layers.Activation("linear", dtype="float32", name=f"{head}logits_float32")(
+                    output
+                )
+                for head, output in zip(["", *heads], model.outputs, strict=True)
             ]
             model = keras.Model(model.inputs, outputs, name=model.name)
         if runtime.replicated:

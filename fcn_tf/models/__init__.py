@@ -23,10 +23,16 @@ _LAZY = {
     "PadToMultiple": "layers",
     "ResizeLike": "layers",
     "bilinear_kernel": "layers",
+    "build_deeplabv3": "deeplab",
+    "build_deeplabv3plus": "deeplab",
     "build_pspnet": "pspnet",
+    "build_pspnet101": "pspnet",
+    "build_refinenet": "refinenet",
     "build_segnet": "segnet",
     "build_unet": "unet",
+    "build_unet_paper": "unet",
     "build_unet_vgg16": "unet",
+    "build_unetpp": "unetpp",
     "unet_output_size": "unet",
 }
 

@@ -79,13 +79,18 @@ def build_pspnet(
     logits = ResizeLike(name="upsample")([x, features["padded"]])
     logits = CropLike(name="crop")([logits, inputs])
     if not training_head:
-        return keras.Model(inputs, logits, name=f"pspnet_{backbone}")
+        return keras.Model(inputs, logits, name=_registry_name(backbone))
     aux = _conv_bn_relu(features["C4"], scaled(256, width), 3, "aux_conv")
     aux = keras.layers.Dropout(dropout, name="aux_dropout")(aux)
     aux = keras.layers.Conv2D(num_classes, 1, name="aux_classifier")(aux)
     aux = ResizeLike(name="aux_upsample")([aux, features["padded"]])
     aux = CropLike(name="aux_crop")([aux, inputs])
-    return keras.Model(inputs, [logits, aux], name=f"pspnet_{backbone}")
+    return keras.Model(inputs, [logits, aux], name=_registry_name(backbone))
+
+
+def _registry_name(backbone: str) -> str:
+    """The model's name is its registry key (`pspnet`, `pspnet101`), which fcn_tf reads back."""
+    return "pspnet" if backbone == "resnet50" else f"pspnet{backbone.removeprefix('resnet')}"
 
 
 def build_pspnet101(num_classes: int = 2, input_shape=(None, None, 3), **options) -> keras.Model:

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from fcn_tf.data import kitti
 from fcn_tf.data.augment import random_flip, random_scale_crop
-from fcn_tf.data.pipeline import decode_label_tf, image_dataset, make_dataset
+from fcn_tf.data.pipeline import decode_label_tf, make_dataset
 from tests.helpers import make_data_road
 
 
@@ -36,13 +36,6 @@ def test_pad_mode_keeps_full_resolution_and_ignores_padding(kitti_sample):
     assert (labels[0, 375:].numpy() == kitti.IGNORE_LABEL).all()
     assert (labels[0, :, 1242:].numpy() == kitti.IGNORE_LABEL).all()
     np.testing.assert_array_equal(images[0, :375, :1242].numpy(), iio.imread(pairs[0][0]))
-
-
-def test_all_four_real_test_sizes_go_through_pad_mode(kitti_sample):
-    paths = kitti.find_images(kitti_sample / "testing/image_2")
-    batches = list(image_dataset(paths, (384, 1248), batch_size=4, resize_mode="pad"))
-    assert sum(len(b) for b in batches) == len(paths) == 10
-    assert all(b.shape[1:] == (384, 1248, 3) for b in batches)
 
 
 def test_augmentation_moves_image_and_label_together():

@@ -82,6 +82,17 @@ def test_a_few_steps_on_one_batch_lower_the_loss(name):
     assert loss() < before
 
 
+def test_every_model_is_named_by_its_registry_key_and_importable_by_its_builder(models):
+    """fcn_tf reads a model's name back (load_model, compile_model, Predictor) to find its spec;
+    `from fcn_tf.models import build_X` works for every builder the registry names."""
+    import fcn_tf.models
+
+    assert {name: models[name].name for name in models} == {name: name for name in models}
+    for spec in MODELS.values():
+        builder = spec.builder.split(":")[1]
+        assert getattr(fcn_tf.models, builder) is spec.build_function(), builder
+
+
 def test_unknown_model_lists_the_valid_names():
     with pytest.raises(ValueError, match="choose one of deeplabv3, deeplabv3plus, fcn16s, fcn32s"):
         build_model("deeplab9")
