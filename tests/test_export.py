@@ -185,7 +185,13 @@ def test_every_model_exports_a_savedmodel_that_matches_keras(name, tmp_path):
     expected = keras_probabilities(model, task, images)
     assert served["probabilities"].shape == (2, 197, 203, 3)
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
-    np.testing.assert_array_equal(served["mask"].numpy(), expected.argmax(-1))
+    # the mask is the argmax of the served probabilities, and Keras' argmax wherever the untrained
+    # model is not at a near-tie (there, 1e-7 between the two graphs can flip two classes)
+    mask = served["mask"].numpy()
+    np.testing.assert_array_equal(mask, served["probabilities"].numpy().argmax(-1))
+    top = np.sort(expected, axis=-1)
+    clear = top[..., -1] - top[..., -2] > 1e-6
+    np.testing.assert_array_equal(mask[clear], expected.argmax(-1)[clear])
 
 
 def test_export_refuses_to_overwrite(exported, trained_run, caplog):
