@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output",
         help="output folder (default: RUN/eval-SPLIT, RUN/eval-SPLIT-export for the run's export, "
-        "-crf added with --crf; ./eval without a run)",
+        "-crf added with --crf, -DATA for another --data-dir than the run's; ./eval without a "
+        "run)",
     )
     return parser
 
@@ -292,15 +293,15 @@ def evaluate_cli(args) -> Path:
             confidence = confidence_of(path)
             return np.stack([1 - confidence, confidence], -1)
 
+    if args.submission:  # before any work
+        _check_submission(args, task, config)
     calib_dir = _calibration(args, data.root, pairs, task)
     scores = score_pairs(
         pairs, probabilities_of, task, decode_masks(data.label_decoder()), calib_dir
     )
-    # the export's and the CRF's scores beside the Keras model's, not over them
-    suffix = "-export" if predictor is not None and predictor.kind != "Keras" else ""
-    suffix += "-crf" if args.crf else ""
-    default_out = run_dir / f"eval-{args.split}{suffix}" if run_dir else Path(f"eval{suffix}")
-    out_dir = Path(args.output) if args.output else default_out
+    out_dir = Path(args.output) if args.output else _default_output(args, run_dir, predictor)
+    if (out_dir / "evaluation.json").is_file():
+        log.warning("replacing the earlier evaluation in %s (--output keeps both)", out_dir)
     report = _report(scores, task, out_dir)
     write_json(
         out_dir / "evaluation.json",
@@ -308,14 +309,36 @@ def evaluate_cli(args) -> Path:
          "model": str(args.model or args.predictions), "task": task.to_json(), **report},
     )  # fmt: skip
     if args.submission:
-        if args.predictions or not task.kitti_road:
-            raise ValueError("--submission needs a model and KITTI road data")
         tests = kitti.find_images(data.root / "testing" / "image_2")
         test_calib = None
         if args.bev:
             test_calib = data.root / "testing" / "calib"  # not --calib-dir: that is the split's
         log.info("submission: %s", write_submission(confidence_of, tests, out_dir, test_calib))
     return out_dir / "evaluation.json"
+
+
+def _check_submission(args, task: Task, config) -> None:
+    """--submission writes the KITTI benchmark's files for data_road/testing/image_2."""
+    if args.predictions or not task.kitti_road:
+        raise ValueError("--submission needs a model and KITTI road data")
+    if config.dataset == "synthetic":
+        raise ValueError(
+            "--submission writes the KITTI benchmark's files, and this run's data is the "
+            "synthetic scenes: pass --data-dir at KITTI's data_road"
+        )
+
+
+def _default_output(args, run_dir: Path | None, predictor) -> Path:
+    """RUN/eval-SPLIT, with -export (the run's export), -crf (--crf) and -DATA (data other than
+    the run's own) added, so that no evaluation replaces another; ./eval without a run."""
+    suffix = "-export" if predictor is not None and predictor.kind != "Keras" else ""
+    suffix += "-crf" if args.crf else ""
+    if run_dir is None:
+        return Path(f"eval{suffix}")
+    own = load_run_config(run_dir).data_dir
+    if args.data_dir and (not own or Path(own).resolve() != Path(args.data_dir).resolve()):
+        suffix += f"-{Path(args.data_dir).resolve().name}"
+    return run_dir / f"eval-{args.split}{suffix}"
 
 
 def _scoring_task(model_task: Task, data_task: Task) -> Task:

@@ -167,6 +167,12 @@ def load_model(path: str | os.PathLike):
         path = path / "model.keras"
     if not path.is_file():
         raise FileNotFoundError(f"model {path} does not exist; pass a .keras file or a run folder")
+    kind = {".onnx": "an ONNX", ".tflite": "a TFLite"}.get(path.suffix.lower())
+    if kind:
+        raise ValueError(
+            f"{path} is {kind} model, for ONNX Runtime / LiteRT clients (docs/deploy.md); fcn_tf "
+            "runs the run folder, its .keras model, or its export folder / SavedModel"
+        )
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001 - keras raises many types for foreign files
@@ -184,11 +190,13 @@ def load_model(path: str | os.PathLike):
     task = Task.from_json(info, str(described), num_classes=model.output_shape[-1])
     if not described.is_file() and not config_path.is_file():
         log.warning(
-            "%s has no model.json beside it, so its task is guessed from its %d outputs: "
-            "classes %s, masks read as %s. Its predictions do not depend on this; to keep your "
-            "class names, colours and mask format with it (for evaluate and predict), save its "
-            "task beside it: fcn_tf.inference.save_task(model_path, task)",
-            path, task.num_classes, ", ".join(task.class_names), task.labels.note or "index masks",
+            "%s has no %s beside it, so its task is guessed from its %d outputs: classes %s, "
+            "masks read as %s, images at their own size (no resizing), threshold 0.5. A run's "
+            "model.json holds the size, resize mode and MaxF threshold it was trained with, "
+            "which change its predictions: copy it beside this model as %s, or save a task "
+            "there with fcn_tf.save_task(model_path, task)",
+            path, info_path(path).name, task.num_classes, ", ".join(task.class_names),
+            task.labels.note or "index masks", info_path(path).name,
         )  # fmt: skip
     if task.num_classes != model.output_shape[-1]:
         raise ValueError(

@@ -28,18 +28,21 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".we
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 
-def find_inputs(path: Path) -> list[Path]:
-    """An image or video file as is; a folder: its images and videos, recursively, sorted."""
+def find_inputs(path: Path, output: Path | None = None) -> list[Path]:
+    """An image or video file as is; a folder: its images and videos, recursively, sorted,
+    leaving out the `output` folder when it lies inside (a rerun would predict its outputs)."""
     if not path.exists():
         raise FileNotFoundError(f"input {path} does not exist; pass an image, folder or video")
     if path.is_file():
         return [path]
+    output = output.resolve() if output is not None else None
     found = sorted(
         p
         for p in path.rglob("*")
         if p.is_file()
         and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
         and not p.name.startswith(".")
+        and not (output and p.resolve().is_relative_to(output))
     )
     if not found:
         raise ValueError(f"no images or videos in {path} (looked for {sorted(IMAGE_SUFFIXES)})")
@@ -288,7 +291,9 @@ def build_parser():
     parser.add_argument("model", help="a .keras file, a run folder, or an export / SavedModel")
     parser.add_argument("input", help="an image, a folder of images and videos, or a video")
     parser.add_argument(
-        "--output", default="predictions", help="output folder (mirrors the input's folder tree)"
+        "--output",
+        default="predictions",
+        help="output folder, mirroring the input's folder tree (default: ./predictions)",
     )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--panels", action="store_true", help="also write image|overlay panels")
@@ -319,7 +324,7 @@ def predict_cli(args) -> dict:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     source, out_dir = Path(args.input), Path(args.output)
-    inputs = find_inputs(source)
+    inputs = find_inputs(source, out_dir)
     check_output_names(inputs, source)
     videos = [p for p in inputs if p.suffix.lower() in VIDEO_SUFFIXES]
     images = [p for p in inputs if p.suffix.lower() not in VIDEO_SUFFIXES]

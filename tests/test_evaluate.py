@@ -1,7 +1,9 @@
 """`python -m fcn_tf.evaluate` on a run, on benchmark-format predictions, in BEV, on CamVid."""
 
 import json
+import logging
 import shutil
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -276,3 +278,21 @@ def test_bev_submission_warps_with_the_testing_calibration(
         assert main([*argv, "--submission", "--output", str(out), *extra]) == 0
         written[name] = iio.imread(out / "submission/umm_road_000077.png")
     np.testing.assert_array_equal(written["given"], written["default"])
+
+
+def test_evaluations_on_other_data_or_repeated_never_replace_one_silently(
+    trained_run, kitti_sample, caplog
+):
+    run = Path(trained_run["run_dir"])
+    with caplog.at_level(logging.INFO):
+        # the synthetic run's own data has no KITTI test images: refused before any scoring
+        assert main([str(run), "--submission"]) == 2
+        assert "this run's data is the synthetic scenes: pass --data-dir" in caplog.text
+        assert not (run / "eval-val" / "submission.zip").exists()
+        for _ in range(2):  # the real sample, twice: beside the run's own eval-val
+            assert main([str(run), "--data-dir", str(kitti_sample), "--split", "all"]) == 0
+    report = json.loads(
+        (run / f"eval-all-{kitti_sample.resolve().name}/evaluation.json").read_text()
+    )
+    assert report["images"] == 2
+    assert "replacing the earlier evaluation in" in caplog.text  # the second time, said

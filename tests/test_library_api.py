@@ -83,8 +83,11 @@ def test_a_model_saved_without_its_task_is_loaded_with_a_warning_saying_how_to_k
     with caplog.at_level(logging.WARNING):
         _, task = fcn_tf.load_model(tmp_path / "m.keras")
     assert task.num_classes == 2
-    assert "has no model.json beside it, so its task is guessed" in caplog.text
-    assert "fcn_tf.inference.save_task(model_path, task)" in caplog.text
+    assert "has no m.json beside it, so its task is guessed" in caplog.text
+    assert "threshold 0.5" in caplog.text and "fcn_tf.save_task(model_path, task)" in caplog.text
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    with pytest.raises(ValueError, match="is an ONNX model, for ONNX Runtime"):
+        fcn_tf.load_model(tmp_path / "m.onnx")
 
 
 def test_the_predictor_runs_the_model_it_is_given_whatever_the_task_names():

@@ -80,7 +80,7 @@ def load_data(config, training: bool = True, task: Task | None = None) -> Segmen
         _check_fits(config.image_shape, sizes)
     elif training and sizes:
         _warn_distortion(config.image_shape, [size for _, size in sizes])
-    log.info("labels: %s", data.task.labels.note)
+    log.info("labels: %s", data.task.labels.note or f"{data.task.labels.format} masks")
     return data
 
 
