@@ -111,6 +111,19 @@ def test_two_images_that_would_write_the_same_outputs_are_refused_before_any_wor
     assert not out.exists()
 
 
+def test_an_output_folder_inside_the_input_folder_is_not_predicted_on_the_next_run(
+    trained_run, tmp_path
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    iio.imwrite(folder / "x.png", render_scene(1, 0, 75, 248)[0])
+    out = folder / "pred"
+    for _ in range(2):
+        assert main([trained_run["run_dir"], str(folder), "--output", str(out)]) == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == ["confidence/x.png", "masks/x.png", "overlays/x.png"]
+
+
 def test_checkpoints_predict_with_their_runs_task_and_an_unfinished_run_says_so(
     trained_run, tmp_path, caplog
 ):
