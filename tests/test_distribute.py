@@ -280,7 +280,7 @@ def test_jit_auto_turns_xla_on_only_for_big_models_on_cpus_tensorflow_runs_witho
 
 def test_compile_model_decides_auto_from_the_models_size_and_family(monkeypatch):
     """The one place `--jit-compile auto` is decided: `compile_model`, from the model it gets
-    and the task's model name: XLA for a big FCN, not for a PSPNet of any size (XLA's CPU step
+    and its name (fcn_tf's registry key) or the task's: XLA for a big FCN, not for a PSPNet of any size (XLA's CPU step
     trained it 1.6x slower), nor for a model fcn_tf did not build."""
     from fcn_tf import distribute
     from fcn_tf.data.kitti import road_task
@@ -298,7 +298,10 @@ def test_compile_model_decides_auto_from_the_models_size_and_family(monkeypatch)
     pspnet = build_model("pspnet", 2, (64, 64, 3), width=0.05)
     assert compile_model(pspnet, road_task(model="pspnet")).jit_compile is False
     assert compile_model(pspnet, road_task(model="pspnet"), jit_compile="on").jit_compile is True
-    assert compile_model(small, road_task(model=None)).jit_compile is False  # not fcn_tf's
+    import keras
+
+    mine = keras.Model(small.inputs, small.outputs, name="mine")  # a model fcn_tf did not name
+    assert compile_model(mine, road_task(model=None)).jit_compile is False
 
 
 def test_a_model_xla_cannot_compile_trains_without_it(monkeypatch, caplog):

@@ -217,7 +217,7 @@ def test_a_damaged_last_state_falls_back_to_the_one_before(tmp_path, monkeypatch
     assert any("damaged" in m and "resuming from the one before it, after epoch 1" in m
                for m in messages)  # fmt: skip
     history = (Path(result["run_dir"]) / "history.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in history[1:]] == ["0", "1", "2"]
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
 
 
 def test_no_readable_state_says_what_to_delete(tmp_path, monkeypatch, caplog):
