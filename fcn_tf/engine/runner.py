@@ -373,6 +373,8 @@ def best_model(job: Job):
     path = best_checkpoint(job.folder.checkpoints)
     if path is None or not path.is_file():
         raise RuntimeError("training stopped before the first checkpoint")
+    import fcn_tf.models.layers  # noqa: F401 - a run resumed only to finish built no model
+
     best = keras.saving.load_model(path, compile=False)  # served, not trained further
     if job.runtime.policy != "float32":  # serve in float32: rebuild and copy the weights
         keras.mixed_precision.set_global_policy("float32")
