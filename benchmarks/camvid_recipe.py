@@ -141,13 +141,17 @@ def report(name: str, row: dict) -> None:
     print(
         f"val mIoU {row['val_miou_192x256']:.4f} at 192x256 ({row['val_miou_360x480']:.4f} at "
         f"360x480), pixel accuracy {row['val_pixel_accuracy_192x256']:.4f}, best epoch "
-        f"{row['best_epoch']}, {row['parameters']:,} parameters, training "
-        f"{row['train_seconds']:.0f} s ({row['train_seconds'] / 60:.1f} min)"
+        f"{row['best_epoch']}, {row['parameters']:,} parameters, training {_minutes(row)}"
     )
     print("| " + " | ".join(classes) + " |")
     print("|" + "---:|" * len(classes))
     print("| " + " | ".join("-" if v is None else f"{v:.3f}" for v in classes.values()) + " |",
           flush=True)  # fmt: skip
+
+
+def _minutes(row: dict) -> str:
+    seconds = row["train_seconds"]  # None for a run trained by an fcn_tf that did not count it
+    return "time not recorded" if seconds is None else f"{seconds:.0f} s ({seconds / 60:.1f} min)"
 
 
 if __name__ == "__main__":

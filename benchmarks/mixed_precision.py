@@ -82,7 +82,7 @@ def main() -> None:
         base = float(a["loss"])
         diff = (float(b["loss"]) - base) / base
         worst["bfloat16"] = max(worst["bfloat16"], abs(diff))
-        row = f"| {int(a['epoch']) + 1} | {base:.4f} | {float(b['loss']):.4f} | "
+        row = f"| {int(a['epoch'])} | {base:.4f} | {float(b['loss']):.4f} | "
         row += f"{100 * diff:+.1f} % |"
         if control:
             other = float(control["history"][index]["loss"])

@@ -280,8 +280,8 @@ def test_jit_auto_turns_xla_on_only_for_big_models_on_cpus_tensorflow_runs_witho
 
 def test_compile_model_decides_auto_from_the_models_size_and_family(monkeypatch):
     """The one place `--jit-compile auto` is decided: `compile_model`, from the model it gets
-    and its name (fcn_tf's registry key) or the task's: XLA for a big FCN, not for a PSPNet of any size (XLA's CPU step
-    trained it 1.6x slower), nor for a model fcn_tf did not build."""
+    and its name (fcn_tf's registry key) or the task's: XLA for a big FCN, not for a PSPNet of
+    any size (XLA's CPU step trained it 1.6x slower), nor for a model fcn_tf did not build."""
     from fcn_tf import distribute
     from fcn_tf.data.kitti import road_task
     from fcn_tf.engine.fit import compile_model

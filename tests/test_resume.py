@@ -69,6 +69,8 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     assert not run_dir.name.startswith(".")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_run"] == EPOCHS
+    # the training time counts the killed process's epochs as well as the rerun's
+    assert metrics["train_seconds"] > saved["train_seconds"] > 0
     history = (run_dir / "history.csv").read_text().splitlines()
     # epochs counted from 1, as the log, checkpoints and metrics.json's best_epoch count them
     assert [line.split(",")[0] for line in history[1:]] == [str(e) for e in range(1, EPOCHS + 1)]

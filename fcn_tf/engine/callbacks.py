@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 
 import keras
@@ -95,6 +96,9 @@ class StopOnNonFinite(keras.callbacks.Callback):
         self.epoch = 0
         self.where = None
 
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
@@ -149,7 +153,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     score is the best so far, `best-EEEE.keras`; then `resume.json` names them and
     `resume-previous.json` the state before (see `fcn_tf.engine.state`). A reader, or a run
     resumed after a kill at any instant, always finds a complete state and the best model of the
-    epochs that state covers. Epochs whose loss is not finite are never saved.
+    epochs that state covers. Epochs whose loss is not finite are never saved. Each state also
+    records `train_seconds`, the time spent in `fit` by this run, in every process that trained it.
 
     Args:
         last: the state training resumed from (None for a new run).
@@ -170,6 +175,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.stop = stop
         self.step_offset = (last or {}).get("step", 0)
         self.epoch = 0
+        self.started = None
 
     def _better(self, score, best) -> bool:
         if score is None or not finite(score):
@@ -214,12 +220,20 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self._save_file(name, self.model.save_weights, "the training state")
         saved = {"epoch": epoch, "step": step, "weights": name,
                  "best": best if best is not None else (self.last or {}).get("best"),
-                 "seed_states": state.seed_states(self.model)}  # fmt: skip
+                 "seed_states": state.seed_states(self.model),
+                 "train_seconds": self._seconds()}  # fmt: skip
         if metrics is not None:
             saved["metrics"] = metrics
         state.commit_state(self.folder, saved, self.last)
         self.last = saved
         return saved
+
+    def _seconds(self) -> float:
+        """Time in `fit` so far: the saved states' and this `fit` call's (up to now)."""
+        before = (self.last or {}).get("train_seconds", 0.0)
+        now = time.perf_counter()
+        spent, self.started = now - (self.started or now), now
+        return round(before + spent, 2)
 
     def _save_file(self, name: str, save, what: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 from pathlib import Path
 
 import keras
@@ -120,8 +119,9 @@ def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder, stop) 
         folder.prepare(config.epochs)
         config.save(folder / "config.json")
         save_task(folder / "model.keras", job.task)  # describes the checkpoints until the end
-        seconds = train(job, model, folder.partial) if model is not None else None
-        metrics = write_results(job, best_model(job), seconds)
+        if model is not None:
+            train(job, model, folder.partial)
+        metrics = write_results(job, best_model(job))
         run_dir = folder.finish()
     headline = ", ".join(
         f"{k} {v:.4f}" for k, v in metrics.items() if k in _headline_keys(job.task)
@@ -301,9 +301,9 @@ def training_model(job: Job):
     return model
 
 
-def train(job: Job, model, folder: Path) -> float:
-    """Fit the model, writing checkpoints and history into `folder`; return the seconds."""
-    start = time.perf_counter()
+def train(job: Job, model, folder: Path) -> None:
+    """Fit the model, writing checkpoints and history into `folder` (the checkpoints' state
+    counts the seconds spent in `fit`)."""
     warn_if_short_of_space(model, folder)
     if job.config.tensorboard and job.runtime.chief:
         log.info(
@@ -315,7 +315,6 @@ def train(job: Job, model, folder: Path) -> float:
         train_from_boxes(job, model, folder)
     else:
         fit_epochs(job, model, folder, job.config.epochs)
-    return time.perf_counter() - start
 
 
 def fit_epochs(job: Job, model, folder: Path, until: int) -> None:
@@ -386,7 +385,7 @@ def best_model(job: Job):
     return best
 
 
-def write_results(job: Job, best, seconds: float | None) -> dict:
+def write_results(job: Job, best) -> dict:
     """Held-out scores, the model with its task, the history plot, overlays, metrics.json."""
     from fcn_tf.data.kitti import read_rgb
     from fcn_tf.data.pipeline import decode_masks
@@ -401,6 +400,8 @@ def write_results(job: Job, best, seconds: float | None) -> dict:
         decode_masks(data.label_decoder()),
     )
     held_out = summary(scores, task)
+    last = read_resume_state(folder.checkpoints)
+    seconds = last.get("train_seconds")  # None: trained by an fcn_tf that did not record it
     if task.binary:  # the MaxF threshold decides from now on, instead of a fixed 0.5
         task = task.with_threshold(held_out["val_maxf_threshold"])
     best.save(folder / "model.keras")
@@ -410,13 +411,13 @@ def write_results(job: Job, best, seconds: float | None) -> dict:
     metrics = {
         **held_out,
         "selection_metric": task.selection_metric,
-        "best_epoch": read_resume_state(folder.checkpoints)["best"]["epoch"],
+        "best_epoch": last["best"]["epoch"],
         "epochs_run": len(read_history(folder / "history.csv")),
         "train_images": len(data.train),
         "val_images": len(data.val),
         "test_overlays": len(data.test_images),
         "parameters": int(best.count_params()),
-        "train_seconds": None if seconds is None else round(seconds, 1),
+        "train_seconds": None if seconds is None else round(seconds, 1),  # every process's
         "data": str(data.root),
         "labels": task.labels.note,
     }
