@@ -2,7 +2,8 @@
 left behind, and a run stopped while writing its results finished by the rerun."""
 
 import json
-import logging
+import subprocess
+import sys
 
 import keras
 import pytest
@@ -50,13 +51,10 @@ def test_finishing_renames_the_folder_and_keeps_only_the_best_model(tmp_path):
     keras.saving.load_model(final / "checkpoints/best.keras")
 
 
-def test_a_run_stopped_while_writing_results_is_finished_by_the_rerun(
-    tmp_path, monkeypatch, caplog
-):
+def test_a_run_stopped_while_writing_results_is_finished_by_the_rerun(tmp_path, monkeypatch):
     import fcn_tf.engine.runner as engine_run
 
     config = config_lib.resolve({**SETTINGS, "output_dir": str(tmp_path)})
-    real = engine_run.write_results
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -67,10 +65,17 @@ def test_a_run_stopped_while_writing_results_is_finished_by_the_rerun(
     partial = tmp_path / ".r.partial"
     saved = read_resume_state(partial / "checkpoints")
     assert saved["epoch"] == 2  # kept: all epochs trained
-    monkeypatch.setattr(engine_run, "write_results", real)
-    with caplog.at_level(logging.INFO):
-        metrics = run(config)
-    assert "all 2 epochs" in caplog.text
+    # the rerun, in a fresh process (nothing has registered fcn_tf's layers there before the
+    # best checkpoint is loaded), only writes the results
+    rerun = subprocess.run(
+        [sys.executable, "-m", "fcn_tf.train", "--synthetic-images", "12", "--epochs", "2",
+         "--image-shape", "64x192", "--batch-size", "4", "--run-name", "r", "--width", "0.05",
+         "--fc-units", "16", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "all 2 epochs" in rerun.stderr
+    metrics = json.loads((tmp_path / "r/metrics.json").read_text())
     # the first process's training time, not None (this rerun trained nothing)
     assert metrics["train_seconds"] == round(saved["train_seconds"], 1) > 0
     assert metrics["epochs_run"] == 2 and not partial.exists()
