@@ -97,28 +97,23 @@ def read_confidence_png(path) -> np.ndarray:
     return image.astype(np.float64) / 255.0
 
 
-def write_submission(confidence_of, images, out_dir: Path, calib_dir=None) -> Path:
-    """Write the benchmark's files (`X_road_NNNNNN.png`, 8-bit confidence) and a zip of them.
-
-    With `calib_dir`, the maps are warped to the bird's-eye view, as the benchmark's BEV
-    submissions are. Everything is written under temporary names first; returns the zip's path.
-    """
+def write_submission(confidence_of, images, out_dir: Path, calib_dir) -> Path:
+    """Write the benchmark's files (`X_road_NNNNNN.png`, 8-bit confidence in the bird's-eye
+    view, warped with `calib_dir`'s files as the devkit's `transform2BEV.py` does before a
+    submission) and a zip of them. Everything is written under temporary names first; returns
+    the zip's path."""
     import imageio.v3 as iio
     from tqdm.auto import tqdm
 
     from fcn_tf.bev import BirdsEyeView
     from fcn_tf.files import atomic_folder, atomic_write
 
-    if not images:
-        raise ValueError("no test images to write a submission for")
     with atomic_folder(out_dir / "submission") as partial:
         for path in tqdm(images, desc="submission", unit="image", disable=None):
             confidence = confidence_of(path)
-            if calib_dir is not None:
-                view = BirdsEyeView(Path(calib_dir) / f"{Path(path).stem}.txt", confidence.shape)
-                confidence = view.warp(confidence, 0.0)
+            view = BirdsEyeView(Path(calib_dir) / f"{Path(path).stem}.txt", confidence.shape)
             name = kitti.label_name(Path(path).name)
-            iio.imwrite(partial / name, np.round(np.clip(confidence, 0, 1) * 255).astype(np.uint8))
+            iio.imwrite(partial / name, metrics.confidence_png(view.warp(confidence, 0.0)))
         with (
             atomic_write(out_dir / "submission.zip") as temporary,
             zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive,
@@ -163,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--calib-dir",
-        help="calibration folder of the scored split (default: DATA/training/calib; "
-        "a --submission warps the testing images with DATA/testing/calib)",
+        help="calibration folder of the scored split for --bev (default: "
+        "DATA/training/calib; a --submission warps the testing images with DATA/testing/calib)",
     )
     parser.add_argument(
         "--image-shape",
@@ -180,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--submission",
         action="store_true",
-        help="KITTI: also write benchmark files for DATA/testing/image_2 and a zip",
+        help="KITTI: also write the benchmark's files for DATA/testing/image_2 (in the "
+        "bird's-eye view, with DATA/testing/calib) and a zip to upload",
     )
     parser.add_argument(
         "--crf",
@@ -294,7 +290,7 @@ def evaluate_cli(args) -> Path:
             return np.stack([1 - confidence, confidence], -1)
 
     if args.submission:  # before any work
-        _check_submission(args, task, config)
+        submission = _check_submission(args, task, config, data.root)
     calib_dir = _calibration(args, data.root, pairs, task)
     scores = score_pairs(
         pairs, probabilities_of, task, decode_masks(data.label_decoder()), calib_dir
@@ -309,16 +305,15 @@ def evaluate_cli(args) -> Path:
          "model": str(args.model or args.predictions), "task": task.to_json(), **report},
     )  # fmt: skip
     if args.submission:
-        tests = kitti.find_images(data.root / "testing" / "image_2")
-        test_calib = None
-        if args.bev:
-            test_calib = data.root / "testing" / "calib"  # not --calib-dir: that is the split's
-        log.info("submission: %s", write_submission(confidence_of, tests, out_dir, test_calib))
+        images, test_calib = submission
+        log.info("submission: %s", write_submission(confidence_of, images, out_dir, test_calib))
     return out_dir / "evaluation.json"
 
 
-def _check_submission(args, task: Task, config) -> None:
-    """--submission writes the KITTI benchmark's files for data_road/testing/image_2."""
+def _check_submission(args, task: Task, config, root: Path) -> tuple[list[Path], Path]:
+    """--submission writes the KITTI benchmark's files for data_road/testing/image_2, in the
+    bird's-eye view with data_road/testing/calib (not --calib-dir: that is the scored split's):
+    the test images and that folder, or ValueError / FileNotFoundError saying what is missing."""
     if args.predictions or not task.kitti_road:
         raise ValueError("--submission needs a model and KITTI road data")
     if config.dataset == "synthetic":
@@ -326,6 +321,19 @@ def _check_submission(args, task: Task, config) -> None:
             "--submission writes the KITTI benchmark's files, and this run's data is the "
             "synthetic scenes: pass --data-dir at KITTI's data_road"
         )
+    images = kitti.find_images(root / "testing" / "image_2")
+    if not images:
+        raise ValueError(f"no test images to write a submission for in {root / 'testing/image_2'}")
+    calib_dir = root / "testing" / "calib"
+    missing = [p.name for p in images if not (calib_dir / f"{p.stem}.txt").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(images)} test images have no calibration file in "
+            f"{calib_dir} (first: {Path(missing[0]).stem}.txt); the benchmark takes submissions "
+            "in the bird's-eye view, which needs each image's file (KITTI's data_road "
+            "testing/calib)"
+        )
+    return images, calib_dir
 
 
 def _default_output(args, run_dir: Path | None, predictor) -> Path:

@@ -25,6 +25,14 @@ THRESHOLDS = np.arange(256) / 255.0
 CATEGORIES = ("um", "umm", "uu")  # KITTI road: urban marked, urban multiple marked, unmarked
 
 
+def confidence_png(confidence: np.ndarray) -> np.ndarray:
+    """The 8-bit confidence image the devkit reads (/255) for confidences in [0, 1]: truncated,
+    as its own `computeBaseline.py` writes them, so that scoring the image gives what
+    `RoadCounts` gives for the confidences themselves (rounding moved the MaxF threshold by
+    1/255 and MaxF/AP by up to 1e-3)."""
+    return (np.clip(np.asarray(confidence, np.float64), 0, 1) * 255).astype(np.uint8)
+
+
 @keras.saving.register_keras_serializable(package="fcn_tf")
 class PositiveIoU(keras.metrics.IoU):
     """Keras' IoU of class 1 from logits, also counting, per threshold 0/255 ... 255/255, the

@@ -105,7 +105,9 @@ class ImageWriter:
         if self.panels:
             write_image(self.out_dir / "panels" / stem, np.concatenate([image, painted], 1))
         if self.confidence:
-            confidence = np.round(probabilities[..., 1] * 255).astype(np.uint8)
+            from fcn_tf.metrics import confidence_png
+
+            confidence = confidence_png(probabilities[..., 1])
             name = relative.parent / _confidence_name(relative)
             write_image(self.out_dir / "confidence" / name, confidence)
 

@@ -29,12 +29,14 @@ def test_real_calibration_warps_a_test_image_to_the_bev_grid(kitti_sample, calib
 
 def test_a_road_strip_lands_where_the_geometry_says(calib_path):
     # Mark the image pixels whose ray hits the road plane within |x| < 2 m, 15 m < z < 30 m,
-    # then warp that mask to BEV: it must fill exactly that metric rectangle.
+    # then warp that mask to BEV: it must fill exactly that metric rectangle. Pixel (r, c) is
+    # where the devkit puts it: 1-based and truncated, it covers u in [c + 1, c + 2), so its
+    # centre is at u = c + 1.5 (likewise v).
     calib = read_calib(calib_path)
     height, width = 376, 1241
     view = BirdsEyeView(calib, (height, width))
     rows, cols = np.mgrid[0:height, 0:width]
-    pixels = np.stack([cols.ravel(), rows.ravel(), np.ones(rows.size)])
+    pixels = np.stack([cols.ravel() + 1.5, rows.ravel() + 1.5, np.ones(rows.size)])
     road = np.linalg.inv(view.homography) @ pixels
     x, z = road[0] / road[2], road[1] / road[2]
     mask = ((np.abs(x) < 2) & (z > 15) & (z < 30) & (road[2] > 0)).reshape(height, width)
@@ -57,3 +59,26 @@ def test_map_of_the_wrong_size_is_refused(calib_path):
     view = BirdsEyeView(calib_path, (376, 1241))
     with pytest.raises(ValueError, match="does not match the calibrated image size"):
         view.warp(np.zeros((375, 1242)))
+
+
+def test_each_cell_reads_the_pixel_the_devkit_reads(calib_path):
+    """The devkit (BirdsEyeView.py: computeBEVLookUpTable, world2image, transformImage2BEV)
+    builds the cell centres with np.arange in float32, takes the projection (u, v) as 1-based,
+    keeps 1 <= u <= width, 1 <= v <= height, and reads image[v.astype('u4') - 1,
+    u.astype('u4') - 1]. Written out here in its own arithmetic, on a real calibration."""
+    height, width = 375, 1242
+    view = BirdsEyeView(calib_path, (height, width))
+    x = np.arange(-10 + 0.025, 10, 0.05)
+    z = np.arange(46 - 0.025, 6, -0.05)
+    grid_x, grid_z = (g.astype("f4") for g in np.meshgrid(x, z))
+    points = view.homography @ np.stack([grid_x.ravel(), grid_z.ravel(), np.ones(grid_x.size)])
+    u, v = points[0] / points[2], points[1] / points[2]
+    seen = (u >= 1) & (v >= 1) & (u <= width) & (v <= height)
+    expected_rows = np.full(grid_x.size, -1)
+    expected_cols = np.full(grid_x.size, -1)
+    expected_rows[seen] = v[seen].astype("u4") - 1
+    expected_cols[seen] = u[seen].astype("u4") - 1
+    rows, cols = np.mgrid[0:height, 0:width]
+    assert np.array_equal(view.inside.ravel(), seen)
+    assert np.array_equal(view.warp(rows, -1).ravel(), expected_rows)
+    assert np.array_equal(view.warp(cols, -1).ravel(), expected_cols)

@@ -30,27 +30,16 @@ def test_evaluating_a_run_reproduces_its_held_out_maxf(trained_run, capsys):
     assert info["threshold"] == pytest.approx(trained_run["val_maxf_threshold"])
 
 
-def test_submission_files_are_the_benchmarks_format(trained_run, tmp_path, kitti_sample):
-    code = main(
-        [
-            trained_run["run_dir"],
-            "--data-dir",
-            str(kitti_sample),
-            "--split",
-            "all",
-            "--submission",
-            "--output",
-            str(tmp_path),
-        ]
-    )
-    assert code == 0
-    files = sorted(p.name for p in (tmp_path / "submission").iterdir())
-    assert len(files) == 10 and "umm_road_000077.png" in files
-    confidence = iio.imread(tmp_path / "submission" / "umm_road_000077.png")
-    assert confidence.dtype == np.uint8 and confidence.shape == (376, 1241)
-    import zipfile
-
-    assert sorted(zipfile.ZipFile(tmp_path / "submission.zip").namelist()) == files
+def test_a_submission_without_every_test_calibration_is_refused_before_any_work(
+    trained_run, tmp_path, kitti_sample, caplog
+):
+    """The benchmark takes submissions in the bird's-eye view: the shared sample has calibration
+    files for 4 of its 10 test images, so no submission can be made from it."""
+    argv = [trained_run["run_dir"], "--data-dir", str(kitti_sample), "--split", "all"]
+    assert main([*argv, "--submission", "--output", str(tmp_path)]) == 2
+    assert "6 of the 10 test images have no calibration file" in errors(caplog)[0]
+    assert "bird's-eye view" in errors(caplog)[0]
+    assert not list(tmp_path.iterdir())  # refused before scoring: nothing written
 
 
 def _perfect_predictions(data_road, folder):
@@ -235,26 +224,32 @@ def test_empty_camvid_split_is_refused(tmp_path, caplog):
     assert code == 2 and "holds no labelled images" in errors(caplog)[0]
 
 
-def test_bev_submission_is_on_the_devkit_grid(calibrated_data_road, trained_run, tmp_path):
+def test_the_submission_is_the_benchmarks_bev_files(calibrated_data_road, trained_run, tmp_path):
+    import zipfile
+
     root = calibrated_data_road
     for sub in ("image_2", "calib"):
         shutil.copytree(root / "training" / sub, root / "testing" / sub)
-    code = main(
-        [
-            trained_run["run_dir"],
-            "--data-dir",
-            str(root),
-            "--split",
-            "all",
-            "--bev",
-            "--submission",
-            "--output",
-            str(tmp_path / "out"),
-        ]
-    )
-    assert code == 0
+    argv = [trained_run["run_dir"], "--data-dir", str(root), "--split", "all", "--submission"]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 0  # without --bev too
+    files = sorted(p.name for p in (tmp_path / "out/submission").iterdir())
+    assert files == ["umm_road_000077.png"]
+    assert zipfile.ZipFile(tmp_path / "out/submission.zip").namelist() == files
     bev = iio.imread(tmp_path / "out/submission/umm_road_000077.png")
     assert bev.shape == BEV_SHAPE and bev.dtype == np.uint8
+    # the model's confidence warped as the devkit's transform2BEV warps it, truncated to 8 bits
+    # as its computeBaseline writes them (a few values may differ by one at truncation edges:
+    # evaluate and the Predictor compute the probabilities in different graphs)
+    from fcn_tf import metrics
+    from fcn_tf.inference import Predictor, load_model
+
+    probabilities, _ = Predictor.from_model(*load_model(trained_run["run_dir"])).one(
+        root / "testing/image_2/umm_000077.png"
+    )
+    view = BirdsEyeView(root / "testing/calib/umm_000077.txt", probabilities.shape[:2])
+    expected = metrics.confidence_png(view.warp(probabilities[..., 1], 0.0)).astype(int)
+    assert np.abs(bev.astype(int) - expected).max() <= 1
+    assert np.mean(bev == expected) > 0.999
 
 
 def test_bev_submission_warps_with_the_testing_calibration(

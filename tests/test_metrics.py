@@ -47,6 +47,19 @@ def test_perfect_prediction_gives_maxf_and_ap_of_one():
     assert scores["FPR"] == 0 and scores["FNR"] == 0
 
 
+def test_the_8_bit_confidence_written_scores_as_the_confidences_do():
+    """What the devkit reads back (PNG / 255) from a submission scores exactly as the model's
+    float confidences do in fcn_tf (a rounded PNG moved the threshold by 1/255)."""
+    rng = np.random.default_rng(0)
+    road = rng.random((60, 80)) < 0.4
+    confidence = np.clip(road * 0.3 + rng.random((60, 80)) * 0.7, 0, 1)
+    written = metrics.confidence_png(confidence)
+    assert written.dtype == np.uint8 and written.max() <= 255
+    assert scores_of(road, written / 255.0) == scores_of(road, confidence)
+    rounded = np.round(confidence * 255).astype(np.uint8)
+    assert scores_of(road, rounded / 255.0) != scores_of(road, confidence)
+
+
 def test_counts_accumulate_over_images_not_averaged():
     together = RoadCounts()
     together.add(ROAD[:, :2], CONFIDENCE[:, :2])
