@@ -161,11 +161,13 @@ HELP = {
     "(keras download; VGG16 models) or a local weights file (VGG16 .h5; ResNet models: "
     "keras.applications ResNet)",
     "decoder": "FCN: 'exercise' (scored skips, biased transposed convs, as the original "
-    "exercise; default), 'paper' (the reference Caffe net: bias-free transposed convs) or "
-    "'widened' (transposed convs widened to 512/256 and added to raw pool4/pool3)",
+    "exercise; default), 'paper' (the reference Caffe net: bias-free transposed convs, score "
+    "layers starting at zero) or 'widened' (transposed convs widened to 512/256 and added to "
+    "raw pool4/pool3)",
     "at_once": "FCN: the paper's at-once training (pool4 scaled by 0.01, pool3 by 0.0001)",
-    "upsampling": "FCN: transposed convs start bilinear and are 'learned' (default) or stay "
-    "'bilinear' (frozen)",
+    "upsampling": "FCN: transposed convs start bilinear; 'learned': all learn (default), "
+    "'paper': the 2x ones learn, the final one stays bilinear, 'bilinear': all stay (frozen, "
+    "as the released reference nets)",
     "fc_units": "FCN: width of fc6/fc7 (4096 in VGG16)",
     "keep_prob": "FCN: dropout keep-probability after fc6 and fc7 (the exercise's keep_prob)",
     "l2": "FCN: L2 penalty on decoder kernels, added to the loss (5e-4 = TF1 l2_regularizer(1e-3))",

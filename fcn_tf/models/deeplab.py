@@ -68,7 +68,7 @@ def build_deeplab(
 
     Args:
         backbone: "resnet50" or "resnet101" (dilated).
-        output_stride: 16 (ASPP rates 6/12/18) or 8 (12/24/36; 4x the encoder's work in conv5).
+        output_stride: 16 (ASPP rates 6/12/18) or 8 (12/24/36; 4x the work in conv4, conv5 and the ASPP).
         weights: None or a `keras.applications` ResNet weights file (loaded by layer name).
     """
     if output_stride not in ASPP_RATES:

@@ -62,7 +62,7 @@ def build_pspnet(
         training_head: also output the auxiliary logits (`[logits, aux_logits]`), for training.
         dropout: dropout rate before the classifiers.
         output_stride: 8 (the paper: conv4 and conv5 dilated) or 16 (conv5 dilated only:
-            about 4x less work in conv4, coarser features).
+            about 4x less work in conv4, conv5 and the head, coarser features).
     """
     if output_stride not in (8, 16):
         raise ValueError(f"PSPNet's output stride must be 8 or 16, got {output_stride}")

@@ -48,7 +48,8 @@ def build_unetpp(
     """U-Net++: float RGB images in [0, 255] of any size -> logits of the same size.
 
     Args:
-        batch_norm: batch normalization after every conv (the paper's networks use it).
+        batch_norm: batch normalization after every conv (fcn_tf's default, for training from
+            scratch; the authors' Keras block has none, and dropout 0.5, which this one has not).
         deep_supervision: train all four heads (their average loss); see the module docstring.
         head: the head (1..4) that predicts: U-Net++ L1 ... L4, pruned to the nodes it needs.
         training_head: with `deep_supervision`, output every head (`head` first), for training.

@@ -61,6 +61,28 @@ def test_decoders_have_reference_layer_names_and_their_own_sizes():
     )
 
 
+def test_the_paper_decoder_starts_each_skip_as_a_no_op_and_learns():
+    """The paper: score layers zero-initialised, intermediate upsampling learned from bilinear,
+    the final one fixed; the exercise: score layers N(0, 0.01), every transposed conv learned."""
+    paper = build_model("fcn8s", 2, decoder="paper", upsampling="paper", **TINY)
+    for name in ("score_fr", "score_pool4", "score_pool3"):
+        assert not np.any(paper.get_layer(name).kernel.numpy())
+    assert paper.get_layer("upscore2").trainable and paper.get_layer("upscore_pool4").trainable
+    assert not paper.get_layer("upscore8").trainable
+    exercise = build_model("fcn8s", 2, **TINY)
+    assert np.std(exercise.get_layer("score_pool3").kernel.numpy()) == pytest.approx(0.01, rel=0.3)
+    assert all(exercise.get_layer(n).trainable for n in ("upscore2", "upscore_pool4", "upscore8"))
+    # zero score layers still learn: the first steps move them and lower the loss
+    model = tutorial.optimize(paper, 1e-3)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    labels = (images[..., 0] > 127).astype("uint8")
+    losses = [model.train_on_batch(images, labels)[0] for _ in range(5)]
+    assert losses[-1] < losses[0]
+    assert np.any(model.get_layer("score_pool3").kernel.numpy())
+    with pytest.raises(ValueError, match="unknown upsampling 'fixed'; choose one of learned"):
+        build_model("fcn8s", 2, upsampling="fixed", **TINY)
+
+
 def test_bilinear_kernel_matches_fcn_upsample_filt():
     np.testing.assert_allclose(bilinear_kernel(4)[0], [0.0625, 0.1875, 0.1875, 0.0625])
     kernel = BilinearUpsampling()((4, 4, 3, 3))
