@@ -11,11 +11,13 @@ batch norm and ReLU; they are concatenated and projected by a 1x1 conv (256, BN,
 * DeepLabV3+ (`deeplabv3plus`): a decoder: the ASPP output upsampled x4 (to stride 4) and
   concatenated with the stride-4 low-level features (conv2's output, reduced by a 1x1 conv to 48
   channels), two 3x3 convs (256), the classifier, upsampled x4. As the V3+ paper does, its ASPP
-  and decoder 3x3 convs are depthwise separable (atrous in ASPP).
+  and decoder 3x3 convs are depthwise separable (atrous in ASPP), with batch norm and ReLU after
+  the depthwise conv as well as after the pointwise one (the reference code's
+  `split_separable_conv2d`).
 
-Layer names: `aspp_conv1x1`, `aspp_atrous1..3`, `aspp_pool`, `aspp_pool_conv`, `aspp_concat`,
-`aspp_project`, `decoder_low_level`, `decoder_concat`, `decoder_conv1..2`, `classifier`; the
-backbone keeps `keras.applications` ResNet names, so ImageNet ResNet weights load by name.
+Layer names: `aspp_conv1x1`, `aspp_atrous1..3` (V3+: after `aspp_atrous1..3_depthwise`),
+`aspp_pool`, `aspp_pool_conv`, `aspp_concat`, `aspp_project`, `decoder_low_level`,
+`decoder_concat`, `decoder_conv1..2`, `classifier`; the backbone keeps `keras.applications` ResNet names, so ImageNet ResNet weights load by name.
 """
 
 from __future__ import annotations
@@ -30,10 +32,21 @@ ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 
 
 def conv_bn_relu(x, filters, kernel, name, dilation: int = 1, separable: bool = False):
-    """Conv (no bias; depthwise-separable with `separable`) + batch norm + ReLU, named `name`,
-    `name_bn`, `name_relu`."""
-    layer = keras.layers.SeparableConv2D if separable else keras.layers.Conv2D
-    x = layer(filters, kernel, padding="same", dilation_rate=dilation, use_bias=False, name=name)(x)
+    """Conv (no bias) + batch norm + ReLU, named `name`, `name_bn`, `name_relu`. `separable`:
+    as the reference code's `split_separable_conv2d`, a depthwise conv with its own batch norm
+    and ReLU (`name_depthwise`, `_depthwise_bn`, `_depthwise_relu`), then the pointwise 1x1 conv
+    as `name` (Keras' fused `SeparableConv2D` has nothing between the two)."""
+    if separable:
+        x = keras.layers.DepthwiseConv2D(
+            kernel, padding="same", dilation_rate=dilation, use_bias=False,
+            name=f"{name}_depthwise",
+        )(x)  # fmt: skip
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_depthwise_bn")(x)
+        x = keras.layers.ReLU(name=f"{name}_depthwise_relu")(x)
+        kernel, dilation = 1, 1
+    x = keras.layers.Conv2D(
+        filters, kernel, padding="same", dilation_rate=dilation, use_bias=False, name=name
+    )(x)
     x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
@@ -68,7 +81,8 @@ def build_deeplab(
 
     Args:
         backbone: "resnet50" or "resnet101" (dilated).
-        output_stride: 16 (ASPP rates 6/12/18) or 8 (12/24/36; 4x the work in conv4, conv5 and the ASPP).
+        output_stride: 16 (ASPP rates 6/12/18) or 8 (12/24/36; 4x the work in conv4, conv5
+            and the ASPP).
         weights: None or a `keras.applications` ResNet weights file (loaded by layer name).
     """
     if output_stride not in ASPP_RATES:

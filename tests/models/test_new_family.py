@@ -15,9 +15,16 @@ TINY = {"width": 0.05}
 @pytest.mark.parametrize("stride, rates", [(16, (6, 12, 18)), (8, (12, 24, 36))])
 def test_aspp_rates_follow_the_output_stride(stride, rates):
     model = build_model("deeplabv3plus", 3, output_stride=stride, **TINY)
-    assert [model.get_layer(f"aspp_atrous{i}").dilation_rate for i in (1, 2, 3)] == [
+    # V3+: atrous depthwise, batch norm and ReLU, then the pointwise conv (split_separable_conv2d)
+    assert [model.get_layer(f"aspp_atrous{i}_depthwise").dilation_rate for i in (1, 2, 3)] == [
         (r, r) for r in rates
     ]
+    assert model.get_layer("aspp_atrous1_depthwise_bn").input is (
+        model.get_layer("aspp_atrous1_depthwise").output
+    )
+    assert model.get_layer("aspp_atrous1").kernel_size == (1, 1)
+    plain = build_model("deeplabv3", 3, output_stride=stride, **TINY)  # V3: full atrous convs
+    assert plain.get_layer("aspp_atrous3").dilation_rate == (rates[2],) * 2
     images = np.zeros((1, 64, 96, 3), "float32")
     aspp_out = keras.Model(model.inputs, model.get_layer("aspp_project_relu").output)(images)
     assert aspp_out.shape[1:3] == (64 // stride, 96 // stride)
@@ -72,7 +79,7 @@ def test_refinenet_cascades_four_blocks_with_chained_residual_pooling():
 @pytest.mark.parametrize(
     "name, expected, reference",
     [
-        ("deeplabv3plus", 26_761_714, "segmentation_models_pytorch, ResNet-50: 26.7 M"),
+        ("deeplabv3plus", 26_788_530, "segmentation_models_pytorch, ResNet-50: 26.7 M"),
         ("unetpp", 9_053_154, "U-Net++ paper: 9.04 M"),
     ],
 )
