@@ -17,7 +17,8 @@ batch norm and ReLU; they are concatenated and projected by a 1x1 conv (256, BN,
 
 Layer names: `aspp_conv1x1`, `aspp_atrous1..3` (V3+: after `aspp_atrous1..3_depthwise`),
 `aspp_pool`, `aspp_pool_conv`, `aspp_concat`, `aspp_project`, `decoder_low_level`,
-`decoder_concat`, `decoder_conv1..2`, `classifier`; the backbone keeps `keras.applications` ResNet names, so ImageNet ResNet weights load by name.
+`decoder_concat`, `decoder_conv1..2`, `classifier`; the backbone keeps `keras.applications`
+ResNet names, so ImageNet ResNet weights load by name.
 """
 
 from __future__ import annotations
