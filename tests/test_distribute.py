@@ -2,8 +2,10 @@
 (MultiWorkerMirroredStrategy). Each case runs in its own process: TensorFlow's devices can only be
 split before it starts, and each worker is a process of its own."""
 
+import csv
 import json
 import logging
+import math
 import os
 import socket
 import subprocess
@@ -124,12 +126,15 @@ def test_training_with_mirrored_strategy_on_two_cpu_devices(tmp_path):
     command = train_command(
         "--strategy", "mirrored", "--cpu-replicas", "2", "--batch-size", "4",
         "--synthetic-images", "8", "--epochs", "1", "--output-dir", str(tmp_path),
-        "--run-name", "mirrored",
+        "--run-name", "mirrored", "--loss", "ce+dice",
     )  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MirroredStrategy, 2 replica(s) of batch 2" in result.stderr
     assert json.loads((tmp_path / "mirrored/metrics.json").read_text())["epochs_run"] == 1
+    # validation runs outside Keras there; its loss is still the training loss's kind
+    (row,) = csv.DictReader(open(tmp_path / "mirrored/history.csv"))
+    assert math.isfinite(float(row["val_loss"])) and math.isfinite(float(row["loss"]))
 
 
 def test_a_batch_the_replicas_do_not_divide_is_refused_up_front(tmp_path):

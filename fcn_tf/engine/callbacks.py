@@ -36,7 +36,8 @@ class ValidationScores(keras.callbacks.Callback):
 
     When Keras validated the epoch, the counts are its task metric's (`fcn_tf.metrics.
     validation_state`), so the validation set is run once. Otherwise (multi-replica runs) this
-    callback runs it, and also sets `val_loss`: the mean cross-entropy over the valid pixels.
+    callback runs it, and also sets `val_loss` as Keras would: the compiled loss (whatever
+    `--loss`, class weights, training heads and weight penalties) averaged over the images.
     """
 
     def __init__(self, val_data, task: Task):
@@ -68,23 +69,24 @@ class ValidationScores(keras.callbacks.Callback):
         also `logs["val_loss"]` when missing."""
         counts = RoadCounts()
         matrix = np.zeros((self.task.num_classes,) * 2, np.int64)
-        loss_sum, pixels = 0.0, 0
-        for images, labels in self.val_data:
-            logits = self.model(images, training=False)
-            logits = logits[0] if isinstance(logits, (list, tuple)) else logits
-            labels = keras.ops.convert_to_numpy(labels[0] if isinstance(labels, tuple) else labels)
+        loss_sum, seen = 0.0, 0
+        for images, targets in self.val_data:
+            outputs = self.model(images, training=False)
+            if "val_loss" not in logs:  # Keras' test step: the loss weighted by batch size
+                loss = self.model.compute_loss(images, targets, outputs, training=False)
+                loss_sum += float(loss) * int(images.shape[0])
+                seen += int(images.shape[0])
+            logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+            labels = targets[0] if isinstance(targets, (list, tuple)) else targets
+            labels = keras.ops.convert_to_numpy(labels)
             scores = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
-            valid = labels != IGNORE_LABEL
-            picked = np.take_along_axis(scores, np.where(valid, labels, 0)[..., None], -1)
-            loss_sum += float(-np.log(np.maximum(picked[..., 0][valid], 1e-12)).sum())
-            pixels += int(valid.sum())
             if self.task.binary:
                 for confidence, label in zip(scores[..., 1], labels, strict=True):
                     counts.add(label == 1, confidence, label != IGNORE_LABEL)
             else:
                 matrix += confusion(labels, scores.argmax(-1), self.task.num_classes)
-        if "val_loss" not in logs and pixels:
-            logs["val_loss"] = loss_sum / pixels
+        if seen:
+            logs["val_loss"] = loss_sum / seen
         return counts if self.task.binary else matrix
 
 
