@@ -359,18 +359,20 @@ class Predictor:
         return refined, masks_from(refined, self.task)
 
     def one(self, image) -> tuple[np.ndarray, np.ndarray]:
-        """`(probabilities (H, W, C), mask (H, W))` of one RGB image `(H, W, 3)`, or of an
-        image file (a path)."""
+        """`(probabilities (H, W, C), mask (H, W))` of one RGB image `(H, W, 3)` (a grayscale
+        one `(H, W)`: its value in all three channels, as files are read), or of an image file
+        (a path)."""
         if isinstance(image, (str, os.PathLike)):
             from fcn_tf.data.kitti import read_rgb
 
             image = read_rgb(image)
         image = np.asarray(image)
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
         if image.ndim != 3 or image.shape[-1] != 3:
-            kind = "grayscale" if image.ndim == 2 else f"shape {image.shape}"
             raise ValueError(
-                f"Predictor.one takes one RGB image (H, W, 3) or an image file, got {kind}; "
-                "convert it to RGB (e.g. PIL's Image.open(path).convert('RGB'))"
+                f"Predictor.one takes one RGB image (H, W, 3) or an image file, got shape "
+                f"{image.shape}; convert it to RGB (e.g. PIL's Image.open(path).convert('RGB'))"
             )
         scores, masks = self(image[None])
         return scores[0], masks[0]

@@ -77,3 +77,27 @@ def test_binary_masks_train_evaluate_predict_and_export(tmp_path, caplog, monkey
     scored = json.loads((run / "eval-val-export/evaluation.json").read_text())
     assert scored["perspective"]["ALL"]["MaxF"] == pytest.approx(metrics["val_maxf"], abs=1e-4)
     assert (run / "eval-val/evaluation.json").is_file()
+
+
+def test_a_grayscale_dataset_trains_and_predicts(tmp_path, caplog):
+    """Grayscale photos (medical, infrared, documents) are read as RGB with the gray value in
+    all three channels, by training's pipeline and by predict alike."""
+    from fcn_tf.data.kitti import read_rgb
+    from fcn_tf.data.pipeline import read_image
+
+    root = make_binary_folder(tmp_path / "data", "0/1/255")
+    for path in (root / "images").iterdir():
+        iio.imwrite(path, iio.imread(path)[..., 1])  # one channel
+    gray = sorted((root / "images").iterdir())[0]
+    assert iio.imread(gray).ndim == 2
+    np.testing.assert_array_equal(read_rgb(gray), np.repeat(iio.imread(gray)[..., None], 3, -1))
+    np.testing.assert_array_equal(read_image(str(gray)).numpy(), read_rgb(gray))
+    flags = ["--dataset", "folder", "--data-dir", str(root), "--image-shape", "64x96"]
+    with caplog.at_level(logging.INFO):
+        code = train_main([*flags, "--output-dir", str(tmp_path / "runs"), "--run-name", "g",
+                           *FLAGS])  # fmt: skip
+    assert code == 0, caplog.text[-2000:]
+    out = tmp_path / "predictions"
+    run = str(tmp_path / "runs/g")
+    assert predict_main([run, str(root / "images"), "--output", str(out), "--quiet"]) == 0
+    assert len(list((out / "masks").glob("*.png"))) == 10

@@ -88,9 +88,9 @@ def _damage(root, kind):
     if kind == "truncated":
         image.write_bytes(image.read_bytes()[:300])
         return "corrupt, truncated or not an image"
-    if kind == "grayscale":
-        iio.imwrite(image, iio.imread(image)[..., 1])
-        return "is grayscale"
+    if kind == "16-bit grayscale":
+        iio.imwrite(image, iio.imread(image)[..., 1].astype(np.uint16) * 257)
+        return "is uint16 grayscale"
     if kind == "rgba":
         pixels = iio.imread(image)
         iio.imwrite(image, np.dstack([pixels, pixels[..., :1]]))
@@ -99,7 +99,7 @@ def _damage(root, kind):
 
 
 @pytest.mark.parametrize(
-    "kind", ["no label", "no image", "bad colour", "truncated", "grayscale", "rgba"]
+    "kind", ["no label", "no image", "bad colour", "truncated", "16-bit grayscale", "rgba"]
 )
 def test_bad_data_gets_one_line_naming_the_file(tmp_path, caplog, kind):
     root = make_data_road(tmp_path / "data_road", num_train=4, num_test=1)

@@ -135,8 +135,9 @@ def decode_label(rgb: np.ndarray) -> np.ndarray:
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8-bit RGB image (an opaque RGBA one as its RGB); raise ValueError naming the
-    file if it is not one."""
+    """Read an 8-bit RGB image (an opaque RGBA one as its RGB, a grayscale one with its value in
+    all three channels, as the training pipeline's decoder reads it); raise ValueError naming
+    the file if it is none of these."""
     try:
         image = iio.imread(path)
     except Exception as error:  # noqa: BLE001 - imageio raises many types for broken files
@@ -144,6 +145,8 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(
             f"cannot read image {path} ({reason}); it is corrupt, truncated or not an image"
         ) from None
+    if image.dtype == np.uint8 and (image.ndim == 2 or image.shape[-1] == 1):  # grayscale
+        return np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
     if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4:
         if (image[..., 3] == 255).all():  # an alpha channel that hides nothing
             return np.ascontiguousarray(image[..., :3])
@@ -152,9 +155,12 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
             "without its alpha channel (e.g. PIL's Image.open(path).convert('RGB'))"
         )
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        kind = "grayscale" if image.ndim == 2 else f"{image.shape[-1]}-channel {image.dtype}"
+        kind = (
+            f"{image.dtype} grayscale" if image.ndim == 2
+            else f"{image.shape[-1]}-channel {image.dtype}"
+        )  # fmt: skip
         raise ValueError(
-            f"image {path} is {kind}; fcn_tf needs 8-bit RGB (3 channels): convert it (e.g. "
+            f"image {path} is {kind}; fcn_tf needs 8-bit RGB or grayscale: convert it (e.g. "
             "PIL's Image.open(path).convert('RGB'))"
         )
     return image

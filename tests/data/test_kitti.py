@@ -77,7 +77,7 @@ def test_label_colours_outside_legend_are_named(tmp_path):
     "damage, message",
     [
         ("truncate", "corrupt, truncated or not an image"),
-        ("grayscale", "is grayscale"),
+        ("gray+alpha", "is 2-channel uint8"),
         ("rgba", "RGBA with transparent pixels"),
     ],
 )
@@ -87,8 +87,8 @@ def test_broken_images_are_named(tmp_path, damage, message):
     image = iio.imread(path)
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-    elif damage == "grayscale":
-        iio.imwrite(path, image[..., 0])
+    elif damage == "gray+alpha":
+        iio.imwrite(path, np.dstack([image[..., 0], np.full(image.shape[:2], 128, np.uint8)]))
     else:
         iio.imwrite(path, np.dstack([image, np.full(image.shape[:2], 128, np.uint8)]))
     with pytest.raises(ValueError, match=rf"um_000001\.png.*{message}|{message}.*um_000001"):
