@@ -98,9 +98,6 @@ class StopOnNonFinite(keras.callbacks.Callback):
         self.epoch = 0
         self.where = None
 
-    def on_train_begin(self, logs=None):
-        self.started = time.perf_counter()
-
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
@@ -185,6 +182,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         if best is None:
             return True
         return score < best["score"] if self.mode == "min" else score > best["score"]
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch

@@ -4,6 +4,7 @@ left behind, and a run stopped while writing its results finished by the rerun."
 import json
 import subprocess
 import sys
+import time
 
 import keras
 import pytest
@@ -36,6 +37,22 @@ def test_the_best_model_is_kept_with_the_state_that_covers_it(tmp_path):
         assert files == sorted(named)
     assert state["epoch"] == 4 and state["best"]["epoch"] == 2 and state["best"]["score"] == 0.7
     assert best_checkpoint(tmp_path).name == "best-0002.keras"
+
+
+def test_the_state_counts_the_training_time_of_every_fit(tmp_path):
+    model = optimize(build_model("fcn8s", 2, **TINY))
+    first = ResumableCheckpoint(tmp_path, monitor="loss")
+    first.set_model(model)
+    first.on_train_begin()
+    time.sleep(0.3)
+    first.on_epoch_end(0, {"loss": 1.0})  # the first epoch's time, from the start of fit
+    assert 0.3 <= read_resume_state(tmp_path)["train_seconds"] < 5
+    resumed = ResumableCheckpoint(tmp_path, monitor="loss", last=read_resume_state(tmp_path))
+    resumed.set_model(model)
+    resumed.on_train_begin()  # another process: its time adds to the saved one
+    time.sleep(0.2)
+    resumed.on_epoch_end(1, {"loss": 0.9})
+    assert 0.5 <= read_resume_state(tmp_path)["train_seconds"] < 10
 
 
 def test_finishing_renames_the_folder_and_keeps_only_the_best_model(tmp_path):
