@@ -137,6 +137,42 @@ def test_training_with_mirrored_strategy_on_two_cpu_devices(tmp_path):
     assert math.isfinite(float(row["val_loss"])) and math.isfinite(float(row["loss"]))
 
 
+def test_the_validation_loss_is_not_divided_by_the_replicas_inside_a_strategy_scope():
+    """Multi-worker runs validate inside the strategy's scope, where Keras' compute_loss
+    returns one replica's share: val_loss must still be the loss model.evaluate gives."""
+    script = textwrap.dedent(
+        """
+        import numpy as np, keras, tensorflow as tf
+        from fcn_tf.distribute import make_strategy
+        mirrored = make_strategy("mirrored", cpu_replicas=2)
+        from fcn_tf.engine.callbacks import ValidationScores
+        from fcn_tf.engine.fit import compile_model
+        from fcn_tf.losses import make_loss
+        from fcn_tf.models import build_model
+        from fcn_tf.task import task_for
+
+        rng = np.random.default_rng(0)
+        images = rng.uniform(0, 255, (4, 64, 96, 3)).astype("float32")
+        labels = (rng.uniform(size=(4, 64, 96)) < 0.3).astype("uint8")
+        data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
+        task = task_for(["a", "b"])
+        with mirrored.scope():
+            model = build_model("fcn8s", 2, width=0.05, fc_units=16)
+            compile_model(model, task, loss=make_loss("ce+dice"), jit_compile="off")
+        expected = model.evaluate(data, verbose=0, return_dict=True)["loss"]
+        scores = ValidationScores(data, task)
+        scores.set_model(model)
+        logs = {}
+        with mirrored.scope():
+            scores.count(logs)
+        assert abs(logs["val_loss"] - expected) < 1e-4 * expected, (logs, expected)
+        print("ok", logs["val_loss"], expected)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
 def test_a_batch_the_replicas_do_not_divide_is_refused_up_front(tmp_path):
     command = train_command(
         "--strategy", "mirrored", "--cpu-replicas", "2", "--batch-size", "3",

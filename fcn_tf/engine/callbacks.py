@@ -67,14 +67,19 @@ class ValidationScores(keras.callbacks.Callback):
     def count(self, logs: dict):
         """A pass over the validation set: `RoadCounts` (binary tasks) or the confusion matrix;
         also `logs["val_loss"]` when missing."""
+        import tensorflow as tf
+
         counts = RoadCounts()
         matrix = np.zeros((self.task.num_classes,) * 2, np.int64)
         loss_sum, seen = 0.0, 0
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         for images, targets in self.val_data:
             outputs = self.model(images, training=False)
             if "val_loss" not in logs:  # Keras' test step: the loss weighted by batch size
                 loss = self.model.compute_loss(images, targets, outputs, training=False)
-                loss_sum += float(loss) * int(images.shape[0])
+                # inside a strategy's scope (multi-worker runs) compute_loss returns one
+                # replica's share, divided by the replica count: undone as Keras' test step does
+                loss_sum += float(loss) * replicas * int(images.shape[0])
                 seen += int(images.shape[0])
             logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
             labels = targets[0] if isinstance(targets, (list, tuple)) else targets
