@@ -101,6 +101,42 @@ def test_sigterm_mid_epoch_saves_at_the_next_step_and_the_rerun_ends_as_an_unint
     assert_same_run(resumed, straight)
 
 
+def test_a_stop_at_an_epochs_last_step_or_in_its_validation_saves_the_whole_epoch(
+    tmp_path, monkeypatch
+):
+    """A state saved at the last step would resume with no steps left in its epoch (history.csv
+    lost that epoch's training columns, and at epoch 1 the run could never finish): a SIGTERM
+    at the last step stops at the epoch's end, and --save-every never saves that step."""
+    from fcn_tf.engine.callbacks import ValidationScores
+
+    straight = run(config(tmp_path / "straight"))
+    out = tmp_path / "stopped"
+    at_step(monkeypatch, 0, 6, lambda: os.kill(os.getpid(), signal.SIGTERM))  # step 7 of 7
+    with pytest.raises(Preempted, match=r"after epoch 1; .* run the same command again"):
+        run(config(out))
+    state = read_resume_state(checkpoints(out))
+    assert (state["epoch"], state["step"]) == (1, 0)
+    monkeypatch.undo()
+    assert_same_run(run(config(out)), straight)
+
+    # --save-every 7 with 7 steps an epoch, killed during epoch 2's validation
+    out = tmp_path / "killed"
+    original = ValidationScores.on_epoch_end
+
+    def killed_in_validation(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch, logs)
+
+    monkeypatch.setattr(ValidationScores, "on_epoch_end", killed_in_validation)
+    with pytest.raises(KeyboardInterrupt):
+        run(config(out, save_every=7))
+    state = read_resume_state(checkpoints(out))
+    assert (state["epoch"], state["step"]) == (1, 0)  # epoch 1's end; nothing at step 7 of 2
+    monkeypatch.undo()
+    assert_same_run(run(config(out, save_every=7)), straight)
+
+
 def test_save_every_keeps_a_state_inside_long_epochs(tmp_path, monkeypatch, caplog):
     out = tmp_path / "runs"
     at_step(monkeypatch, 0, 4, interrupt)  # a kill at step 5 of epoch 1

@@ -165,7 +165,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         step_offset: steps of the first epoch done before this run (a run resumed mid-epoch);
             that epoch's saved metric sums are added back after its first step.
         stop: an object whose `requested` attribute becomes true to stop (SIGTERM): the state
-            is saved at the next step boundary and `Preempted` raised.
+            is saved at the next step boundary and `Preempted` raised; at the epoch's last step
+            (or during its validation), at the epoch's end.
     """
 
     def __init__(self, folder, monitor: str = "loss", last: dict | None = None,
@@ -198,6 +199,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         if batch == 0 and self.step_offset and self.last and self.last.get("metrics"):
             state.add_metric_sums(self.model, self.last["metrics"])
         step = self.step_offset + batch + 1
+        if batch + 1 == self.params.get("steps"):
+            return  # the epoch's last step: its end saves it (and stops, if asked), after
+            # validation, as a whole epoch: a state at the last step would resume to no steps
         requested = self.stop is not None and self.stop.requested
         if not (requested or (self.save_every and step % self.save_every == 0)):
             return
@@ -217,7 +221,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             best = {"file": f"best-{epoch + 1:04d}.keras", "epoch": epoch + 1,
                     "score": float(logs[self.monitor]), "monitor": self.monitor}  # fmt: skip
             self._save_file(best["file"], self.model.save, "the best model")
-        self._save_state(epoch + 1, 0, best=best)
+        saved = self._save_state(epoch + 1, 0, best=best)
+        if self.stop is not None and self.stop.requested:  # during the last step or validation
+            raise preempted(saved, self.folder)
 
     def _save_state(self, epoch: int, step: int, best=None, metrics=None) -> dict:
         """Save the weights and optimizer state as epoch `epoch` + `step` steps; return it."""
