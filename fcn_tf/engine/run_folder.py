@@ -32,7 +32,11 @@ from fcn_tf.files import hold_lock, release_lock, write_json
 log = logging.getLogger(__name__)
 
 # Settings a resumed run may change: train longer, or continue with a lower learning rate.
-RESUMABLE_CHANGES = ("epochs", "learning_rate", "run_name", "save_every")
+# settings a rerun may change and still resume: more epochs, another learning rate, how often to
+# save; and what does not touch training (the output folder is the one the run was found in,
+# however it is typed; TensorBoard logging)
+RESUMABLE_CHANGES = ("epochs", "learning_rate", "run_name", "save_every", "output_dir",
+                     "tensorboard")  # fmt: skip
 
 
 class RunFolder:
@@ -83,14 +87,16 @@ class RunFolder:
                 root.glob(f".{config.model}-{config.dataset}-*.partial"), reverse=True
             )
         wanted = _comparable(config.to_dict())
+        others = []  # unfinished runs of other settings, left as they are
         for partial in candidates:
             state = read_resume_state(partial / "checkpoints")
             if not (partial / "config.json").is_file():
                 continue
+            saved = _comparable(_saved_settings(partial))
             if state is None:
-                _refuse_damaged(partial, same=_comparable(_saved_settings(partial)) == wanted)
+                _refuse_damaged(partial, same=saved == wanted)
                 continue
-            if _comparable(_saved_settings(partial)) == wanted:
+            if saved == wanted:
                 folder = cls(root / partial.name[1 : -len(".partial")], state)
                 if folder.final.exists():
                     raise ValueError(
@@ -100,10 +106,18 @@ class RunFolder:
                 return folder
             if config.run_name:
                 raise ValueError(
-                    f"run {config.run_name!r} was started with other settings ({partial}); "
-                    "resume it with the same settings, or delete that folder, or choose "
-                    "another --run-name"
+                    f"run {config.run_name!r} was started with other settings ({partial}: "
+                    f"{_differences(saved, wanted)}); resume it with the same settings, or "
+                    "delete that folder, or choose another --run-name"
                 )
+            others.append((partial, saved))
+        if others:  # the newest; a changed flag starts a new run, which the user may not expect
+            partial, saved = others[0]
+            log.info(
+                "not resuming the unfinished run %s: it was started with other settings (%s); "
+                "starting a new run beside it",
+                partial, _differences(saved, wanted),
+            )  # fmt: skip
         name = config.run_name or (
             f"{config.model}-{config.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         )
@@ -226,3 +240,14 @@ def _saved_settings(partial: Path) -> dict:
 
 def _comparable(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
+
+
+def _differences(saved: dict, wanted: dict, shown: int = 3) -> str:
+    """'--batch-size 4 then, 8 now; ...': the settings that differ, as flags."""
+    keys = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    if not saved:
+        return "its config.json cannot be read"
+    text = "; ".join(
+        f"--{k.replace('_', '-')} {saved.get(k)} then, {wanted.get(k)} now" for k in keys[:shown]
+    )
+    return text + (f"; and {len(keys) - shown} more" if len(keys) > shown else "")

@@ -2,6 +2,7 @@
 left behind, and a run stopped while writing its results finished by the rerun."""
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -122,3 +123,38 @@ def test_a_resumed_run_whose_final_folder_exists_is_refused(tmp_path):
     (tmp_path / "r").mkdir()
     with pytest.raises(ValueError, match="already exists beside the unfinished"):
         RunFolder.open(config)
+
+
+def _unfinished(root, name: str, settings: dict) -> None:
+    """An unfinished run folder as training leaves it: config.json and a readable state."""
+    partial = root / f".{name}.partial"
+    (partial / "checkpoints").mkdir(parents=True)
+    config_lib.resolve(settings).save(partial / "config.json")
+    (partial / "checkpoints/state-0001.weights.h5").write_bytes(b"")
+    (partial / "checkpoints" / STATE_FILE).write_text(
+        json.dumps({"epoch": 1, "step": 0, "weights": "state-0001.weights.h5"})
+    )
+
+
+def test_a_rerun_resumes_however_the_output_folder_is_typed_and_names_what_differs(
+    tmp_path, monkeypatch, caplog
+):
+    monkeypatch.chdir(tmp_path)
+    settings = {**SETTINGS, "output_dir": "runs"}
+    _unfinished(tmp_path / "runs", "r", settings)
+    for typed in ("runs/", "./runs", str(tmp_path / "runs")):  # the same folder
+        folder = RunFolder.open(config_lib.resolve({**settings, "output_dir": typed}))
+        assert folder.state is not None and folder.final.name == "r"
+    folder = RunFolder.open(config_lib.resolve({**settings, "tensorboard": False}))
+    assert folder.state is not None  # logging is not a training setting
+    with pytest.raises(ValueError, match=r"other settings \(.*: --batch-size 4 then, 8 now\)"):
+        RunFolder.open(config_lib.resolve({**settings, "batch_size": 8}))
+
+    # without --run-name a changed flag starts a new run, and the log says so
+    unnamed = {**settings, "run_name": None}
+    _unfinished(tmp_path / "runs", "fcn8s-synthetic-20260101-000000", unnamed)
+    with caplog.at_level(logging.INFO):
+        folder = RunFolder.open(config_lib.resolve({**unnamed, "augment": "none"}))
+    assert folder.state is None
+    assert "not resuming the unfinished run" in caplog.text
+    assert "--augment basic then, none now" in caplog.text
