@@ -64,12 +64,13 @@ def make_strategy(name: str, cpu_replicas: int = 0):
                 '"task": {"type": "worker", "index": 0}}'
             )
         try:
-            json.loads(os.environ["TF_CONFIG"])
+            cluster = json.loads(os.environ["TF_CONFIG"])
         except json.JSONDecodeError as error:
             raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
         if cpu_replicas:
             split_cpu(cpu_replicas)
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        with waiting_for_workers(cluster):
+            return tf.distribute.MultiWorkerMirroredStrategy()
     if cpu_replicas:
         split_cpu(cpu_replicas)
     gpus = tf.config.list_logical_devices("GPU")
@@ -90,6 +91,35 @@ def make_strategy(name: str, cpu_replicas: int = 0):
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy([d.name for d in gpus])
     return tf.distribute.get_strategy()
+
+
+CONNECT_TIMEOUT = 600.0  # seconds; FCN_TF_CONNECT_TIMEOUT overrides
+
+
+@contextlib.contextmanager
+def waiting_for_workers(cluster: dict):
+    """TensorFlow's wait for the cluster's other workers to connect holds the interpreter: it
+    ignores Ctrl-C and SIGTERM, and no Python code runs until it returns (TensorFlow gives up
+    after an hour). Say up front whom this worker waits for, and end the process (exit 1,
+    nothing written yet) after `FCN_TF_CONNECT_TIMEOUT` seconds (600 by default): faulthandler's
+    timer is a C thread, which needs no interpreter."""
+    import faulthandler
+
+    timeout = float(os.environ.get("FCN_TF_CONNECT_TIMEOUT", CONNECT_TIMEOUT))
+    workers = cluster.get("cluster", {}).get("worker", [])
+    index = cluster.get("task", {}).get("index", 0)
+    others = ", ".join(w for i, w in enumerate(workers) if i != index) or "none listed"
+    log.info(
+        "worker %s waits for the other workers of TF_CONFIG (%s) to connect; TensorFlow's wait "
+        "ignores Ctrl-C and SIGTERM, so if they have not connected in %.0f s this process ends "
+        "with exit code 1 (FCN_TF_CONNECT_TIMEOUT sets the seconds)", index, others, timeout,
+    )  # fmt: skip
+    with open(os.devnull, "w") as sink:
+        faulthandler.dump_traceback_later(timeout, exit=True, file=sink)
+        try:
+            yield
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
 
 def describe(strategy) -> str:

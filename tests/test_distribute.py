@@ -194,6 +194,20 @@ def free_ports(count):
     return ports
 
 
+def test_a_worker_whose_peer_never_comes_says_whom_it_waits_for_and_stops(tmp_path):
+    """TensorFlow's wait for the other workers ignores Ctrl-C and SIGTERM and lasts an hour."""
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 0}}
+    env = {**os.environ, "TF_CONFIG": json.dumps(config), "FCN_TF_CONNECT_TIMEOUT": "8"}
+    command = train_command("--strategy", "multi_worker", "--batch-size", "4", "--run-name",
+                            "lonely", "--output-dir", str(tmp_path / "runs"))  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"worker 0 waits for the other workers of TF_CONFIG ({workers[1]})" in result.stderr
+    assert "have not connected in 8 s this process ends with exit code 1" in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
 @pytest.mark.slow  # 21 s: two worker processes
 def test_multi_worker_training_with_two_processes_on_loopback(tmp_path):
     ensure_synthetic(16, 12, 42)  # generated once, before two processes would race for it
