@@ -135,6 +135,7 @@ def test_training_with_mirrored_strategy_on_two_cpu_devices(tmp_path):
     # validation runs outside Keras there; its loss is still the training loss's kind
     (row,) = csv.DictReader(open(tmp_path / "mirrored/history.csv"))
     assert math.isfinite(float(row["val_loss"])) and math.isfinite(float(row["loss"]))
+    assert 0 <= float(row["val_road_iou"]) <= 1  # as one device logs it
 
 
 def test_the_validation_loss_is_not_divided_by_the_replicas_inside_a_strategy_scope():

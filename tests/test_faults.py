@@ -195,7 +195,7 @@ def test_a_full_disk_keeps_the_last_state_and_says_how_much_space_is_needed(
     assert code == 1
     (line,) = errors(caplog)
     assert f"no space left in {checkpoints(out)}" in line and "needs about" in line
-    assert "the state after epoch 1 is kept" in line
+    assert "the state after epoch 1 is kept: free some space and run the same command" in line
     assert read_resume_state(checkpoints(out))["epoch"] == 1
     assert not list(checkpoints(out).glob(".partial-*"))
     monkeypatch.undo()

@@ -189,8 +189,12 @@ def test_the_scores_of_keras_validation_pass_equal_a_pass_of_their_own(classes, 
     logs = {}
     counted = own.count(logs)
     state = metrics.validation_state(model)  # what the last epoch's scores were taken from
-    # the loss of the pass of its own (multi-replica runs) is Keras' validation loss
+    # the loss of the pass of its own (multi-replica runs) is Keras' validation loss, and a
+    # binary task's IoU Keras' metric's
     assert logs["val_loss"] == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
+    if task.binary:
+        iou = f"val_{task.iou_metric}"
+        assert logs[iou] == pytest.approx(history.history[iou][-1], rel=1e-6)
     if classes == 3 and not jit:  # and with another loss, class weights and a penalty
         from fcn_tf.losses import make_loss
 

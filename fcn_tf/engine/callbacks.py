@@ -13,7 +13,14 @@ import numpy as np
 
 from fcn_tf.engine import state
 from fcn_tf.errors import Preempted, StorageFull
-from fcn_tf.metrics import RoadCounts, class_scores, confusion, road_scores, validation_state
+from fcn_tf.metrics import (
+    RoadCounts,
+    class_scores,
+    confusion,
+    iou_from_confusion,
+    road_scores,
+    validation_state,
+)
 from fcn_tf.task import IGNORE_LABEL, Task
 
 log = logging.getLogger(__name__)
@@ -88,10 +95,12 @@ class ValidationScores(keras.callbacks.Callback):
             if self.task.binary:
                 for confidence, label in zip(scores[..., 1], labels, strict=True):
                     counts.add(label == 1, confidence, label != IGNORE_LABEL)
-            else:
-                matrix += confusion(labels, scores.argmax(-1), self.task.num_classes)
+            matrix += confusion(labels, scores.argmax(-1), self.task.num_classes)
         if seen:
             logs["val_loss"] = loss_sum / seen
+        iou = f"val_{self.task.iou_metric}"
+        if self.task.binary and iou not in logs:  # as Keras' metric would log it (argmax)
+            logs[iou] = float(iou_from_confusion(matrix)[1])
         return counts if self.task.binary else matrix
 
 
@@ -255,9 +264,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             state.save_file(self.folder, name, save, needed, what)
         except StorageFull as error:
             kept = (
-                f"the state after {state.where(self.last)} is kept"
+                f"the state after {state.where(self.last)} is kept: free some space and run the "
+                "same command again to resume from it"
                 if self.last
-                else "no state is kept yet"
+                else "no state is kept yet: free some space and run the same command again"
             )
             raise StorageFull(error.errno, f"{error.strerror}; {kept}") from None
 
