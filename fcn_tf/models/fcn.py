@@ -19,7 +19,7 @@ Layer names are those of the reference Caffe net (`voc-fcn8s`). Three decoders a
 
 Every transposed conv starts as bilinear upsampling (`BilinearUpsampling`), as in the paper.
 `UPSAMPLING` says which then learn: "learned" (all; the exercise trains its transposed convs),
-"paper" (the 2x ones; the final one stays bilinear, as the CVPR paper's section 4.3 has it) or
+"paper" (the 2x ones; the final one stays bilinear, as the CVPR paper describes it) or
 "bilinear" (none, as the released reference nets set `lr_mult: 0` on all three).
 """
 
