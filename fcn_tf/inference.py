@@ -362,13 +362,13 @@ class Predictor:
         """`(probabilities (H, W, C), mask (H, W))` of one RGB image `(H, W, 3)` (a grayscale
         one `(H, W)`: its value in all three channels, as files are read), or of an image file
         (a path)."""
-        if isinstance(image, (str, os.PathLike)):
-            from fcn_tf.data.kitti import read_rgb
+        from fcn_tf.data.kitti import gray_as_rgb, read_rgb
 
+        if isinstance(image, (str, os.PathLike)):
             image = read_rgb(image)
         image = np.asarray(image)
         if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=-1)
+            image = gray_as_rgb(image)
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(
                 f"Predictor.one takes one RGB image (H, W, 3) or an image file, got shape "

@@ -134,6 +134,12 @@ def decode_label(rgb: np.ndarray) -> np.ndarray:
     return labels
 
 
+def gray_as_rgb(image: np.ndarray) -> np.ndarray:
+    """A grayscale image `(H, W)` or `(H, W, 1)` as RGB, its value in all three channels (what
+    the training pipeline's decoder makes of a grayscale file)."""
+    return np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read an 8-bit RGB image (an opaque RGBA one as its RGB, a grayscale one with its value in
     all three channels, as the training pipeline's decoder reads it); raise ValueError naming
@@ -145,8 +151,8 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(
             f"cannot read image {path} ({reason}); it is corrupt, truncated or not an image"
         ) from None
-    if image.dtype == np.uint8 and (image.ndim == 2 or image.shape[-1] == 1):  # grayscale
-        return np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+    if image.dtype == np.uint8 and (image.ndim == 2 or image.shape[-1] == 1):
+        return gray_as_rgb(image)
     if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4:
         if (image[..., 3] == 255).all():  # an alpha channel that hides nothing
             return np.ascontiguousarray(image[..., :3])

@@ -165,10 +165,6 @@ def build_fcn(
             "--batch-norm builds a VGG16-BN encoder, which VGG16's ImageNet weights do not fit: "
             "use one of them, not both"
         )
-    if upsampling not in UPSAMPLING:  # before the encoder is built
-        raise ValueError(
-            f"unknown upsampling {upsampling!r}; choose one of {', '.join(UPSAMPLING)}"
-        )
     inputs, features = vgg16(
         input_shape, width=width, fc_units=fc_units, keep_prob=keep_prob, pad_to=32,
         batch_norm=batch_norm,
