@@ -137,7 +137,7 @@ def test_a_stop_at_an_epochs_last_step_or_in_its_validation_saves_the_whole_epoc
     assert_same_run(run(config(out, save_every=7)), straight)
 
 
-def test_save_every_keeps_a_state_inside_long_epochs(tmp_path, monkeypatch, caplog):
+def test_save_every_keeps_a_state_inside_long_epochs(tmp_path, monkeypatch, caplog, capsys):
     out = tmp_path / "runs"
     at_step(monkeypatch, 0, 4, interrupt)  # a kill at step 5 of epoch 1
     with pytest.raises(KeyboardInterrupt):
@@ -145,9 +145,12 @@ def test_save_every_keeps_a_state_inside_long_epochs(tmp_path, monkeypatch, capl
     state = read_resume_state(checkpoints(out))
     assert (state["epoch"], state["step"]) == (0, 4)  # steps 2 and 4 were saved
     monkeypatch.undo()
+    capsys.readouterr()  # the killed run's progress
     with caplog.at_level(logging.INFO):
         result = run(config(out, save_every=2))
     assert any("after step 4 of epoch 1 of 2" in r.getMessage() for r in caplog.records)
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch")]
+    assert progress == ["Epoch 1/2", "Epoch 2/2"]  # the rest of epoch 1 is epoch 1 of 2
     history = (Path(result["run_dir"]) / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["1", "2"]
 

@@ -142,6 +142,7 @@ def fit(
         segments = [(rest_of_epoch, initial_epoch, steps_per_epoch - first_step),
                     (train_data, initial_epoch + 1, steps_per_epoch)]  # fmt: skip
     history = None
+    progress = [_RunProgress(epochs)]  # "Epoch 2/4" in the rest of an epoch, too
     for data, start, steps in segments:
         if start >= epochs:
             break
@@ -152,7 +153,7 @@ def fit(
             epochs=start + 1 if data is rest_of_epoch else epochs,
             initial_epoch=start,
             steps_per_epoch=steps,
-            callbacks=callbacks + csv + saving,
+            callbacks=callbacks + csv + saving + progress,
             verbose=verbose,
             shuffle=False,  # the tf.data pipeline shuffles (seeded)
         )
@@ -172,6 +173,19 @@ def _check_labels(train_data) -> None:
             "masks (B, H, W) of class indices, 255 for pixels that must not count (from one-hot "
             "labels: np.argmax(labels, axis=-1))"
         )
+
+
+class _RunProgress(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, numbering epochs out of the run's `epochs` (the `fit` that finishes
+    an interrupted epoch runs only that epoch, and would print "Epoch 2/2" in a 4-epoch run)."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.run_epochs = epochs
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.run_epochs
 
 
 class _EpochCSVLogger(keras.callbacks.CSVLogger):
