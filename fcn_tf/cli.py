@@ -45,7 +45,7 @@ def run_command(command, log: logging.Logger) -> int:
             raise
         log.error("%s", error.strerror if error.filename is None else error)
         return 1
-    except KeyboardInterrupt:
-        log.error("interrupted")
+    except KeyboardInterrupt as error:  # an Interrupted one says what was kept
+        log.error("%s", str(error) or "interrupted")
         return 130
     return 0

@@ -32,3 +32,8 @@ class Preempted(Exception):  # noqa: N818 - what happened, not a failure
     says how to resume."""
 
     exit_status = 143  # 128 + SIGTERM, what a process killed by SIGTERM reports
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what was kept (the command line prints it as its
+    one line)."""

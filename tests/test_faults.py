@@ -177,6 +177,33 @@ def test_the_cli_stops_on_sigterm_with_one_line_and_resumes(tmp_path, strategy):
     assert (out / "r" / "model.keras").is_file() and not (out / ".r.partial").exists()
 
 
+def test_ctrl_c_says_in_one_line_what_was_kept(tmp_path, monkeypatch, caplog):
+    out = tmp_path / "runs"
+    at_epoch_start(monkeypatch, 0, interrupt)  # before any state
+    with caplog.at_level(logging.INFO):
+        assert train_main([*FLAGS, "--output-dir", str(out)]) == 130
+    said = [
+        m.getMessage()
+        for m in caplog.records
+        if "interrupted" in m.getMessage() or "kept" in m.getMessage()
+    ]
+    assert said == ["interrupted before the first epoch ended: nothing was kept"]
+    assert not out.exists()
+    caplog.clear()
+    monkeypatch.undo()
+    at_epoch_start(monkeypatch, 1, interrupt)  # epoch 1's state saved
+    with caplog.at_level(logging.INFO):
+        assert train_main([*FLAGS, "--output-dir", str(out)]) == 130
+    said = [
+        m.getMessage()
+        for m in caplog.records
+        if "interrupted" in m.getMessage() or "kept" in m.getMessage()
+    ]
+    assert said == [f"interrupted: the unfinished run is kept in {out / '.r.partial'}: rerun to "
+                    "resume"]  # fmt: skip
+    assert read_resume_state(checkpoints(out))["epoch"] == 1
+
+
 # -- storage
 def test_a_full_disk_keeps_the_last_state_and_says_how_much_space_is_needed(
     tmp_path, monkeypatch, caplog

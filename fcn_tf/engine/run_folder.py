@@ -26,7 +26,7 @@ from fcn_tf.engine.state import (
     read_resume_state,
     where,
 )
-from fcn_tf.errors import DamagedState, Preempted, StorageFull
+from fcn_tf.errors import DamagedState, Interrupted, Preempted, StorageFull
 from fcn_tf.files import hold_lock, release_lock, write_json
 
 log = logging.getLogger(__name__)
@@ -196,24 +196,26 @@ class RunFolder:
                 f"{error}. The state after {where(state)} is kept in {self.partial}: "
                 "rerun with a lower --learning-rate to continue from it"
             ) from None
+        except KeyboardInterrupt:  # one line, from the command line: what was kept
+            kept = self._keep_or_remove()
+            raise Interrupted(
+                f"interrupted: the unfinished run is kept in {self.partial}: rerun to resume"
+                if kept
+                else "interrupted before the first epoch ended: nothing was kept"
+            ) from None
         except BaseException as error:
             # a stop on request and a full disk say themselves what was kept
-            said = isinstance(error, (Preempted, StorageFull))
-            self._keep_or_remove(isinstance(error, KeyboardInterrupt), quiet=said)
+            if self._keep_or_remove() and not isinstance(error, (Preempted, StorageFull)):
+                log.warning("the unfinished run is kept in %s: rerun to resume", self.partial)
             raise
 
-    def _keep_or_remove(self, interrupted: bool, quiet: bool = False) -> None:
-        """After a failure: keep the partial folder if it holds a state to resume, else remove
-        it; say which."""
+    def _keep_or_remove(self) -> bool:
+        """After a failure: keep the partial folder if it holds a state to resume (True), else
+        remove it (False)."""
         if read_resume_state(self.checkpoints):
-            if quiet:
-                return
-            how = "interrupted: the" if interrupted else "the"
-            log.warning("%s unfinished run is kept in %s: rerun to resume", how, self.partial)
-            return
+            return True
         shutil.rmtree(self.partial, ignore_errors=True)
-        if interrupted:
-            log.warning("interrupted before the first epoch ended: nothing was kept")
+        return False
 
 
 def _refuse_damaged(partial: Path, same: bool) -> None:
