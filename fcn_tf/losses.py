@@ -20,6 +20,7 @@ Class weights (``--class-weights``): see `fcn_tf.data.class_weights`.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from fcn_tf.config import LOSSES  # the names, where the settings check them without Keras
@@ -77,15 +78,19 @@ class PixelLoss(keras.losses.Loss):
                 f"{len(self.class_weights)} class weights for a model of {classes} classes: "
                 "give one weight per class"
             )
-        labels, logits, valid = _flatten(y_true, y_pred, self.ignore_label)
+        return _replica_share(self._batch_loss(*_flatten(y_true, y_pred, self.ignore_label)))
+
+    def _batch_loss(self, labels, logits, valid):
         if self.kind == "dice":
             return dice_loss(labels, logits, valid)
         log_probs = ops.log_softmax(logits, axis=-1)
         picked = ops.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
         weights = _weights_of(labels, valid, self.class_weights)
         if self.kind == "focal":
-            focus = ops.power(1.0 - ops.exp(picked), self.gamma)
-            return _weighted_mean(-focus * picked, weights)
+            # 1 - p_t, kept off 0: a gamma below 1 has an infinite slope there (NaN gradients
+            # for a pixel already certain in float32)
+            doubt = ops.maximum(-ops.expm1(picked), 1e-12)
+            return _weighted_mean(-ops.power(doubt, self.gamma) * picked, weights)
         if self.kind == "ohem":
             return _weighted_mean(-picked, weights * hard_pixels(picked, valid))
         loss = _weighted_mean(-picked, weights)
@@ -101,6 +106,14 @@ class PixelLoss(keras.losses.Loss):
             "gamma": self.gamma,
             "ignore_label": self.ignore_label,
         }
+
+
+def _replica_share(loss):
+    """The batch's loss divided by the replicas in sync, as Keras divides its own losses: the
+    replicas' gradients are summed. Keras leaves a scalar that a loss returns as it is (taken as
+    reduced already), which made every replica's step count N times with N replicas."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss / replicas if replicas > 1 else loss
 
 
 def dice_loss(labels, logits, valid, smooth: float = 1.0):

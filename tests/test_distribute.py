@@ -75,6 +75,53 @@ def test_one_step_on_two_replicas_updates_the_weights_as_one_replica_does(tmp_pa
     assert float(values["gap"]) <= 1e-6
 
 
+def test_every_loss_steps_on_two_replicas_as_the_mean_of_their_one_device_steps(tmp_path):
+    """Each replica's loss is divided by the replicas before their gradients are summed (Keras
+    does it for its own losses; fcn_tf's returned a scalar Keras left whole: dice, focal, OHEM
+    and weighted losses stepped twice as far on 2 replicas, and logged twice the loss)."""
+    script = textwrap.dedent(
+        """
+        import numpy as np, keras, tensorflow as tf
+        from fcn_tf.distribute import make_strategy
+        mirrored = make_strategy("mirrored", cpu_replicas=2)
+        from fcn_tf.losses import make_loss
+
+        rng = np.random.default_rng(0)
+        images = rng.normal(size=(4, 6, 8, 3)).astype("float32")
+        labels = rng.integers(0, 3, (4, 6, 8)).astype("uint8")
+        labels[0, :2] = labels[3, 4:] = 255  # void, unevenly over the replicas
+        start = [rng.normal(size=(1, 1, 3, 3)).astype("float32"), np.zeros(3, "float32")]
+
+        def step(strategy, kind, weights, part):
+            with strategy.scope():
+                model = keras.Sequential([keras.Input((6, 8, 3)), keras.layers.Conv2D(3, 1)])
+                model.set_weights(start)
+                model.compile(keras.optimizers.SGD(1.0), loss=make_loss(kind, weights))
+            data = tf.data.Dataset.from_tensor_slices((images[part], labels[part]))
+            loss = model.fit(data.batch(4), epochs=1, verbose=0).history["loss"][0]
+            return [w - s for w, s in zip(model.get_weights(), start)], loss
+
+        default = tf.distribute.get_strategy()
+        for kind, weights in [("ce", None), ("ce", [0.5, 1.0, 2.0]), ("focal", None),
+                              ("dice", None), ("ce+dice", [0.5, 1.0, 2.0]), ("ohem", None)]:
+            two, two_loss = step(mirrored, kind, weights, slice(0, 4))
+            halves = [step(default, kind, weights, part) for part in (slice(0, 2), slice(2, 4))]
+            mean = [(a + b) / 2 for a, b in zip(halves[0][0], halves[1][0])]
+            gap = max(np.abs(a - b).max() / np.abs(b).max() for a, b in zip(two, mean))
+            loss_gap = abs(two_loss - (halves[0][1] + halves[1][1]) / 2)
+            print(f"RESULT {kind}:{weights is not None} {gap:.3e} {loss_gap:.3e}")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    gaps = [x.split()[1:] for x in result.stdout.splitlines() if x.startswith("RESULT")]
+    assert len(gaps) == 6
+    for name, step_gap, loss_gap in gaps:
+        assert float(step_gap) <= 1e-5 and float(loss_gap) <= 1e-5, (name, step_gap, loss_gap)
+
+
 def test_synchronised_batch_norm_takes_statistics_over_the_global_batch(tmp_path):
     # With batch norm, each replica normalises by its own half-batch's statistics unless they
     # are synchronised: then the statistics (seen in the moving means and variances after one

@@ -50,6 +50,21 @@ def test_focal_loss_is_the_papers_formula():
     assert loss_of(PixelLoss("focal", gamma=0.0)) == pytest.approx(-np.log(TRUE_P).mean(), rel=1e-5)
 
 
+def test_focal_gradients_stay_finite_for_pixels_already_certain():
+    """(1 - p) ** gamma has an infinite slope at p = 1 for gamma < 1; a pixel whose logit
+    margin makes p exactly 1 in float32 gave NaN gradients and NaN weights in one step."""
+    import tensorflow as tf
+
+    logits = tf.Variable(np.array([[[[40.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]], np.float32))
+    labels = np.array([[[0, 1]]], np.uint8)
+    for gamma in (0.0, 0.5, 2.0):
+        with tf.GradientTape() as tape:
+            value = PixelLoss("focal", gamma=gamma)(labels, logits)
+        gradient = tape.gradient(value, logits).numpy()
+        assert np.isfinite(float(value)) and np.isfinite(gradient).all(), gamma
+        assert np.abs(gradient[0, 0, 1]).max() > 1e-3  # the uncertain pixel still learns
+
+
 def test_dice_loss_over_the_classes_present():
     probs = PROBS[:3]  # valid pixels only
     truth = np.eye(3)[[0, 1, 2]]
