@@ -137,9 +137,10 @@ def make_dataset(
             `first_epoch .. epochs-1` back to back (pass `steps_per_epoch` to `fit`); the order
             and augmentation of epoch `e` depend only on `(seed, e)`, so a run resumed at epoch
             `e` sees exactly the batches an uninterrupted run would have. Without it, the
-            dataset is one epoch, reshuffled on every pass. `drop_remainder`: drop each epoch's
-            last, partial batch (multi-replica training). `first_step`: start epoch
-            `first_epoch` after that many batches (a run resumed mid-epoch).
+            dataset is one epoch, reshuffled and augmented anew on every pass (seeded).
+            `drop_remainder`: drop each epoch's last, partial batch (multi-replica training).
+            `first_step`: start epoch `first_epoch` after that many batches (a run resumed
+            mid-epoch).
     """
     if resize_mode not in RESIZE_MODES:
         raise ValueError(f"unknown resize mode {resize_mode!r}; choose one of {RESIZE_MODES}")
@@ -165,9 +166,10 @@ def make_dataset(
     if training:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         if policy != "none":
-            # One stateless seed per (epoch, element): reproducible for a given --seed.
-            counter = tf.data.Dataset.counter(start=seed * 1_000_003)
-            dataset = tf.data.Dataset.zip((dataset, counter)).map(
+            # One stateless seed per element, new on every pass (a counter restarts with each
+            # pass: every epoch augmented alike), the same sequence for a given seed.
+            draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            dataset = tf.data.Dataset.zip((dataset, draws)).map(
                 lambda pair, index: augment_pair(
                     *pair, tf.stack([index, tf.constant(seed, tf.int64)]), policy
                 ),

@@ -65,6 +65,22 @@ def test_training_pipeline_is_seeded_and_shuffles(tmp_path):
     assert not np.array_equal(first_epoch(1), first_epoch(2))
 
 
+def test_without_epochs_each_pass_is_augmented_anew_and_seeded(tmp_path):
+    """The one-epoch dataset (make_dataset without `epochs`, as in the README's library
+    example) drew the same augmentation on every pass: one pass per image in the whole run."""
+    root = make_data_road(tmp_path, num_train=1, num_test=0)
+    pairs = kitti.find_pairs(root)
+
+    def passes(count):
+        dataset = make_dataset(pairs, (64, 192), 1, training=True, augment="strong", seed=3)
+        return [next(iter(dataset))[0].numpy() for _ in range(count)]
+
+    first = passes(3)
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])
+    for a, b in zip(first, passes(3), strict=True):  # the same sequence again
+        np.testing.assert_array_equal(a, b)
+
+
 def test_library_misuse_of_make_dataset_is_named_not_silently_wrong(tmp_path):
     """Index masks given to the default (KITTI colour) decoder, a mistyped resize mode, and an
     image larger than the shape it is padded to: each an error saying what to pass."""
