@@ -18,6 +18,7 @@ from tests.data.test_folders import SIZE, make_binary_folder
 FLAGS = ["--width", "0.05", "--fc-units", "16", "--epochs", "2", "--batch-size", "4"]
 VARIANTS = {
     "0-1-255 with palette": ("0/1/255", True, ["grass", "path"], "255 = void (ignored)"),
+    "0-1-255 paletted PNGs": ("0/1/255", False, ["background", "foreground"], "255 = void"),
     "0-1-255": ("0/1/255", False, ["background", "foreground"], "255 = void (ignored)"),
     "0-255": ("0/255", False, ["background", "foreground"], "masks 0/255: read as 2 classes"),
 }
@@ -26,7 +27,8 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_binary_masks_train_evaluate_predict_and_export(tmp_path, caplog, monkeypatch, variant):
     stored, palette, names, note = VARIANTS[variant]
-    root = make_binary_folder(tmp_path / "data", stored, palette=palette)
+    paletted = "paletted" in variant  # VOC's way: index masks in paletted PNGs
+    root = make_binary_folder(tmp_path / "data", stored, palette=palette, paletted=paletted)
     runs = tmp_path / "runs"
     monkeypatch.chdir(tmp_path)  # one variant names its data relative to here, as users type it
     data_dir = "data" if variant == "0-1-255" else str(root)
@@ -51,7 +53,7 @@ def test_binary_masks_train_evaluate_predict_and_export(tmp_path, caplog, monkey
     report = json.loads((run / "eval-val/evaluation.json").read_text())
     assert report["perspective"]["ALL"]["MaxF"] == pytest.approx(metrics["val_maxf"])
     if not palette and stored == "0/1/255":
-        return  # predict, --crf and export: on the other two ways of storing the masks
+        return  # predict, --crf and export: on the other ways of storing the masks
 
     out = tmp_path / "predictions"
     assert predict_main([str(run), str(root / "images"), "--output", str(out), "--quiet"]) == 0

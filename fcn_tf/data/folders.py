@@ -137,10 +137,7 @@ def _mask_values(pair) -> tuple[tuple[int, int], frozenset]:
     """Decode an image and its index mask; return the image size and the mask's values."""
     image_path, mask_path = pair
     image = read_rgb(image_path)
-    try:
-        mask = iio.imread(mask_path)
-    except Exception as error:  # noqa: BLE001 - imageio raises many types for broken files
-        raise ValueError(f"cannot read mask {mask_path} ({error})") from None
+    mask = read_mask(mask_path)
     if mask.ndim != 2:
         raise ValueError(
             f"mask {mask_path} has {mask.shape[-1]} channels; index masks have one "
@@ -154,6 +151,20 @@ def _mask_values(pair) -> tuple[tuple[int, int], frozenset]:
     if mask.shape != image.shape[:2]:
         raise size_mismatch(image_path, image.shape, mask_path, mask.shape)
     return image.shape[:2], frozenset(np.unique(mask).tolist())
+
+
+def read_mask(path) -> np.ndarray:
+    """A mask file's stored values: a paletted PNG's indices (as VOC and many annotation tools
+    save masks: its colours are only for display), anything else as imageio reads it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.mode == "P":
+                return np.asarray(image)
+        return iio.imread(path)
+    except Exception as error:  # noqa: BLE001 - the readers raise many types for broken files
+        raise ValueError(f"cannot read mask {path} ({error})") from None
 
 
 def exif_orientation(path) -> int:
@@ -378,11 +389,7 @@ def read_folder(root, palette_path=None, task=None) -> tuple[list, MaskReading]:
 
 def read_masks(pairs, palette: dict | None, task=None, mask_dir="masks") -> MaskReading:
     """Check the masks of `pairs` (all index PNGs or all RGB) and decide how they are read."""
-    try:
-        first = iio.imread(pairs[0][1])
-    except Exception as error:  # noqa: BLE001 - imageio raises many types for broken files
-        raise ValueError(f"cannot read mask {pairs[0][1]} ({error})") from None
-    colour = first.ndim == 3
+    colour = read_mask(pairs[0][1]).ndim == 3
     if task is not None and colour != (task.labels.format == "palette"):
         kind = "RGB colour" if colour else "index"
         raise ValueError(

@@ -10,6 +10,9 @@ Two ways to bring images to the network's size (`resize_mode`):
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import tensorflow as tf
 
 from fcn_tf.data.augment import augment as augment_pair
@@ -32,10 +35,24 @@ def index_label_decoder(lookup_table):
     table = tf.constant(lookup_table, tf.uint8)
 
     def decode(data):
-        stored = tf.io.decode_png(data, channels=1)[..., 0]
-        return tf.gather(table, tf.cast(stored, tf.int32))
+        paletted = tf.equal(tf.strings.substr(data, 25, 1), b"\x03")  # IHDR's colour type
+        stored = tf.cond(
+            paletted,
+            lambda: tf.numpy_function(_palette_indices, [data], tf.uint8, stateful=False),
+            lambda: tf.io.decode_png(data, channels=1)[..., 0],
+        )
+        return tf.gather(table, tf.cast(tf.ensure_shape(stored, (None, None)), tf.int32))
 
     return decode
+
+
+def _palette_indices(data) -> np.ndarray:
+    """A paletted PNG's indices (TensorFlow's decoder gives only its colours); `data`: the
+    file's bytes (in a graph) or a numpy scalar holding them (eager)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data if isinstance(data, bytes) else data.item())) as image:
+        return np.asarray(image, np.uint8)
 
 
 def palette_label_decoder(colours):

@@ -14,8 +14,9 @@ from fcn_tf.task import IGNORE_LABEL, Labels
 SIZE = (50, 70)  # odd sizes, neither a multiple of 32 nor of 16
 
 
-def make_binary_folder(root, stored="0/1/255", count=10, palette=False):
-    """Scenes whose lower half holds a bright 'road' (the foreground) on a dark background."""
+def make_binary_folder(root, stored="0/1/255", count=10, palette=False, paletted=False):
+    """Scenes whose lower half holds a bright 'road' (the foreground) on a dark background;
+    `paletted`: masks saved as paletted PNGs (VOC's colours), as many annotation tools do."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     rng = np.random.default_rng(0)
@@ -30,11 +31,53 @@ def make_binary_folder(root, stored="0/1/255", count=10, palette=False):
         else:
             mask = foreground.astype(np.uint8)
             mask[:3] = IGNORE_LABEL  # an unlabelled strip at the top
-        iio.imwrite(root / "masks" / f"img{index:02d}.png", mask)
+        if paletted:
+            save_paletted(root / "masks" / f"img{index:02d}.png", mask)
+        else:
+            iio.imwrite(root / "masks" / f"img{index:02d}.png", mask)
     if palette:
         classes = [{"name": "grass", "color": [0, 0, 0]}, {"name": "path", "color": [255, 0, 0]}]
         (root / "palette.json").write_text(json.dumps({"classes": classes}))
     return root
+
+
+def save_paletted(path, mask):
+    """`mask`'s values as the indices of a paletted PNG with PASCAL VOC's colours."""
+    from PIL import Image
+
+    colours = np.zeros((256, 3), np.uint8)
+    for index in range(256):  # VOC's bit-interleaved palette: 0 black, 1 dark red, 255 cream
+        value = index
+        for shift in range(7, -1, -1):
+            bits = np.array([value & 1, value >> 1 & 1, value >> 2 & 1], np.uint8)
+            colours[index] |= bits << shift
+            value >>= 3
+    image = Image.fromarray(mask, mode="P")
+    image.putpalette(colours.ravel().tolist())
+    image.save(path)
+
+
+def test_paletted_masks_are_read_as_their_indices(tmp_path):
+    """VOC and many annotation tools save index masks as paletted PNGs, whose colours are for
+    display; they were refused as "RGB: pass --palette", and TensorFlow decodes only colours."""
+    from PIL import Image
+
+    from fcn_tf.data.pipeline import decode_masks, label_decoder
+    from fcn_tf.task import task_for
+
+    plain = make_binary_folder(tmp_path / "plain", count=3)
+    root = make_binary_folder(tmp_path / "paletted", count=3, paletted=True)
+    with Image.open(root / "masks/img01.png") as image:
+        assert image.mode == "P" and iio.imread(root / "masks/img01.png").ndim == 3
+    _, expected = read_folder(plain)
+    _, masks = read_folder(root)
+    assert (masks.class_names, masks.labels) == (expected.class_names, expected.labels)
+    task = task_for(masks.class_names, masks.colours, masks.labels)
+    read = decode_masks(label_decoder(task))
+    for name in ("img00.png", "img02.png"):  # as the same masks saved as plain index PNGs
+        decoded = read(root / "masks" / name)
+        np.testing.assert_array_equal(decoded, read(plain / "masks" / name))
+    assert set(np.unique(decoded)) == {0, 1, IGNORE_LABEL}
 
 
 def test_mask_values_decide_the_classes_and_the_log_says_how():
