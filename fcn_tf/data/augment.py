@@ -146,12 +146,14 @@ def gaussian_blur(image, sigma, radius: int = 3):
     return tf.nn.depthwise_conv2d(blurred, columns, [1, 1, 1, 1], "VALID")[0]
 
 
-def random_blur(image, seed, sigmas=(0.1, 1.5), probability: float = 0.25):
-    """Gaussian blur with a uniform sigma in `sigmas`, with `probability`."""
+def random_blur(image, seed, sigmas=(0.1, 1.5), probability: float = 0.25, radius: int = 3):
+    """Gaussian blur with a uniform sigma in `sigmas`, with `probability`; never on an image
+    with a side of `radius` pixels or less (its edges cannot be reflected that far)."""
     seeds = tf.random.experimental.stateless_split(seed, 2)
     sigma = tf.random.stateless_uniform([], seeds[0], *sigmas)
     apply = tf.random.stateless_uniform([], seeds[1]) < probability
-    return tf.cond(apply, lambda: gaussian_blur(image, sigma), lambda: image)
+    apply = tf.logical_and(apply, tf.reduce_min(tf.shape(image)[:2]) > radius)
+    return tf.cond(apply, lambda: gaussian_blur(image, sigma, radius), lambda: image)
 
 
 def basic(image, label, seed):
