@@ -114,7 +114,8 @@ def test_inverse_and_median_frequency_weights_by_hand():
     # 2 images (100 px); class 3: absent
     counts, image_counts = [60, 30, 10, 0], [100, 50, 100, 0]
     inverse = weights_from_counts("inverse", counts, image_counts)
-    np.testing.assert_allclose(inverse, [100 / (4 * 60), 100 / (4 * 30), 100 / (4 * 10), 0])
+    np.testing.assert_allclose(inverse, [100 / (3 * 60), 100 / (3 * 30), 100 / (3 * 10), 0])
+    assert np.dot(inverse, counts) / sum(counts) == pytest.approx(1.0)  # pixel-weighted mean 1
     freq = np.array([0.6, 0.6, 0.1])
     median = weights_from_counts("median", counts, image_counts)
     np.testing.assert_allclose(median, [*(np.median(freq) / freq), 0])

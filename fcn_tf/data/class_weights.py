@@ -2,7 +2,8 @@
 
 * ``none``: every class 1.
 * ``inverse``: inverse frequency, `w_c = 1 / (C * f_c)` with `f_c` the share of class c among all
-  valid training pixels (so the pixel-weighted mean weight is 1).
+  valid training pixels and `C` the classes present in them (so the pixel-weighted mean weight
+  is 1).
 * ``median``: median-frequency balancing (Eigen & Fergus 2015, as SegNet trained on CamVid):
   `w_c = median(freq) / freq_c`, with `freq_c` the pixels of class c divided by the pixels of the
   images in which c appears.
@@ -78,7 +79,7 @@ def weights_from_counts(name: str, counts, image_counts) -> list[float]:
     weights = np.zeros_like(counts)
     if name == "inverse":
         share = counts[present] / counts.sum()
-        weights[present] = 1.0 / (len(counts) * share)
+        weights[present] = 1.0 / (present.sum() * share)
     elif name == "median":
         freq = counts[present] / image_counts[present]
         weights[present] = np.median(freq) / freq
