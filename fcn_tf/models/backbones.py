@@ -95,8 +95,9 @@ def vgg16_convs(x, block: int, width: float, batch_norm: bool):
 
 
 def conv_block(
-    x, filters, kernel, name, batch_norm=False, bn_name=None, padding="same", dilation=1, strides=1
-):
+    x, filters, kernel, name, batch_norm=False, bn_name=None, padding="same", dilation=1, strides=1,
+    kernel_initializer="glorot_uniform",
+):  # fmt: skip
     """Conv (+ batch norm) + ReLU; without batch norm the conv carries the ReLU and a bias."""
     if not batch_norm:
         return keras.layers.Conv2D(
@@ -106,6 +107,7 @@ def conv_block(
             padding=padding,
             dilation_rate=dilation,
             activation="relu",
+            kernel_initializer=kernel_initializer,
             name=name,
         )(x)
     x = keras.layers.Conv2D(
@@ -115,6 +117,7 @@ def conv_block(
         padding=padding,
         dilation_rate=dilation,
         use_bias=False,
+        kernel_initializer=kernel_initializer,
         name=name,
     )(x)
     x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=bn_name or f"{name}_bn")(x)

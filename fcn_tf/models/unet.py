@@ -10,8 +10,15 @@ Size rule of the paper's variant (`padding="valid"`): the input side must be 188
 (k >= 0) so that every pooled map has an even size; the output side is the input side - 184.
 `unet_output_size` computes it and the builder checks it.
 
-Variants: `padding="same"` keeps the input size (any input: padded internally to a multiple of
-16 and cropped back), `batch_norm=True` adds batch normalization after every conv, and
+The paper's variant (`unet_paper`) also has the authors' other details (their Caffe network,
+as its layer names `relu_u3a`, `dropout_d3c`, `dropout_d4c` show in the reimplementations that
+keep them): a ReLU after every up-convolution, dropout after the last two contracting levels
+(512 and 1024 channels), and weights drawn from a Gaussian of standard deviation sqrt(2 / N),
+N the inputs of one unit (the paper's Section 3).
+
+Variants: `padding="same"` (`unet`) keeps the input size (any input: padded internally to a
+multiple of 16 and cropped back), with Keras' default initialisation, linear up-convolutions and
+one dropout, at the bottom; `batch_norm=True` adds batch normalization after every conv, and
 `build_unet_vgg16` uses the VGG16 encoder (its `block*_conv*` layers, ImageNet-loadable).
 """
 
@@ -25,6 +32,8 @@ from fcn_tf.models.weights import load_vgg16_weights
 
 UNET_FILTERS = (64, 128, 256, 512)
 BOTTOM_FILTERS = 1024
+# the paper's initialisation: a Gaussian of standard deviation sqrt(2 / fan-in)
+PAPER_INIT = keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
 
 
 def unet_output_size(size: int) -> int:
@@ -39,22 +48,25 @@ def unet_output_size(size: int) -> int:
     return size - 184
 
 
-def _double_conv(x, filters, name, padding, batch_norm):
+def _double_conv(x, filters, name, padding, batch_norm, init="glorot_uniform"):
     for index in (1, 2):
-        x = conv_block(
-            x, filters, 3, f"{name}_conv{index}", batch_norm, f"{name}_bn{index}", padding=padding
-        )
+        x = conv_block(x, filters, 3, f"{name}_conv{index}", batch_norm, f"{name}_bn{index}",
+                       padding=padding, kernel_initializer=init)  # fmt: skip
     return x
 
 
-def _expanding_path(x, skips, filters, padding, batch_norm):
+def _expanding_path(x, skips, filters, padding, batch_norm, paper=False):
+    init = PAPER_INIT if paper else "glorot_uniform"
     for level in range(len(filters), 0, -1):
-        x = keras.layers.Conv2DTranspose(filters[level - 1], 2, strides=2, name=f"upconv{level}")(x)
+        x = keras.layers.Conv2DTranspose(
+            filters[level - 1], 2, strides=2, activation="relu" if paper else None,
+            kernel_initializer=init, name=f"upconv{level}",
+        )(x)  # fmt: skip
         skip = skips[level - 1]
         if padding == "valid":
             skip = CropLike(centre=True, name=f"crop{level}")([skip, x])
         x = keras.layers.Concatenate(name=f"concat{level}")([skip, x])
-        x = _double_conv(x, filters[level - 1], f"dec{level}", padding, batch_norm)
+        x = _double_conv(x, filters[level - 1], f"dec{level}", padding, batch_norm, init)
     return x
 
 
@@ -71,10 +83,12 @@ def build_unet(
 
     Args:
         width: multiplier of the channel counts 64 ... 1024.
-        padding: "same" (output = input size, any input) or "valid" (the paper: output smaller
-            by 184 pixels; see `unet_output_size`).
+        padding: "same" (output = input size, any input) or "valid" (the paper's network:
+            output smaller by 184 pixels, see `unet_output_size`; its initialisation, ReLUs
+            and dropouts: module docstring).
         batch_norm: batch normalization after every conv.
-        dropout: dropout at the end of the contracting path (the paper's "drop-out layers").
+        dropout: dropout at the end of the contracting path (the paper's "drop-out layers":
+            the bottom's; with "valid" also the last level's, as the authors' network has).
     """
     if padding not in ("same", "valid"):
         raise ValueError(f"U-Net padding must be 'same' or 'valid', got {padding!r}")
@@ -86,16 +100,20 @@ def build_unet(
     x = keras.layers.Rescaling(1.0 / 255.0, name="preprocess")(inputs)
     if padding == "same":
         x = PadToMultiple(16, name="pad")(x)
+    paper = padding == "valid"
+    init = PAPER_INIT if paper else "glorot_uniform"
     filters = tuple(scaled(f, width) for f in UNET_FILTERS)
     skips = []
     for level, count in enumerate(filters, start=1):
-        x = _double_conv(x, count, f"enc{level}", padding, batch_norm)
+        x = _double_conv(x, count, f"enc{level}", padding, batch_norm, init)
+        if paper and level == len(filters):  # dropout_d3c: feeds both the pool and the skip
+            x = keras.layers.Dropout(dropout, name=f"enc{level}_dropout")(x)
         skips.append(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{level}")(x)
-    x = _double_conv(x, scaled(BOTTOM_FILTERS, width), "bottom", padding, batch_norm)
+    x = _double_conv(x, scaled(BOTTOM_FILTERS, width), "bottom", padding, batch_norm, init)
     x = keras.layers.Dropout(dropout, name="bottom_dropout")(x)
-    x = _expanding_path(x, skips, filters, padding, batch_norm)
-    logits = keras.layers.Conv2D(num_classes, 1, name="classifier")(x)
+    x = _expanding_path(x, skips, filters, padding, batch_norm, paper)
+    logits = keras.layers.Conv2D(num_classes, 1, kernel_initializer=init, name="classifier")(x)
     if padding == "same":
         logits = CropLike(name="crop")([logits, inputs])
     name = "unet_paper" if padding == "valid" else "unet"

@@ -112,6 +112,22 @@ def test_paper_unet_maps_572_to_388_and_checks_its_size_rule():
         build_model("unet_paper", 2, input_shape=(570, 570, 3))
 
 
+def test_paper_unet_has_the_authors_relus_dropouts_and_initialisation():
+    """The authors' network (relu_u3a, dropout_d3c, dropout_d4c) and the paper's Section 3:
+    weights from a Gaussian of standard deviation sqrt(2 / N), N the inputs of one unit."""
+    paper = build_model("unet_paper", 2, width=0.25)
+    padded = build_model("unet", 2, width=0.25)
+    layers = {layer.name: layer for layer in paper.layers}
+    assert {"enc4_dropout", "bottom_dropout"} <= set(layers)
+    assert "enc4_dropout" not in {layer.name for layer in padded.layers}
+    for level in range(1, 5):
+        assert layers[f"upconv{level}"].activation.__name__ == "relu"
+        assert padded.get_layer(f"upconv{level}").activation.__name__ == "linear"
+    kernel = layers["enc2_conv1"].kernel.numpy()  # 3x3 over 16 channels: N = 144
+    assert kernel.std() == pytest.approx(np.sqrt(2 / 144), rel=0.05)
+    assert np.abs(kernel).max() > 2.5 * np.sqrt(2 / 144)  # a Gaussian's tails, not truncated
+
+
 def test_unknown_backbone_is_named():
     from fcn_tf.models import build_pspnet
 
