@@ -167,6 +167,29 @@ def read_mask(path) -> np.ndarray:
         raise ValueError(f"cannot read mask {path} ({error})") from None
 
 
+def _warn_other_colours(mask_path, palette: dict) -> None:
+    """Paletted masks are read by their indices: say so when the palette file gives a class
+    another colour than the masks' own palette does (a palette file written for the colours,
+    in another order than the indices, would name the classes wrongly)."""
+    from PIL import Image
+
+    with Image.open(mask_path) as image:
+        if image.mode != "P":
+            return
+        stored = np.asarray((image.getpalette() or [])[:768], np.int64).reshape(-1, 3)
+    values = palette["values"] or range(len(palette["names"]))
+    other = [name for name, value, colour in zip(palette["names"], values, palette["colours"],
+                                                   strict=True)
+             if value < len(stored) and tuple(stored[value]) != tuple(colour)]  # fmt: skip
+    if other:
+        log.warning(
+            "masks like %s are paletted PNGs, read by their indices (class i is the value i, or "
+            "its \"value\"); the palette file gives %s another colour than the masks do: check "
+            "that its classes are listed in the masks' index order", mask_path,
+            ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else ""),
+        )  # fmt: skip
+
+
 def exif_orientation(path) -> int:
     """The EXIF orientation tag of an image file (1 = stored upright; 5..8 = turned 90 degrees
     when displayed), 1 when there is none."""
@@ -390,6 +413,8 @@ def read_folder(root, palette_path=None, task=None) -> tuple[list, MaskReading]:
 def read_masks(pairs, palette: dict | None, task=None, mask_dir="masks") -> MaskReading:
     """Check the masks of `pairs` (all index PNGs or all RGB) and decide how they are read."""
     colour = read_mask(pairs[0][1]).ndim == 3
+    if palette is not None and task is None:
+        _warn_other_colours(pairs[0][1], palette)
     if task is not None and colour != (task.labels.format == "palette"):
         kind = "RGB colour" if colour else "index"
         raise ValueError(

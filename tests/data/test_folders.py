@@ -3,6 +3,7 @@
 folder, and evaluate, predict and export work on it."""
 
 import json
+import logging
 
 import imageio.v3 as iio
 import numpy as np
@@ -78,6 +79,20 @@ def test_paletted_masks_are_read_as_their_indices(tmp_path):
         decoded = read(root / "masks" / name)
         np.testing.assert_array_equal(decoded, read(plain / "masks" / name))
     assert set(np.unique(decoded)) == {0, 1, IGNORE_LABEL}
+
+
+def test_a_palette_file_that_colours_paletted_masks_otherwise_is_warned_about(tmp_path, caplog):
+    root = make_binary_folder(tmp_path / "d", count=3, paletted=True)
+    in_order = [{"name": "grass", "color": [0, 0, 0]}, {"name": "path", "color": [128, 0, 0]}]
+    (root / "palette.json").write_text(json.dumps({"classes": in_order}))
+    with caplog.at_level(logging.WARNING):
+        _, masks = read_folder(root, root / "palette.json")
+    assert masks.class_names == ("grass", "path") and "paletted" not in caplog.text
+    (root / "palette.json").write_text(json.dumps({"classes": in_order[::-1]}))
+    with caplog.at_level(logging.WARNING):
+        read_folder(root, root / "palette.json")
+    assert "paletted PNGs, read by their indices" in caplog.text
+    assert "gives path, grass another colour" in caplog.text
 
 
 def test_mask_values_decide_the_classes_and_the_log_says_how():
