@@ -11,12 +11,17 @@ Two ways to bring images to the network's size (`resize_mode`):
 from __future__ import annotations
 
 import io
+import logging
+import os
 
 import numpy as np
 import tensorflow as tf
 
 from fcn_tf.data.augment import augment as augment_pair
 from fcn_tf.task import IGNORE_LABEL, RESIZE_MODES
+
+log = logging.getLogger(__name__)
+CACHE_SHARE = 0.5  # of the memory available, at most, for one dataset's decoded images
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -147,7 +152,9 @@ def make_dataset(
         augment: the augmentation policy when training ("none", "basic", "strong"; see
             `fcn_tf.data.augment`); True means "basic", False "none".
         seed: seed of the shuffle order and of the augmentation.
-        cache: keep decoded, resized images in memory after the first epoch.
+        cache: keep decoded, resized images in memory after the first epoch (unless they
+            would take more than half of the memory available: then they are decoded every
+            epoch, and the log says so).
         label_decoder: PNG bytes -> uint8 labels `(H, W)`; KITTI road colours by default
             (see `index_label_decoder`, `palette_label_decoder`).
         epochs, first_epoch: training only. With `epochs`, one dataset holds epochs
@@ -173,7 +180,7 @@ def make_dataset(
         return fit_to_shape(image, label, image_shape, resize_mode)
 
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-    if cache:
+    if cache and _fits_in_memory(len(images), image_shape):
         dataset = dataset.cache()
     if training and epochs is not None:
         return _epoch_indexed(
@@ -193,6 +200,37 @@ def make_dataset(
                 num_parallel_calls=AUTOTUNE,
             )
     return dataset.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def _fits_in_memory(count: int, image_shape) -> bool:
+    """Whether `count` decoded images of `image_shape` (float32 RGB and a uint8 label) take at
+    most CACHE_SHARE of the memory available; says so when they do not."""
+    needed = count * image_shape[0] * image_shape[1] * (3 * 4 + 1)
+    available = available_memory()
+    if available is None or needed <= CACHE_SHARE * available:
+        return True
+    log.info(
+        "not keeping %d decoded images in memory (%.1f GB of the %.1f GB available): they are "
+        "read and decoded again every epoch, which slows training if the input pipeline cannot "
+        "keep up; a smaller --image-shape, or more memory, keeps them", count, needed / 1e9,
+        available / 1e9,
+    )  # fmt: skip
+    return False
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux' MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def policy_name(augment: bool | str) -> str:

@@ -81,6 +81,32 @@ def test_without_epochs_each_pass_is_augmented_anew_and_seeded(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_images_too_large_for_memory_are_decoded_each_epoch_not_cached(
+    tmp_path, monkeypatch, caplog
+):
+    """A user's folder of many large images would fill the memory while the first epoch was
+    cached (13 bytes a pixel): beyond half of the memory available it is not kept."""
+    import logging
+
+    from fcn_tf.data import pipeline
+
+    root = make_data_road(tmp_path, num_train=3, num_test=0)
+    pairs = kitti.find_pairs(root)
+    assert pipeline.available_memory() > 0  # this machine's, read from /proc/meminfo
+    cached = [x[1].numpy() for x in make_dataset(pairs, (64, 192), batch_size=1)]
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 2 * 64 * 192 * 13 * 3 - 1)
+    with caplog.at_level(logging.INFO):
+        streamed = [x[1].numpy() for x in make_dataset(pairs, (64, 192), batch_size=1)]
+    assert "not keeping 3 decoded images in memory" in caplog.text
+    for a, b in zip(cached, streamed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    caplog.clear()
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 2 * 64 * 192 * 13 * 3)
+    with caplog.at_level(logging.INFO):
+        make_dataset(pairs, (64, 192), batch_size=1)
+    assert "not keeping" not in caplog.text
+
+
 def test_library_misuse_of_make_dataset_is_named_not_silently_wrong(tmp_path):
     """Index masks given to the default (KITTI colour) decoder, a mistyped resize mode, and an
     image larger than the shape it is padded to: each an error saying what to pass."""
