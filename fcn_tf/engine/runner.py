@@ -217,7 +217,7 @@ def make_pipelines(job: Job, outputs: int = 1, until: int | None = None) -> None
         return make_dataset(
             train_pairs, training=True, augment=config.augment, epochs=last, first_epoch=first,
             drop_remainder=replicated, first_step=first_step, label_decoder=train_decoder,
-            **common,
+            cache=last - first > 1, **common,  # no second copy for the rest of one epoch
         )  # fmt: skip
 
     if folder.steps_done:  # resumed mid-epoch: the rest of that epoch, then the next ones
