@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import textwrap
 
 from fcn_tf.errors import WorkerLost
 
@@ -365,7 +366,8 @@ def peer_failures(strategy, folder):
         if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             raise
         reason = " ".join(str(error.message).split())
-        reason = reason.split("Error reported from ", 1)[-1].split(". ", 1)[0][:160]
+        reason = reason.split("Error reported from ", 1)[-1].split(". ", 1)[0]
+        reason = textwrap.shorten(reason, 160, placeholder=" ...")  # whole words
         raise WorkerLost(
             f"the cluster lost a worker ({reason}); the last saved state is kept in "
             f"{folder.partial}: start every worker again with the same command to resume"

@@ -292,6 +292,32 @@ def test_multi_worker_training_with_two_processes_on_loopback(tmp_path):
     assert metrics["epochs_run"] == 2
 
 
+def test_a_lost_workers_reason_is_one_line_cut_at_a_word(monkeypatch, tmp_path):
+    import tensorflow as tf
+
+    from fcn_tf.distribute import peer_failures
+    from fcn_tf.errors import WorkerLost
+
+    class Cluster:  # stands for MultiWorkerMirroredStrategy, which needs a real cluster
+        pass
+
+    monkeypatch.setattr(tf.distribute, "MultiWorkerMirroredStrategy", Cluster)
+    message = "Collective ops is aborted by: Error reported from /job:worker/replica:0/task:1: " + (
+        "Task /job:worker/replica:0/task:1 heartbeat timeout, which usually happens when the "
+        "task is down or unresponsive, e.g. killed by a cluster manager or its host crashed "
+        "abruptly and a long tail of details follows here"
+    )  # fmt: skip
+    folder = types.SimpleNamespace(partial=tmp_path / ".r.partial")
+    with pytest.raises(WorkerLost) as lost, peer_failures(Cluster(), folder):
+        raise tf.errors.UnavailableError(None, None, message)
+    text = str(lost.value)
+    reason = text.split("(", 1)[1].split("); the last saved state", 1)[0]
+    assert reason.startswith("/job:worker/replica:0/task:1: Task /job:worker/replica:0/task:1")
+    assert reason.endswith(" ...") and len(reason) <= 160
+    assert reason[:-4].split()[-1] in message.split()  # a whole word before the cut
+    assert f"kept in {folder.partial}: start every worker again" in text
+
+
 def test_the_multi_worker_workaround_is_guarded_by_keras_version(monkeypatch, caplog):
     import keras
     from keras.src.backend.tensorflow import trainer
