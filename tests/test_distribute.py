@@ -304,8 +304,8 @@ def test_a_lost_workers_reason_is_one_line_cut_at_a_word(monkeypatch, tmp_path):
     monkeypatch.setattr(tf.distribute, "MultiWorkerMirroredStrategy", Cluster)
     message = "Collective ops is aborted by: Error reported from /job:worker/replica:0/task:1: " + (
         "Task /job:worker/replica:0/task:1 heartbeat timeout, which usually happens when the "
-        "task is down or unresponsive, for instance killed by a cluster manager, or its host crashed "
-        "abruptly and a long tail of details follows here"
+        "task is down or unresponsive, for instance killed by a cluster manager, or its host "
+        "crashed abruptly and a long tail of details follows here"
     )  # fmt: skip
     folder = types.SimpleNamespace(partial=tmp_path / ".r.partial")
     with pytest.raises(WorkerLost) as lost, peer_failures(Cluster(), folder):

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # however it is typed; TensorBoard logging)
 RESUMABLE_CHANGES = ("epochs", "learning_rate", "run_name", "save_every", "output_dir",
                      "tensorboard")  # fmt: skip
+TRAINING_CHANGES = ("epochs", "learning_rate")  # of those, the ones that change the training
 
 
 class RunFolder:
@@ -143,16 +144,27 @@ class RunFolder:
                 with contextlib.suppress(OSError):
                     self.final.parent.rmdir()
 
-    def prepare(self, epochs: int) -> None:
-        """Create the partial folder (a new run) or keep it (a run resumed to train `epochs`)."""
+    def prepare(self, epochs: int, settings: dict | None = None) -> None:
+        """Create the partial folder (a new run) or keep it (a run resumed to train `epochs`;
+        the log names the `settings` that differ from the run's config.json and may, such as
+        the learning rate: config.json then keeps the new ones)."""
         self.final.parent.mkdir(parents=True, exist_ok=True)
         if self.state:
+            changed = ""
+            if settings is not None:
+                saved = _saved_settings(self.partial)
+                keys = [k for k in TRAINING_CHANGES if saved and saved.get(k) != settings.get(k)]
+                if keys:
+                    changed = "; changed since it started: " + _differences(
+                        {k: saved.get(k) for k in keys}, {k: settings.get(k) for k in keys}
+                    )
             log.info(
                 "resuming the unfinished run %s after %s of %d (delete that folder to "
-                "start afresh)",
+                "start afresh)%s",
                 self.partial,
                 where(self.state),
                 epochs,
+                changed,
             )
             read_history(self / "history.csv", keep_epochs=self.epochs_done)
             return

@@ -116,7 +116,7 @@ def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder, stop) 
             train_as_worker(job, model)
         return {}
     with folder.guard():
-        folder.prepare(config.epochs)
+        folder.prepare(config.epochs, config.to_dict())
         config.save(folder / "config.json")
         save_task(folder / "model.keras", job.task)  # describes the checkpoints until the end
         if model is not None:

@@ -158,3 +158,20 @@ def test_a_rerun_resumes_however_the_output_folder_is_typed_and_names_what_diffe
     assert folder.state is None
     assert "not resuming the unfinished run" in caplog.text
     assert "--augment basic then, none now" in caplog.text
+
+
+def test_a_resume_with_more_epochs_or_another_learning_rate_says_what_changed(tmp_path, caplog):
+    settings = {**SETTINGS, "output_dir": str(tmp_path), "learning_rate": 1e-3}
+    _unfinished(tmp_path, "r", settings)
+    config = config_lib.resolve({**settings, "epochs": 4, "learning_rate": 1e-4})
+    folder = RunFolder.open(config)
+    with caplog.at_level(logging.INFO):
+        folder.prepare(config.epochs, config.to_dict())
+    assert "resuming the unfinished run" in caplog.text
+    assert "changed since it started: --epochs 2 then, 4 now; --learning-rate 0.001 then, " \
+        "0.0001 now" in caplog.text  # fmt: skip
+    caplog.clear()
+    same = config_lib.resolve(settings)
+    with caplog.at_level(logging.INFO):
+        RunFolder.open(same).prepare(same.epochs, same.to_dict())
+    assert "resuming the unfinished run" in caplog.text and "changed" not in caplog.text
