@@ -99,27 +99,19 @@ def conv_block(
     kernel_initializer="glorot_uniform",
 ):  # fmt: skip
     """Conv (+ batch norm) + ReLU; without batch norm the conv carries the ReLU and a bias."""
-    if not batch_norm:
-        return keras.layers.Conv2D(
-            filters,
-            kernel,
-            strides=strides,
-            padding=padding,
-            dilation_rate=dilation,
-            activation="relu",
-            kernel_initializer=kernel_initializer,
-            name=name,
-        )(x)
     x = keras.layers.Conv2D(
         filters,
         kernel,
         strides=strides,
         padding=padding,
         dilation_rate=dilation,
-        use_bias=False,
+        activation=None if batch_norm else "relu",
+        use_bias=not batch_norm,
         kernel_initializer=kernel_initializer,
         name=name,
     )(x)
+    if not batch_norm:
+        return x
     x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=bn_name or f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{bn_name or name}_relu")(x)
 
