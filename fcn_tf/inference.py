@@ -187,7 +187,7 @@ def load_model(path: str | os.PathLike):
     described = info_path(path) if info_path(path).is_file() else folder / "model.json"
     if described.is_file():
         info.update(json.loads(described.read_text()))
-    task = Task.from_json(info, str(described), num_classes=model.output_shape[-1])
+    task = own_name(model, Task.from_json(info, str(described), num_classes=model.output_shape[-1]))
     if not described.is_file() and not config_path.is_file():
         log.warning(
             "%s has no %s beside it, so its task is guessed from its %d outputs: classes %s, "
@@ -204,6 +204,16 @@ def load_model(path: str | os.PathLike):
             f"{model.output_shape[-1]}; they do not belong together"
         )
     return model, task
+
+
+def own_name(model, task: Task) -> Task:
+    """`task` naming the model by the model's own name where that is a registry key (fcn_tf names
+    the models it builds so): a task saved by library code may name the config's default."""
+    from fcn_tf.models.registry import MODELS
+
+    if model.name in MODELS and model.name != task.model:
+        return dataclasses.replace(task, model=model.name)
+    return task
 
 
 def run_folder(model) -> Path | None:
@@ -316,15 +326,17 @@ class Predictor:
         return cls(model=model, task=task)
 
     def _use_keras(self, model, task: Task) -> None:
-        from fcn_tf.models.registry import MODELS
+        from fcn_tf.models.registry import MODELS, check_network
 
         if task is None:
             raise ValueError(
                 "Predictor.from_model(model, task) needs the task (class names, colours, "
                 "threshold): your dataset's `task`, or fcn_tf.task.task_for(...)"
             )
-        if model.name in MODELS and model.name != task.model:  # the model itself knows best
-            task = dataclasses.replace(task, model=model.name)
+        task = own_name(model, task)
+        check_network(
+            model, task.num_classes, task.model in MODELS and MODELS[task.model].overlap_tile
+        )
         self.task = task
         self.model = in_policy(model, self.policy)
         self._module = serving_module(self.model, task)

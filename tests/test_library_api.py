@@ -117,6 +117,54 @@ def test_wrong_inputs_to_the_predictor_say_what_it_takes(tmp_path):
     assert predictor(image[None])[1].shape == (1, 40, 50)
 
 
+def _own_model(head=None, classes=2, size=None):
+    """A user's tiny network: two convs, then `head` (e.g. a softmax, a half-size pooling)."""
+    import keras
+
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(classes, 1, activation=head if isinstance(head, str) else None)(x)
+    return keras.Model(inputs, head(x) if callable(head) else x, name="mine")
+
+
+@pytest.mark.parametrize(
+    "head, classes, message",
+    [
+        ("softmax", 2, "ends in a softmax .*takes logits.*activation=None"),
+        ("sigmoid", 2, "ends in a sigmoid"),
+        (lambda x: __import__("keras").layers.Softmax()(x), 2, "ends in a softmax"),
+        (lambda x: __import__("keras").layers.MaxPooling2D(2)(x), 2,
+         "maps a 64x64 input to 32x32 logits.*input's own size"),
+        (None, 3, "outputs 3 channel.*task has 2 classes"),
+    ],
+    ids=["softmax activation", "sigmoid", "Softmax layer", "half size", "3 classes"],
+)  # fmt: skip
+def test_a_network_that_does_not_give_logits_of_its_input_size_is_refused(head, classes, message):
+    """Each was silently wrong: the softmax applied twice (probabilities squeezed towards
+    1/C, thresholds and MaxF off), a half-size mask returned for a whole image, a 3-class
+    model thresholded as a binary one."""
+    from fcn_tf.engine.fit import compile_model
+
+    model, task = _own_model(head, classes), fcn_tf.task_for(["a", "b"])
+    with pytest.raises(ValueError, match=message):
+        fcn_tf.Predictor.from_model(model, task)
+    with pytest.raises(ValueError, match=message):
+        compile_model(model, task, jit_compile="off")
+    fcn_tf.Predictor.from_model(_own_model(), task)  # logits of its input size: taken
+    fcn_tf.Predictor.from_model(_own_model(size=48), task)  # a fixed input size too
+
+
+def test_a_saved_task_naming_another_model_yields_to_the_models_own_name(tmp_path):
+    """Library code saves `data.task`, whose model is the config's default: loading must not
+    let it run a U-Net as an FCN (export crashed inside TensorFlow)."""
+    model = fcn_tf.build_model("unet_paper", 2, width=0.0625)
+    model.save(tmp_path / "mine.keras")
+    saved = fcn_tf.task_for(["background", "cell"], model="fcn8s")
+    fcn_tf.save_task(tmp_path / "mine.keras", saved)
+    loaded, task = fcn_tf.load_model(tmp_path / "mine.keras")
+    assert task.model == "unet_paper" and task.class_names == ("background", "cell")
+
+
 def test_scores_refuse_predictions_in_the_wrong_form():
     from fcn_tf.metrics import RoadCounts, confusion
 

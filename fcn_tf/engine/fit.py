@@ -19,7 +19,7 @@ from fcn_tf.engine.state import read_resume_state
 from fcn_tf.losses import pixel_cross_entropy
 from fcn_tf.metrics import mean_iou, positive_iou
 from fcn_tf.models.flops import forward_flops
-from fcn_tf.models.registry import MODELS
+from fcn_tf.models.registry import MODELS, check_network
 from fcn_tf.optim import make_optimizer
 from fcn_tf.task import Task
 
@@ -37,18 +37,13 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
     training heads (several outputs: PSPNet's auxiliary head, U-Net++'s deep supervision) gets
     its spec's loss weights.
     """
-    outputs = model.outputs[0].shape[-1]
-    if outputs != task.num_classes:
-        raise ValueError(
-            f"the model outputs {outputs} classes but the task has {task.num_classes} "
-            f"({', '.join(task.class_names)})"
-        )
-    metric = positive_iou(task.iou_metric) if task.binary else mean_iou(task.num_classes)
-    optimizer = optimizer or make_optimizer("adam", learning_rate)
-    replicated = tf.distribute.get_strategy().num_replicas_in_sync > 1
     # the model's own name first (fcn_tf names a model by its registry key), then the task's;
     # None: a model fcn_tf did not build (Keras' XLA choice)
     spec = MODELS.get(model.name) or MODELS.get(task.model)
+    check_network(model, task.num_classes, spec is not None and spec.overlap_tile)
+    metric = positive_iou(task.iou_metric) if task.binary else mean_iou(task.num_classes)
+    optimizer = optimizer or make_optimizer("adam", learning_rate)
+    replicated = tf.distribute.get_strategy().num_replicas_in_sync > 1
     # the walk Keras' own `model_supports_jit` makes, so that both agree on what XLA can compile
     without_xla = [layer.name for layer in model._flatten_layers() if not layer.supports_jit]
     jit_compile = jit_setting(jit_compile, replicated, _forward_gflops(model), without_xla,

@@ -193,3 +193,41 @@ def build_model(
     if training_head and spec.has_training_heads:
         options["training_head"] = True
     return spec.build_function()(num_classes=num_classes, input_shape=input_shape, **options)
+
+
+def check_network(model, num_classes: int, overlap_tile: bool = False) -> None:
+    """What every fcn_tf path needs of a Keras model, its own or one you wrote: logits (no final
+    softmax or sigmoid: the losses and predictions apply the softmax themselves), one channel
+    per class, at the input's own size (`overlap_tile`: the paper U-Net's smaller output is by
+    design). Raises ValueError saying what to change; a size that cannot be worked out
+    symbolically is not checked."""
+    output = model.outputs[0]
+    if output.shape[-1] != num_classes:
+        raise ValueError(
+            f"model {model.name} outputs {output.shape[-1]} channel(s) but the task has "
+            f"{num_classes} classes: give it one logit per class (a binary task too: 2)"
+        )
+    history = getattr(output, "_keras_history", None)
+    last = getattr(history, "operation", None) or model.layers[-1]
+    activation = getattr(getattr(last, "activation", None), "__name__", None)
+    if type(last).__name__ == "Softmax" or activation in ("softmax", "sigmoid", "log_softmax"):
+        raise ValueError(
+            f"model {model.name} ends in a {activation or 'softmax'} ({last.name}): fcn_tf takes "
+            "logits and applies the softmax itself; build the last layer without it "
+            "(activation=None)"
+        )
+    if overlap_tile:
+        return
+    shape = tuple(model.inputs[0].shape[1:3])
+    probe = tuple(side if side else 64 for side in shape)
+    try:
+        out = model.compute_output_shape((1, *probe, model.inputs[0].shape[-1]))
+    except Exception:  # noqa: BLE001 - a model Keras cannot run symbolically: not checked
+        return
+    out = out[0] if isinstance(out, list) else out
+    if tuple(out[1:3]) != probe:
+        raise ValueError(
+            f"model {model.name} maps a {probe[0]}x{probe[1]} input to {out[1]}x{out[2]} "
+            "logits: fcn_tf models give logits of the input's own size (upsample to it inside "
+            "the model, e.g. with keras.layers.Resizing or UpSampling2D)"
+        )
