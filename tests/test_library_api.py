@@ -65,15 +65,28 @@ def test_the_readme_flow_on_a_users_folder(own_folder, tmp_path):
 
 
 def test_plain_keras_reloads_a_model_once_fcn_tfs_layers_are_imported(tmp_path):
+    """A run's model.keras, and its checkpoints, compiled with fcn_tf's optimizer, loss and
+    metric (a checkpoint failed with "Could not locate class 'Adam'")."""
+    from fcn_tf.engine.fit import compile_model
+    from fcn_tf.losses import make_loss
+    from fcn_tf.optim import learning_rate, make_optimizer
+
     model = fcn_tf.build_model("fcn8s", 2, width=0.05, fc_units=16)
     model.save(tmp_path / "m.keras")
+    optimizer = make_optimizer("adam", learning_rate("poly", 1e-3, total_steps=10, warmup_steps=2))
+    compile_model(model, fcn_tf.task_for(["a", "b"]), optimizer=optimizer,
+                  loss=make_loss("ce", [1.0, 2.0]), jit_compile="off")  # fmt: skip
+    model.save(tmp_path / "best.keras")
     code = (
-        "import keras, fcn_tf.models.layers; "
-        f"m = keras.saving.load_model({str(tmp_path / 'm.keras')!r}); print(m.count_params())"
+        "import keras, fcn_tf.models.layers\n"
+        f"for name in ('m.keras', 'best.keras'):\n"
+        f"    m = keras.saving.load_model({str(tmp_path)!r} + '/' + name)\n"
+        "    print(m.count_params(), type(m.loss).__name__ if m.compiled else '-')"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-1500:]
-    assert int(done.stdout.split()[-1]) == model.count_params()
+    lines = done.stdout.strip().splitlines()[-2:]
+    assert lines == [f"{model.count_params()} -", f"{model.count_params()} PixelLoss"]
 
 
 def test_a_model_saved_without_its_task_is_loaded_with_a_warning_saying_how_to_keep_it(

@@ -5,7 +5,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-import fcn_tf.metrics  # noqa: F401 (registers PositiveIoU, which compiled checkpoints name)
+# registered for the compiled checkpoints (checkpoints/*.keras), which name fcn_tf's metric,
+# loss and optimizer
+import fcn_tf.losses  # noqa: F401 (PixelLoss)
+import fcn_tf.metrics  # noqa: F401 (PositiveIoU)
+import fcn_tf.optim  # noqa: F401 (Adam with the fused update, the schedules)
 
 
 def bilinear_kernel(size: int) -> np.ndarray:
