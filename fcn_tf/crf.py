@@ -160,6 +160,18 @@ def dense_crf(image: np.ndarray, probabilities: np.ndarray, params: CRFParams = 
             f"the CRF needs probabilities of the image's size: {image.shape[:2]} vs "
             f"{(height, width)}"
         )
+    sums = probabilities.sum(-1)
+    if probabilities.min() < 0 or probabilities.max() > 1 or np.abs(sums - 1).max() > 1e-3:
+        raise ValueError(
+            "the CRF takes class probabilities (each pixel's summing to 1), got values "
+            f"{probabilities.min():.3g} to {probabilities.max():.3g}: apply the softmax to "
+            "logits first"
+        )
+    if image.dtype != np.uint8 and image.max() <= 1.0:
+        raise ValueError(
+            "the CRF takes the image's colours in 0..255 (its colour kernel is 5 levels wide); "
+            "got values in 0..1: multiply by 255"
+        )
     rows, cols = np.mgrid[0:height, 0:width]
     features = np.stack(
         [cols / params.bilateral_xy, rows / params.bilateral_xy]

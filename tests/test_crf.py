@@ -80,3 +80,14 @@ def test_the_crf_moves_a_blurred_boundary_to_the_image_edge():
 def test_a_prediction_of_another_size_is_refused():
     with pytest.raises(ValueError, match="probabilities of the image's size"):
         dense_crf(two_region_image(), blurred_prediction(20, 40))
+
+
+def test_logits_or_an_image_in_0_1_are_refused():
+    """Both were taken silently: logits clipped into [1e-8, 1], a [0, 1] image all but turning
+    off the colour kernel (5 levels wide)."""
+    image, probabilities = two_region_image(), blurred_prediction()
+    with pytest.raises(ValueError, match="class probabilities.*apply the softmax"):
+        dense_crf(image, np.log(probabilities) * 3)
+    with pytest.raises(ValueError, match="colours in 0..255.*multiply by 255"):
+        dense_crf(image / 255.0, probabilities)
+    assert dense_crf(image.astype(np.float64), probabilities).shape == probabilities.shape
