@@ -235,6 +235,13 @@ def _predictor(args):
         return predictor
     if predictor.kind != "Keras":
         raise ValueError("--image-shape and --resize-mode apply to Keras models, not exports")
+    fixed = tuple(predictor.model.inputs[0].shape[1:3])
+    if args.image_shape and None not in fixed and tuple(args.image_shape) != fixed:
+        raise ValueError(
+            f"{args.model} takes {fixed[0]}x{fixed[1]} images only (the size it was built "
+            f"at), not --image-shape {args.image_shape[0]}x{args.image_shape[1]}; leave "
+            "--image-shape out, or score a model built for any size (input_shape=(None, None, 3))"
+        )
     task = dataclasses.replace(
         predictor.task,
         image_shape=args.image_shape or predictor.task.image_shape,

@@ -166,6 +166,14 @@ def test_a_run_whose_relative_data_folder_is_not_here_says_so(trained_run, tmp_p
     ), errors(caplog)
 
 
+def test_an_image_shape_the_runs_model_cannot_take_is_one_line(trained_run, caplog):
+    """A run's model.keras is built at its training size: another --image-shape failed inside
+    Keras with TensorFlow's "in user code" trace in the log."""
+    assert main([trained_run["run_dir"], "--image-shape", "32x64"]) == 2
+    (line,) = errors(caplog)
+    assert "takes 64x192 images only" in line and "not --image-shape 32x64" in line
+
+
 def test_not_a_model_is_refused(tmp_path, caplog):
     fake = tmp_path / "model.keras"
     fake.write_text("not a model")
