@@ -393,7 +393,20 @@ def parse_shape(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(
             f"size {text!r} is not HEIGHTxWIDTH, e.g. 160x576"
         ) from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"size {text!r} is empty: both sides must be positive")
     return height, width
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more")
+    return value
 
 
 def _parse_bool(text: str) -> bool:

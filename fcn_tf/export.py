@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from fcn_tf.cli import run_command, setup_logging
-from fcn_tf.config import parse_shape
+from fcn_tf.config import parse_shape, positive_int
 from fcn_tf.errors import STORAGE_ERRNOS, StorageFull
 from fcn_tf.files import atomic_folder, write_bytes, write_json
 from fcn_tf.inference import METADATA_FILE, export_metadata, load_model, serving_module
@@ -475,7 +475,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantize",
         nargs="+",
         choices=QUANTIZATIONS,
-        default=list(QUANTIZATIONS),
         help="TFLite variants to write (default: all three)",
     )
     parser.add_argument(
@@ -489,7 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="images to calibrate int8 on (default: the run's training images)",
     )
-    parser.add_argument("--calibration-images", type=int, default=32, metavar="N")
+    parser.add_argument(
+        "--calibration-images",
+        type=positive_int,
+        default=32,
+        metavar="N",
+        help="how many of them (int8)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
     return parser
 
@@ -503,11 +508,17 @@ def main(argv=None) -> int:
     )
 
     def command():
+        formats = args.formats or default_formats()
+        if args.quantize and "tflite" not in formats:
+            raise ValueError(
+                f"--quantize chooses the TFLite variants, and --formats {' '.join(formats)} "
+                "writes none: add tflite to --formats, or leave --quantize out"
+            )
         folder = export(
             model,
             output,
-            args.formats or default_formats(),
-            args.quantize,
+            formats,
+            args.quantize or list(QUANTIZATIONS),
             args.tflite_size,
             args.calibration,
             args.calibration_images,

@@ -225,6 +225,27 @@ def test_export_of_a_file_that_is_not_a_model(tmp_path, caplog):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--tflite-size", "0x0"], "size '0x0' is empty"),
+        (["--calibration-images", "0"], "'0': give 1 or more"),
+        (["--formats", "savedmodel", "--quantize", "int8"], "--quantize chooses the TFLite"),
+    ],
+    ids=["empty TFLite size", "no calibration images", "quantize without tflite"],
+)  # fmt: skip
+def test_export_flags_that_cannot_apply_are_one_line(tmp_path, capsys, caplog, flags, message):
+    """An empty size ended in a TensorFlow traceback; 0 or -3 calibration images and a
+    --quantize with no TFLite format were taken silently."""
+    try:
+        status = export_main([str(tmp_path / "no-run"), "--output", str(tmp_path / "out"), *flags])
+    except SystemExit as exit:  # argparse's own one line
+        status = exit.code
+    assert status == 2
+    assert message in capsys.readouterr().err + " ".join(errors(caplog))
+    assert not (tmp_path / "out").exists()
+
+
 def test_int8_without_calibration_images_is_an_error_up_front(tmp_path, caplog):
     from fcn_tf.models import build_model
 
