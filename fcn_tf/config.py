@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import numbers
 import os
 import typing
 from pathlib import Path
@@ -482,8 +483,37 @@ def _coerce(values: dict, source: str) -> dict:
         out["augment"] = _parse_augment(out["augment"])
     if "image_shape" in out and not isinstance(out["image_shape"], tuple):
         shape = out["image_shape"]
-        out["image_shape"] = parse_shape(shape) if isinstance(shape, str) else tuple(shape)
+        try:
+            shape = parse_shape(shape) if isinstance(shape, str) else tuple(shape)
+        except (argparse.ArgumentTypeError, TypeError):
+            shape = None
+        if shape is None or len(shape) != 2 or not all(_is(side, "int") for side in shape):
+            raise ValueError(
+                f"{source}: image_shape is {out['image_shape']!r}, not [height, width] or "
+                '"HEIGHTxWIDTH"'
+            )
+        out["image_shape"] = shape
+    for key, value in out.items():  # JSON's "5" or "false" would pass for a number or a switch
+        kind, _, optional = names[key].type.partition(" | ")
+        if not (value is None and optional) and not _is(value, kind):
+            raise ValueError(f"{source}: {key} is {value!r}, not {_KINDS.get(kind, kind)}")
     return out
+
+
+_KINDS = {"bool": "true or false (without quotes)", "int": "a whole number", "float": "a number",
+          "str": "a string", "tuple[int, int]": "[height, width]"}  # fmt: skip
+
+
+def _is(value, kind: str) -> bool:
+    if kind == "bool" or isinstance(value, bool):
+        return kind == "bool" and isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, numbers.Integral)
+    if kind == "float":
+        return isinstance(value, numbers.Real)
+    if kind == "str":
+        return isinstance(value, str)
+    return True  # image_shape: checked above
 
 
 # fcn_tf.optim builds them (it imports Keras; this module does not)

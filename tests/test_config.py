@@ -80,6 +80,28 @@ def test_unknown_setting_in_file_is_named(tmp_path):
         config_lib.resolve({}, str(path))
 
 
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"epochs": "5"}, "epochs is '5', not a whole number"),
+        ({"tensorboard": "false"}, "tensorboard is 'false', not true or false .without quotes"),
+        ({"batch_size": 4.5}, "batch_size is 4.5, not a whole number"),
+        ({"image_shape": 64}, r"image_shape is 64, not \[height, width\]"),
+        ({"image_shape": [64, 192, 3]}, "image_shape is .64, 192, 3., not"),
+        ({"image_shape": "0x0"}, "image_shape is '0x0', not"),
+        ({"class_weights": 5}, "class_weights is 5, not a string"),
+        ({"learning_rate": True}, "learning_rate is True, not a number"),
+    ],
+)  # fmt: skip
+def test_a_config_file_value_of_the_wrong_kind_is_named(tmp_path, values, message):
+    """Each crashed with a TypeError, or worse passed: "false" was a true switch."""
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=f"run.json: {message}"):
+        config_lib.resolve({}, str(path))
+    assert config_lib.resolve({"epochs": 3, "learning_rate": 1, "image_shape": [64, 96]})
+
+
 def test_bad_shape_flag_is_rejected_by_argparse():
     with pytest.raises(SystemExit):
         parse(["--image-shape", "160by576"])
