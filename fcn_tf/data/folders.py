@@ -122,14 +122,25 @@ def read_palette(path) -> dict:
                 f'palette file {path}: mask values ("value", "void") are integers 0..255, '
                 f"got {value!r}"
             )
+    if not names:
+        raise ValueError(f"palette file {path} lists no classes; expected {expected}")
+    if len(set(names)) != len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise ValueError(f"palette file {path}: class {twice[0]!r} is listed twice")
+    void_colours = tuple(tuple(c) for c in palette.get("void_colors", []))
     if len(set(colours)) != len(colours) or any(len(c) != 3 for c in colours):
         raise ValueError(f"palette file {path}: every class needs its own [r, g, b] colour")
+    for colour in (*colours, *void_colours):
+        if len(colour) != 3 or not all(0 <= v <= 255 for v in colour):
+            raise ValueError(
+                f"palette file {path}: colour {list(colour)} is not [r, g, b] in 0..255"
+            )
     return {
         "names": names,
         "colours": colours,
         "values": values,
         "void": void,
-        "void_colours": tuple(tuple(c) for c in palette.get("void_colors", [])),
+        "void_colours": void_colours,
     }
 
 

@@ -249,6 +249,11 @@ def test_a_palette_spelt_as_fcn_tf_spells_it_is_read_the_same(tmp_path):
         ({"classes": [{"name": "a", "color": [0, 0, 0], "vlaue": 1}]},
          r"class 0 \(a\) has the unknown key.s. vlaue"),
         ({"class": []}, 'no "classes" list'),
+        ({"classes": []}, "lists no classes"),
+        ({"classes": [{"name": "a", "color": [300, 0, 0]}, {"name": "b", "color": [0, 0, 0]}]},
+         r"colour \[300, 0, 0\] is not \[r, g, b\] in 0..255"),
+        ({"classes": [{"name": "bg", "color": [0, 0, 0]}, {"name": "bg", "color": [9, 0, 0]}]},
+         "class 'bg' is listed twice"),
     ],
 )  # fmt: skip
 def test_bad_palettes_get_one_line(tmp_path, palette, message):
