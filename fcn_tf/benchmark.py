@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from fcn_tf.cli import HelpFormatter, run_command, setup_logging
-from fcn_tf.config import parse_shape
+from fcn_tf.config import parse_shape, positive_float, positive_int
 from fcn_tf.files import write_json
 
 log = logging.getLogger("fcn_tf.benchmark")
@@ -197,14 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
         "peak memory and input-pipeline gap, per model and size.",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--models", nargs="+", default=["fcn8s"])
-    parser.add_argument("--sizes", nargs="+", type=parse_shape, default=[(160, 576)])
-    parser.add_argument("--forward-batch", type=int, default=1)
-    parser.add_argument("--train-batch", type=int, default=4)
+    parser.add_argument("--models", nargs="+", default=["fcn8s"], help="registry names")
+    parser.add_argument("--sizes", nargs="+", type=parse_shape, default=[(160, 576)],
+                        metavar="HxW", help="input sizes")  # fmt: skip
+    parser.add_argument("--forward-batch", type=positive_int, default=1, help="images a call")
+    parser.add_argument("--train-batch", type=positive_int, default=4, help="images a step")
     parser.add_argument(
-        "--steps", type=int, default=5, help="timed training steps (forward: 3x as many calls)"
-    )
-    parser.add_argument("--width", type=float, default=1.0, help="model width multiplier")
+        "--steps", type=positive_int, default=5,
+        help="timed training steps (forward: 3x as many calls)",
+    )  # fmt: skip
+    parser.add_argument("--width", type=positive_float, default=1.0,
+                        help="model width multiplier")  # fmt: skip
     parser.add_argument("--jit-compile", default="auto", choices=("auto", "on", "off"))
     parser.add_argument("--mixed-precision", action="store_true")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the pipeline gap")

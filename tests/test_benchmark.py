@@ -29,3 +29,15 @@ def test_benchmark_reports_speed_peak_memory_and_pipeline_gap(tmp_path, capsys):
     assert result["xla"] is False  # what `auto` chose for a model this small on a CPU
     table = capsys.readouterr().out
     assert "| fcn8s | 64x96 |" in table and "% peak" in table and "| off |" in table
+
+
+@pytest.mark.parametrize("flags", [["--width", "0"], ["--forward-batch", "0"], ["--steps", "0"],
+                                   ["--train-batch", "-1"], ["--sizes", "0x10"]])  # fmt: skip
+def test_a_benchmark_of_nothing_is_refused(flags, capsys):
+    """--width 0 and --forward-batch 0 reported 0.00 img/s figures, --steps 0 failed in
+    statistics.median, a negative batch in numpy."""
+    from fcn_tf.benchmark import build_parser
+
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(flags)
+    assert stopped.value.code == 2 and f"argument {flags[0]}" in capsys.readouterr().err
