@@ -28,7 +28,8 @@ def setup_logging(quiet: bool = False) -> None:
 def run_command(command, log: logging.Logger) -> int:
     """Call `command()`; bad input (ValueError, FileNotFoundError) becomes one logged line and
     exit status 2, a full or read-only disk one line and exit status 1, a stop on request
-    (SIGTERM, the state saved) one line and 143, Ctrl-C exit status 130. Returns 0 on success."""
+    (SIGTERM, the state saved) one line and 143, running out of memory one line and 1, Ctrl-C
+    exit status 130. Returns 0 on success."""
     try:
         command()
     except (ValueError, FileNotFoundError, NotADirectoryError) as error:
@@ -44,6 +45,13 @@ def run_command(command, log: logging.Logger) -> int:
         if error.errno not in STORAGE_ERRNOS:
             raise
         log.error("%s", error.strerror if error.filename is None else error)
+        return 1
+    except Exception as error:
+        if type(error).__name__ != "ResourceExhaustedError":  # TensorFlow's, not imported here
+            raise
+        first = (str(getattr(error, "message", error)).splitlines() or ["out of memory"])[0]
+        log.error("out of memory (%s): lower --batch-size or --image-shape, or use a smaller "
+                  "model (--width)", first[:200])  # fmt: skip
         return 1
     except KeyboardInterrupt as error:  # an Interrupted one says what was kept
         log.error("%s", str(error) or "interrupted")

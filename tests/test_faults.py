@@ -204,6 +204,28 @@ def test_ctrl_c_says_in_one_line_what_was_kept(tmp_path, monkeypatch, caplog):
     assert read_resume_state(checkpoints(out))["epoch"] == 1
 
 
+def test_an_image_shape_no_batch_fits_in_memory_is_refused_before_training(tmp_path, caplog):
+    """100000x100000 trained for minutes, then failed out of memory with a traceback."""
+    out = tmp_path / "runs"
+    assert train_main([*FLAGS, "--output-dir", str(out), "--image-shape", "100000x100000"]) == 2
+    (line,) = errors(caplog)
+    assert "--image-shape 100000x100000: one batch of 2 images takes 240.0 GB" in line
+    assert not out.exists()
+
+
+def test_out_of_memory_is_one_line(caplog):
+    import tensorflow as tf
+
+    from fcn_tf.cli import run_command
+
+    def command():
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor\nmore")
+
+    assert run_command(command, logging.getLogger("t")) == 1
+    (line,) = errors(caplog)
+    assert line.startswith("out of memory (OOM when allocating tensor): lower --batch-size")
+
+
 # -- storage
 def test_a_full_disk_keeps_the_last_state_and_says_how_much_space_is_needed(
     tmp_path, monkeypatch, caplog

@@ -199,6 +199,7 @@ def make_pipelines(job: Job, outputs: int = 1, until: int | None = None) -> None
     from fcn_tf.data.pipeline import index_label_decoder, make_dataset
 
     config, data = job.config, job.data
+    _check_batch_fits(config)
     common = dict(
         image_shape=config.image_shape,
         batch_size=config.batch_size,
@@ -237,6 +238,22 @@ def make_pipelines(job: Job, outputs: int = 1, until: int | None = None) -> None
     job.rest_of_epoch = None if rest is None else rest.map(as_network_takes)
     job.val_data = val_data.map(as_network_takes)
     job.steps_per_epoch = steps
+
+
+def _check_batch_fits(config: TrainConfig) -> None:
+    """Refuse an image shape one batch of whose input images alone outgrows the memory (it
+    would run for minutes, then fail out of memory)."""
+    from fcn_tf.data.pipeline import available_memory
+
+    height, width = config.image_shape
+    needed = config.batch_size * height * width * 3 * 4
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"--image-shape {height}x{width}: one batch of {config.batch_size} images takes "
+            f"{needed / 1e9:.1f} GB before the network's activations, and {available / 1e9:.1f} "
+            "GB are available; choose a smaller --image-shape or --batch-size"
+        )
 
 
 def steps_of(job: Job) -> int:
