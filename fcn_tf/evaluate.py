@@ -258,6 +258,7 @@ def evaluate_cli(args) -> Path:
     if bool(args.model) == bool(args.predictions):
         raise ValueError(
             "pass either a model (a run folder, .keras file or export) or --predictions DIR"
+            + (", not both" if args.model else "")
         )
     predictor = _predictor(args) if args.model else None  # a bad model fails before any work
     if args.crf:

@@ -147,6 +147,11 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     try:
         image = iio.imread(path)
     except Exception as error:  # noqa: BLE001 - imageio raises many types for broken files
+        if type(error).__name__ == "DecompressionBombError":  # Pillow's guard, not a damage
+            raise ValueError(
+                f"image {path} has more pixels than Pillow reads by default ({error}); raise "
+                "PIL.Image.MAX_IMAGE_PIXELS if you trust it, or split it into tiles"
+            ) from None
         reason = (str(error).splitlines() or [type(error).__name__])[0].rstrip(".")
         raise ValueError(
             f"cannot read image {path} ({reason}); it is corrupt, truncated or not an image"

@@ -107,3 +107,13 @@ def test_split_is_seeded_and_disjoint(tmp_path):
     assert len(val) == 4 and not set(train) & set(val) and len(train) + len(val) == 20
     assert kitti.split_pairs(pairs, 0.2, seed=1) == (train, val)
     assert kitti.split_pairs(pairs, 0.2, seed=2) != (train, val)
+
+
+def test_an_image_larger_than_pillows_guard_is_named_as_large_not_corrupt(tmp_path, monkeypatch):
+    import PIL.Image
+
+    iio.imwrite(tmp_path / "big.png", np.zeros((100, 100, 3), np.uint8))
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1000)  # a 15000x15000 photo, in small
+    with pytest.raises(ValueError, match="more pixels than Pillow reads by default") as refused:
+        kitti.read_rgb(tmp_path / "big.png")
+    assert "corrupt" not in str(refused.value)
