@@ -561,11 +561,14 @@ def dataset_of_folder(data_dir) -> str:
     return "kitti"
 
 
-def resolve(overrides: dict | None = None, config_file: str | None = None) -> TrainConfig:
+def resolve(overrides: dict | None = None, config_file: str | None = None, *,
+            refuse_ignored: bool = True) -> TrainConfig:  # fmt: skip
     """Build a TrainConfig from defaults, preset, an optional JSON file and explicit overrides.
 
     A preset's model options that the chosen model does not take are left out (the exercise
-    preset is FCN-8s's); the same options given explicitly are an error naming them.
+    preset is FCN-8s's); the same options given explicitly are an error naming them, and so are
+    other settings given explicitly that the run would ignore (`refuse_ignored`; e.g. a focal
+    gamma for another loss), unless they hold the default.
     """
     explicit = _coerce(dict(overrides or {}), "command line")
     from_file = load_json(config_file) if config_file else {}
@@ -582,7 +585,28 @@ def resolve(overrides: dict | None = None, config_file: str | None = None) -> Tr
     preset_values = {
         k: v for k, v in PRESETS[preset].items() if k not in MODEL_OPTIONS or k in model.options
     }
-    return TrainConfig(**{**dataset_defaults, **preset_values, **given, "preset": preset})
+    config = TrainConfig(**{**dataset_defaults, **preset_values, **given, "preset": preset})
+    if refuse_ignored:
+        _refuse_idle(explicit, config)
+    return config
+
+
+def _refuse_idle(explicit: dict, config: TrainConfig) -> None:
+    """Settings given explicitly that this run would ignore (and record in its config.json as
+    if they had counted), named with what they apply to."""
+    idle = {
+        "palette": (config.dataset != "folder", "folder datasets (--dataset folder)"),
+        "synthetic_images": (config.dataset != "synthetic", "the synthetic dataset"),
+        "focal_gamma": (config.loss != "focal", "--loss focal"),
+        "boxes_dir": (config.supervision != "boxes", "--supervision boxes"),
+    }
+    for key in ("box_labels", "box_inner", "box_confidence", "box_fallback_area", "box_rounds",
+                "box_min_coverage"):  # fmt: skip
+        idle[key] = (config.supervision != "boxes", "--supervision boxes")
+    defaults = TrainConfig.__dataclass_fields__
+    for key, (ignored, applies_to) in idle.items():
+        if ignored and explicit.get(key) not in (None, defaults[key].default):
+            raise ValueError(f"--{key.replace('_', '-')} applies to {applies_to} only")
 
 
 def _absolute_paths(given: dict) -> dict:

@@ -221,7 +221,7 @@ def data_config(args, run_dir: Path | None):
             f"the run's data folder {saved}{where} does not exist here ({run_dir}/config.json "
             "names it); pass --data-dir"
         )
-    return resolve(overrides)
+    return resolve(overrides, refuse_ignored=False)  # the run's settings: whatever they were
 
 
 def _predictor(args):

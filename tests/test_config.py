@@ -102,6 +102,22 @@ def test_a_config_file_value_of_the_wrong_kind_is_named(tmp_path, values, messag
     assert config_lib.resolve({"epochs": 3, "learning_rate": 1, "image_shape": [64, 96]})
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--focal-gamma", "3"], "--focal-gamma applies to --loss focal only"),
+        (["--box-rounds", "1"], "--box-rounds applies to --supervision boxes only"),
+        (["--palette", "p.json"], "--palette applies to folder datasets"),
+    ],
+)  # fmt: skip
+def test_a_flag_this_run_would_ignore_is_refused(flags, message):
+    """Each was taken, ignored and written into config.json as if it had counted."""
+    with pytest.raises(ValueError, match=message):
+        config_lib.resolve(parse(flags))
+    assert config_lib.resolve(parse(["--focal-gamma", "3", "--loss", "focal"]))
+    assert config_lib.resolve(parse(["--focal-gamma", "2"]))  # the default: harmless
+
+
 def test_bad_shape_flag_is_rejected_by_argparse():
     with pytest.raises(SystemExit):
         parse(["--image-shape", "160by576"])
