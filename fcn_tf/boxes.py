@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a box file per image from the connected components of its mask.",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--dataset", choices=("folder", "camvid"), default="folder")
+    parser.add_argument(
+        "--dataset",
+        choices=("folder", "camvid"),
+        help="the dataset's kind (default: read from the folder's layout, as training does)",
+    )
     parser.add_argument("--data-dir", required=True, help="the dataset's folder")
     parser.add_argument("--palette", help="folder datasets: the palette naming the classes")
     parser.add_argument("--split", default="train", help="CamVid: the split whose masks to box")
@@ -75,12 +79,17 @@ def derive_boxes(args) -> Path:
         raise ValueError(f"--min-area must be at least 1 pixel, got {args.min_area}")
     settings = {"dataset": args.dataset, "data_dir": args.data_dir, "palette": args.palette}
     config = config_lib.resolve({k: v for k, v in settings.items() if v is not None})
+    if config.dataset not in ("folder", "camvid"):
+        raise ValueError(
+            f"{args.data_dir} is read as a {config.dataset} dataset; boxes are derived from "
+            "folder datasets (images/ + masks/) and CamVid: pass --dataset"
+        )
     data = load_data(config, training=False)
-    pairs = data.split(args.split if args.dataset == "camvid" else "all")
+    pairs = data.split(args.split if config.dataset == "camvid" else "all")
     names = data.task.class_names
     classes = boxed_classes(names, args.classes)
     root = Path(args.data_dir)
-    default = root / ("boxes" if args.dataset == "folder" else f"{args.split}boxes")
+    default = root / ("boxes" if config.dataset == "folder" else f"{args.split}boxes")
     target = Path(args.output) if args.output else default
     read = pipeline.decode_masks(data.label_decoder())
     # each --box-labels mode, and colour with the camvid preset's smaller fall-back

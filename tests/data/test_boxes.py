@@ -334,3 +334,23 @@ def test_class_names_come_from_the_box_files_of_the_images_asked_for(tmp_path):
         class_names_in(folder, ["x.png", "y.png"])
     coco = coco_file(tmp_path / "coco.json", {"x.png": [("car", [0, 0, 2, 2])]}, ("car", "van"))
     assert class_names_in(coco, ["x.png"]) == ["car"]
+
+
+def test_the_cli_reads_a_camvid_folder_by_its_layout(tmp_path):
+    """Without --dataset it took every folder for a folder dataset: "camvid/images does not
+    exist", although training reads the same folder as CamVid."""
+    import shutil
+
+    from fcn_tf.boxes import main
+    from tests.conftest import shared_data
+
+    camvid = shared_data() / "camvid"
+    if not (camvid / "trainannot").is_dir():
+        pytest.skip(f"CamVid not found at {camvid} (set FCN_TF_SHARED_DATA)")
+    root = tmp_path / "camvid"
+    for split in ("train", "trainannot", "val", "valannot"):
+        (root / split).mkdir(parents=True)
+        for path in sorted((camvid / split).glob("*.png"))[:2]:
+            shutil.copy(path, root / split / path.name)
+    assert main(["--data-dir", str(root), "--output", str(tmp_path / "boxes"), "--quiet"]) == 0
+    assert len(list((tmp_path / "boxes").glob("*.json"))) == 2
