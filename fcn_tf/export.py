@@ -326,6 +326,8 @@ def _check_request(output: Path, formats, quantizations, overwrite: bool) -> Non
             f"unknown format or quantization {sorted(unknown)}; choose from "
             f"{', '.join(FORMATS)} and {', '.join(QUANTIZATIONS)}"
         )
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"{output} is a file, not an export folder; choose another --output")
     if output.exists() and not overwrite:
         raise ValueError(f"export folder {output} already exists; pass --overwrite to replace it")
     if "onnx" in formats and not _onnx_converter_installed():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fcn_tf.config import positive_int
 from fcn_tf.files import atomic_write, write_image
 from fcn_tf.inference import Predictor, paint
 
@@ -297,7 +298,9 @@ def build_parser():
         default="predictions",
         help="output folder, mirroring the input's folder tree (default: ./predictions)",
     )
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=4, help="images predicted together"
+    )
     parser.add_argument("--panels", action="store_true", help="also write image|overlay panels")
     parser.add_argument(
         "--no-confidence", action="store_true", help="binary tasks: skip the confidence PNGs"

@@ -231,19 +231,23 @@ def test_export_of_a_file_that_is_not_a_model(tmp_path, caplog):
         (["--tflite-size", "0x0"], "size '0x0' is empty"),
         (["--calibration-images", "0"], "'0': give 1 or more"),
         (["--formats", "savedmodel", "--quantize", "int8"], "--quantize chooses the TFLite"),
+        (["--overwrite"], "is a file, not an export folder"),
     ],
-    ids=["empty TFLite size", "no calibration images", "quantize without tflite"],
+    ids=["empty TFLite size", "no calibration images", "quantize without tflite", "a file"],
 )  # fmt: skip
 def test_export_flags_that_cannot_apply_are_one_line(tmp_path, capsys, caplog, flags, message):
     """An empty size ended in a TensorFlow traceback; 0 or -3 calibration images and a
     --quantize with no TFLite format were taken silently."""
+    out = tmp_path / "out"
+    if "--overwrite" in flags:  # an --output that is a file: refused before the export's work
+        out.write_text("precious")
     try:
-        status = export_main([str(tmp_path / "no-run"), "--output", str(tmp_path / "out"), *flags])
+        status = export_main([str(tmp_path / "no-run"), "--output", str(out), *flags])
     except SystemExit as exit:  # argparse's own one line
         status = exit.code
     assert status == 2
     assert message in capsys.readouterr().err + " ".join(errors(caplog))
-    assert not (tmp_path / "out").exists()
+    assert not out.exists() or out.read_text() == "precious"
 
 
 def test_int8_without_calibration_images_is_an_error_up_front(tmp_path, caplog):
