@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from fcn_tf.data.augment import augment as augment_pair
+from fcn_tf.data.kitti import LEGEND
 from fcn_tf.task import IGNORE_LABEL, RESIZE_MODES
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ def kitti_label_decoder():
     error rather than colours: such masks need `index_label_decoder` (or a dataset's own
     `label_decoder()`)."""
 
+    legend = tf.constant(list(LEGEND.values()), tf.uint8)  # (3, 3)
+
     def decode(data):
         stored = tf.io.decode_png(data)
         tf.debugging.assert_greater_equal(
@@ -85,7 +88,16 @@ def kitti_label_decoder():
             message="a one-channel (index) mask was given to the KITTI road colour decoder: "
             "pass label_decoder=index_label_decoder(...) or your dataset's label_decoder()",
         )  # fmt: skip
-        return decode_label_tf(stored[..., :3])
+        rgb = stored[..., :3]
+        known = tf.reduce_any(tf.reduce_all(rgb[:, :, None] == legend[None, None], -1), -1)
+        tf.debugging.assert_equal(
+            tf.reduce_all(known), True,
+            message="a mask holds colours outside the KITTI road legend (magenta road, red not "
+            "road, black outside): make_dataset reads KITTI road colours unless given another "
+            "label_decoder; pass the label_decoder() of your dataset, or "
+            "palette_label_decoder(...)",
+        )  # fmt: skip
+        return decode_label_tf(rgb)
 
     return decode
 

@@ -108,8 +108,9 @@ def test_images_too_large_for_memory_are_decoded_each_epoch_not_cached(
 
 
 def test_library_misuse_of_make_dataset_is_named_not_silently_wrong(tmp_path):
-    """Index masks given to the default (KITTI colour) decoder, a mistyped resize mode, and an
-    image larger than the shape it is padded to: each an error saying what to pass."""
+    """Index masks or other colour masks given to the default (KITTI colour) decoder, a
+    mistyped resize mode, and an image larger than the shape it is padded to: each an error
+    saying what to pass."""
 
     from fcn_tf.data.pipeline import index_label_decoder
 
@@ -118,6 +119,11 @@ def test_library_misuse_of_make_dataset_is_named_not_silently_wrong(tmp_path):
     pairs = [(tmp_path / "a.png", tmp_path / "m.png")]
     with pytest.raises(tf.errors.InvalidArgumentError, match="one-channel .index. mask"):
         next(iter(make_dataset(pairs, (32, 32), 1)))
+    colours = np.zeros((40, 50, 3), np.uint8)  # a 3-class colour mask: sky, road, car
+    colours[:10], colours[10:30], colours[30:] = (128, 128, 128), (128, 64, 128), (64, 0, 128)
+    iio.imwrite(tmp_path / "c.png", colours)  # read as KITTI: void, "road", "road"
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside the KITTI road legend"):
+        next(iter(make_dataset([(tmp_path / "a.png", tmp_path / "c.png")], (32, 32), 1)))
     _, labels = next(iter(make_dataset(pairs, (40, 50), 1, label_decoder=index_label_decoder(
         [0, 1, 2] + [255] * 253))))  # fmt: skip
     assert set(np.unique(labels.numpy())) == {0, 2}
