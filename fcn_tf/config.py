@@ -19,6 +19,7 @@ import os
 import typing
 from pathlib import Path
 
+from fcn_tf.choices import LOSSES, OPTIMIZERS, SCHEDULES
 from fcn_tf.data.boxes import BOX_LABELS
 from fcn_tf.models.registry import MODELS, check_options, get_spec
 from fcn_tf.task import RESIZE_MODES
@@ -31,7 +32,6 @@ MODEL_OPTIONS = (
     "dropout", "pooling", "output_stride", "deep_supervision", "head",
 )  # fmt: skip
 AUGMENTATIONS = ("none", "basic", "strong")  # fcn_tf.data.augment's policies
-LOSSES = ("ce", "focal", "dice", "ce+dice", "ohem")  # fcn_tf.losses
 CLASS_WEIGHTINGS = ("none", "inverse", "median")  # fcn_tf.data.class_weights, or a JSON file
 
 
@@ -526,10 +526,6 @@ def _is(value, kind: str) -> bool:
         return isinstance(value, str)
     return True  # image_shape: checked above
 
-
-# fcn_tf.optim builds them (it imports Keras; this module does not)
-SCHEDULES = ("constant", "poly", "cosine", "step")
-OPTIMIZERS = ("adam", "adamw", "sgd")
 
 V1_MODEL_OPTIONS = {"decoder", "at_once", "pooling", "fc_units", "keep_prob", "l2"}
 

@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from fcn_tf.config import LOSSES  # the names, where the settings check them without Keras
+from fcn_tf.choices import LOSSES
 from fcn_tf.task import IGNORE_LABEL
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import keras
 
-from fcn_tf.config import OPTIMIZERS, SCHEDULES
+from fcn_tf.choices import OPTIMIZERS, SCHEDULES
 
 
 @keras.saving.register_keras_serializable(package="fcn_tf")

@@ -136,8 +136,7 @@ def fit(
     if first_step:  # the rest of the interrupted epoch, then whole epochs
         segments = [(rest_of_epoch, initial_epoch, steps_per_epoch - first_step),
                     (train_data, initial_epoch + 1, steps_per_epoch)]  # fmt: skip
-    history = None
-    progress = [_RunProgress(epochs)]  # "Epoch 2/4" in the rest of an epoch, too
+    history, progress = None, [_RunProgress(epochs)]  # "Epoch 2/4" in an epoch's rest, too
     for data, start, steps in segments:
         if start >= epochs:
             break
