@@ -179,26 +179,20 @@ def test_the_cli_stops_on_sigterm_with_one_line_and_resumes(tmp_path, strategy):
 
 def test_ctrl_c_says_in_one_line_what_was_kept(tmp_path, monkeypatch, caplog):
     out = tmp_path / "runs"
-    at_epoch_start(monkeypatch, 0, interrupt)  # before any state
-    with caplog.at_level(logging.INFO):
-        assert train_main([*FLAGS, "--output-dir", str(out)]) == 130
-    said = [
-        m.getMessage()
-        for m in caplog.records
-        if "interrupted" in m.getMessage() or "kept" in m.getMessage()
-    ]
+
+    def said_when_interrupted_at(epoch: int) -> list[str]:
+        monkeypatch.undo()
+        caplog.clear()
+        at_epoch_start(monkeypatch, epoch, interrupt)
+        with caplog.at_level(logging.INFO):
+            assert train_main([*FLAGS, "--output-dir", str(out)]) == 130
+        messages = [record.getMessage() for record in caplog.records]
+        return [m for m in messages if "interrupted" in m or "kept" in m]
+
+    said = said_when_interrupted_at(0)  # before any state
     assert said == ["interrupted before the first epoch ended: nothing was kept"]
     assert not out.exists()
-    caplog.clear()
-    monkeypatch.undo()
-    at_epoch_start(monkeypatch, 1, interrupt)  # epoch 1's state saved
-    with caplog.at_level(logging.INFO):
-        assert train_main([*FLAGS, "--output-dir", str(out)]) == 130
-    said = [
-        m.getMessage()
-        for m in caplog.records
-        if "interrupted" in m.getMessage() or "kept" in m.getMessage()
-    ]
+    said = said_when_interrupted_at(1)  # epoch 1's state saved
     assert said == [f"interrupted: the unfinished run is kept in {out / '.r.partial'}: rerun to "
                     "resume"]  # fmt: skip
     assert read_resume_state(checkpoints(out))["epoch"] == 1
