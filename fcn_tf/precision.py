@@ -17,6 +17,26 @@ So fcn_tf decides by measuring, not by CPU brand:
 3. bfloat16 is used only if the child exited cleanly and the convolution ran at least
    `MIN_SPEEDUP` times faster than in float32.
 
+The crash on AMX Xeons, found on 2026-12-02 (TF 2.21; a 2-core Xeon, family 6 model 167, AMX):
+oneDNN's AMX kernel for a convolution's filter gradient fused with its bias gradient
+(`brgconv_bwd_w:avx10_1_512_amx`; TensorFlow fuses `Conv2DBackpropFilter` and the bias gradient
+into one oneDNN call) writes outside its buffers when the convolution has **fewer than 16 output
+channels and more than 2048 input channels**, in bfloat16 only (float32, or oneDNN off: fine).
+FCN-8s' `score_fr` (1x1, 4096 -> classes) is such a layer. Eight lines reproduce it:
+
+    import keras, numpy as np
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = keras.Sequential([keras.Input((5, 18, 4096)), keras.layers.Conv2D(2, 1)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = np.random.rand(4, 5, 18, 4096), np.zeros((4, 5, 18), "int32")
+    for _ in range(20):
+        model.train_on_batch(x, y)  # malloc(): unaligned tcache chunk detected / SIGSEGV
+
+(2048 inputs, or 16 outputs, or no bias: no crash.) fcn_tf routes around it: when a model trains
+in bfloat16 on a CPU, `route_around` makes such layers compute in float32 (`compile_model` calls
+it; they are classifier layers of a few MFLOP), and the child's training run contains one, so a
+route that stopped working would refuse bfloat16 rather than crash the caller.
+
 The verdict is cached per CPU model, instruction-set flags and TensorFlow version, in
 `$FCN_TF_CACHE` (default `~/.cache/fcn_tf`), so later runs read it in milliseconds.
 """
@@ -42,6 +62,9 @@ FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16"
 BFLOAT16_UNITS = ("avx512_bf16", "amx_bf16")  # x86 instructions that compute in bfloat16
 QUICK_SHAPE = (1, 16, 32, 32)  # the in-process check's convolution input (a few MFLOP)
 PROBE_SHAPE = (2, 96, 320, 64)  # the child's
+# oneDNN's bfloat16 filter-and-bias gradient corrupts memory for convolutions narrower than this
+# from inputs wider than that (see above)
+NARROW_OUTPUTS, WIDE_INPUTS = 16, 2048
 
 
 def cpu_model() -> str:
@@ -140,7 +163,9 @@ def probe() -> dict:
     from fcn_tf.models import build_model
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = build_model("fcn8s", 2, (64, 96, 3), width=0.05, fc_units=16)
+    # fc7 as wide as the full model's: score_fr (4096 -> 2) is a layer `route_around` must keep safe
+    model = build_model("fcn8s", 2, (64, 96, 3), width=0.05, fc_units=2 * WIDE_INPUTS)
+    route_around(model)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
     rng = np.random.default_rng(0)
@@ -150,6 +175,44 @@ def probe() -> dict:
         model.train_on_batch(images, labels)
     model.predict(images, verbose=0)
     return result
+
+
+def unsafe_layers(model) -> list:
+    """The bfloat16 layers of `model` whose training would run oneDNN's faulty filter-and-bias
+    gradient: convolutions with a bias, fewer than `NARROW_OUTPUTS` outputs and more than
+    `WIDE_INPUTS` inputs."""
+    import keras
+
+    return [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, keras.layers.Conv2D)
+        and layer.compute_dtype == "bfloat16"
+        and layer.use_bias
+        and layer.filters < NARROW_OUTPUTS
+        and layer.kernel.shape[-2] * layer.groups > WIDE_INPUTS
+    ]
+
+
+def route_around(model) -> list[str]:
+    """Before `model` trains in bfloat16 on a CPU: make its `unsafe_layers` compute in float32
+    (weights are float32 already; Keras casts their inputs and the next layer's). Returns their
+    names; nothing changes on GPUs and TPUs, whose kernels are not oneDNN's."""
+    import tensorflow as tf
+
+    layers = unsafe_layers(model)
+    if not layers or tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+        return []
+    for layer in layers:
+        layer.dtype_policy = "float32"
+    names = [layer.name for layer in layers]
+    if names:
+        log.info(
+            "bfloat16: %s compute%s in float32 (oneDNN's bfloat16 filter gradient for < %d "
+            "outputs from > %d inputs corrupts memory)", ", ".join(names),
+            "" if len(names) > 1 else "s", NARROW_OUTPUTS, WIDE_INPUTS,
+        )  # fmt: skip
+    return names
 
 
 @dataclasses.dataclass(frozen=True)

@@ -119,3 +119,59 @@ def test_predict_with_mixed_precision_uses_the_check(trained_run, tmp_path, capl
     monkeypatch.setattr(precision, "bfloat16_verdict", _faster_bfloat16)
     assert predict([run, str(image), "--output", str(out), "--mixed-precision", "--quiet"]) == 0
     assert (out / "masks/scene.png").is_file()
+
+
+# Training in bfloat16 on a CPU, where oneDNN's AMX filter-and-bias gradient for a convolution
+# with < 16 outputs from > 2048 inputs corrupted the heap (FCN-8s' score_fr: SIGSEGV or
+# "malloc(): unaligned tcache chunk detected" on AMX Xeons). In a child process, so that a
+# route that stopped working fails this test rather than the whole run.
+ROUTED_TRAINING = """
+import json, logging, keras, numpy as np
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from fcn_tf.data import kitti
+from fcn_tf.engine import compile_model
+from fcn_tf.models import build_model
+keras.mixed_precision.set_global_policy("mixed_bfloat16")
+model = build_model("fcn8s", 2, (64, 96, 3), width=0.05, fc_units=4096)
+compile_model(model, kitti.road_task(model="fcn8s"), jit_compile="off")
+rng = np.random.default_rng(0)
+images = rng.uniform(0, 255, (2, 64, 96, 3)).astype("float32")
+labels = (rng.uniform(size=(2, 64, 96)) < 0.5).astype("uint8")
+for _ in range(5):
+    loss = model.train_on_batch(images, labels)
+dtypes = {layer.name: layer.compute_dtype for layer in model.layers}
+print(json.dumps({"dtypes": dtypes, "finite": bool(np.isfinite(loss).all())}))
+"""
+
+
+def test_bfloat16_training_routes_around_the_faulty_onednn_kernel():
+    import json
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-c", ROUTED_TRAINING], capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert "bfloat16: score_fr computes in float32" in child.stderr
+    result = json.loads(child.stdout.splitlines()[-1])
+    dtypes = result["dtypes"]
+    assert dtypes["score_fr"] == "float32"  # 4096 -> 2 with a bias: routed
+    assert dtypes["score_pool3"] == dtypes["fc7"] == "bfloat16"  # narrow inputs, wide outputs
+    assert result["finite"]  # loss and IoU after five bfloat16 steps
+
+
+def test_route_around_leaves_float32_models_and_safe_layers_alone():
+    import keras
+
+    from fcn_tf.models import build_model
+
+    model = build_model("fcn8s", 2, (64, 96, 3), width=0.05, fc_units=4096)
+    assert precision.route_around(model) == []  # float32: nothing to do
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        narrow = build_model("fcn8s", 2, (64, 96, 3), width=0.05, fc_units=2048)
+        wide = build_model("fcn8s", 16, (64, 96, 3), width=0.05, fc_units=4096)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert precision.unsafe_layers(narrow) == precision.unsafe_layers(wide) == []
