@@ -135,8 +135,7 @@ def fcn_tf_child(size, steps: int, jit: str, bfloat16: bool = False) -> dict:
                    "--json", str(out)] + (["--mixed-precision"] * bfloat16)  # fmt: skip
         child = subprocess.run(command, capture_output=True, text=True)
         if child.returncode:
-            raise SystemExit(f"{' '.join(command[1:])} failed (exit {child.returncode}):\n"
-                             + "\n".join(child.stderr.splitlines()[-15:]))  # fmt: skip
+            return _failed(command, child)
         report = json.loads(out.read_text())
     (result,) = report["results"]
     result["matmul_peak"] = report["matmul_peak_gflop_per_s"]
@@ -171,22 +170,37 @@ def main() -> None:
     rows = {}
     for jit in args.jit:
         rows[f"fcn_tf (--jit-compile {jit})"] = fcn_tf_child(size, args.steps, jit)
+        print(f"fcn_tf (--jit-compile {jit}): measured", file=sys.stderr, flush=True)
     torch_runs = list(args.torch)
     if args.mixed_precision:
         rows["fcn_tf (--mixed-precision)"] = fcn_tf_child(size, args.steps, "auto", True)
         torch_runs.append("channels_last:bfloat16")
     for run in torch_runs:
-        child = subprocess.run(
-            [sys.executable, __file__, "--size", args.size, "--steps", str(args.steps),
-             "--torch-child", run], check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        name = run.replace(":float32", "").replace(":", ", ")
-        rows[f"PyTorch ({name})"] = json.loads(child.stdout.splitlines()[-1])
+        command = [sys.executable, __file__, "--size", args.size, "--steps", str(args.steps),
+                   "--torch-child", run]  # fmt: skip
+        child = subprocess.run(command, capture_output=True, text=True)
+        name = f"PyTorch ({run.replace(':float32', '').replace(':', ', ')})"
+        if child.returncode:
+            rows[name] = _failed(command, child)
+        else:
+            rows[name] = json.loads(child.stdout.splitlines()[-1])
+        print(f"{name}: {rows[name].get('failed') or 'measured'}", file=sys.stderr, flush=True)
     _print_table(rows, size)
+
+
+def _failed(command, child) -> dict:
+    """A row for a measurement whose process failed (a crash is a finding, not the end of the
+    run): how it ended, and its last lines on stderr."""
+    how = f"signal {-child.returncode}" if child.returncode < 0 else f"exit {child.returncode}"
+    print(f"{' '.join(command[1:])} failed ({how}):\n" + "\n".join(child.stderr.splitlines()[-8:]),
+          file=sys.stderr, flush=True)  # fmt: skip
+    return {"failed": f"crashed ({how})" if child.returncode < 0 else f"failed ({how})"}
 
 
 def _print_table(rows: dict, size) -> None:
     """One table; bfloat16 rows are compared with bfloat16 rows and their own matmul peak."""
+    failed = {name: r["failed"] for name, r in rows.items() if "failed" in r}
+    rows = {name: r for name, r in rows.items() if "failed" not in r}
     first = next(iter(rows.values()))
     flops = first["forward_gflops_per_image"]
     peaks = {"float32": first["matmul_peak"]}
@@ -211,14 +225,21 @@ def _print_table(rows: dict, size) -> None:
     for name, r in rows.items():
         train, forward = r["train_images_per_s"], r["forward_images_per_s"]
         peak = peaks[r["precision"]]
-        best_train, best_forward = best[r["precision"]]
+        best_train, best_forward = best.get(r["precision"], (None, None))  # none: all crashed
         print(f"| {name} | {train:.2f} | {100 * train * 3 * flops / peak:.0f} % | "
-              f"{train / best_train:.2f} | {forward:.2f} | {100 * forward * flops / peak:.0f} % | "
-              f"{forward / best_forward:.2f} |")  # fmt: skip
-    if "bfloat16" in peaks:
+              f"{_ratio(train, best_train)} | {forward:.2f} | "
+              f"{100 * forward * flops / peak:.0f} % | "
+              f"{_ratio(forward, best_forward)} |")  # fmt: skip
+    for name, how in failed.items():
+        print(f"| {name} | {how} | | | | | |")
+    if "bfloat16" in peaks and "fcn_tf (--mixed-precision)" in rows:
         fp32 = rows["fcn_tf (--jit-compile auto)"]["train_images_per_s"]
         bf16 = rows["fcn_tf (--mixed-precision)"]["train_images_per_s"]
         print(f"\nfcn_tf training in bfloat16 / float32: {bf16 / fp32:.2f}x")
+
+
+def _ratio(value: float, best: float | None) -> str:
+    return "-" if best is None else f"{value / best:.2f}"
 
 
 if __name__ == "__main__":
