@@ -13,7 +13,8 @@ score layers, transposed convs x2, x2, x8 with biases, skip additions from pool4
 index 255). Prints one table with images/s, percent of the float32 matmul peak fcn_tf measured,
 and the ratios to PyTorch's best, and names the CPU. With `--mixed-precision` it adds fcn_tf's
 bfloat16 training (`--mixed-precision`) and PyTorch's bfloat16 autocast (channels-last), compared
-with each other.
+with each other; both compute `score_fr` in float32 (PyTorch's oneDNN has the same AMX fault as
+TensorFlow's: without that, its bfloat16 training aborted on a Xeon with AMX).
 """
 
 from __future__ import annotations
@@ -61,7 +62,13 @@ def torch_fcn8s(num_classes: int = 2):
             for stage in self.stages:
                 x = stage(x)
                 pools.append(x)
-            x = self.upscore2(self.score_fr(self.fc(x))) + self.score_pool4(pools[3])
+            x = self.fc(x)
+            if x.dtype == torch.bfloat16:  # fcn_tf's route around oneDNN's AMX fault: float32
+                with torch.autocast("cpu", enabled=False):
+                    x = self.score_fr(x.float())
+            else:
+                x = self.score_fr(x)
+            x = self.upscore2(x) + self.score_pool4(pools[3])
             x = self.upscore_pool4(x) + self.score_pool3(pools[2])
             return self.upscore8(x)
 
