@@ -22,7 +22,7 @@ oneDNN's AMX kernel for a convolution's filter gradient fused with its bias grad
 (`brgconv_bwd_w:avx10_1_512_amx`; TensorFlow fuses `Conv2DBackpropFilter` and the bias gradient
 into one oneDNN call) writes outside its buffers when the convolution has **fewer than 16 output
 channels and more than 2048 input channels**, in bfloat16 only (float32, or oneDNN off: fine).
-FCN-8s' `score_fr` (1x1, 4096 -> classes) is such a layer. Eight lines reproduce it:
+FCN-8s' `score_fr` (1x1, 4096 -> classes) is such a layer. Seven lines reproduce it:
 
     import keras, numpy as np
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -206,12 +206,11 @@ def route_around(model) -> list[str]:
     for layer in layers:
         layer.dtype_policy = "float32"
     names = [layer.name for layer in layers]
-    if names:
-        log.info(
-            "bfloat16: %s compute%s in float32 (oneDNN's bfloat16 filter gradient for < %d "
-            "outputs from > %d inputs corrupts memory)", ", ".join(names),
-            "" if len(names) > 1 else "s", NARROW_OUTPUTS, WIDE_INPUTS,
-        )  # fmt: skip
+    log.info(
+        "bfloat16: %s compute%s in float32 (oneDNN's bfloat16 filter gradient for < %d "
+        "outputs from > %d inputs corrupts memory)", ", ".join(names),
+        "" if len(names) > 1 else "s", NARROW_OUTPUTS, WIDE_INPUTS,
+    )  # fmt: skip
     return names
 
 
