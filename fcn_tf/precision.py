@@ -2,10 +2,11 @@
 
 CPUs differ: on an AMD EPYC (AVX2) bfloat16 is emulated and training is several times slower than
 in float32; on an Intel Xeon with AVX512_BF16 but no AMX (this project's machine on 2026-11-25) a
-bfloat16 matmul runs at half the float32 rate; on Xeons with AMX the matmul is 3.5x faster, but
-`python -m fcn_tf.benchmark --mixed-precision` has aborted the whole process there (`malloc():
-unaligned tcache chunk detected`) and Keras training in bfloat16 was 3.7x slower than in float32.
-So fcn_tf decides by measuring, not by CPU brand:
+bfloat16 matmul runs at half the float32 rate; on Xeons with AMX the matmul is 2-4x faster, but
+`python -m fcn_tf.benchmark --mixed-precision` aborted the whole process there (`malloc():
+unaligned tcache chunk detected`; the cause and the route around it are below; with it, FCN-8s
+trains 2.35-3.04x faster than in float32 on such a Xeon). So fcn_tf decides by measuring, not by
+CPU brand:
 
 1. on an x86 CPU without bfloat16 instructions (no AVX512_BF16, no AMX: an AVX2 EPYC, an older
    Xeon), where TensorFlow computes bfloat16 with its own emulating kernels rather than oneDNN's,
