@@ -175,23 +175,24 @@ def main() -> None:
         print(json.dumps({**result, "precision": dtype or "float32"}))
         return
     rows = {}
+
+    def add(name: str, row: dict) -> None:
+        rows[name] = row
+        print(f"{name}: {row.get('failed') or 'measured'}", file=sys.stderr, flush=True)
+
     for jit in args.jit:
-        rows[f"fcn_tf (--jit-compile {jit})"] = fcn_tf_child(size, args.steps, jit)
-        print(f"fcn_tf (--jit-compile {jit}): measured", file=sys.stderr, flush=True)
+        add(f"fcn_tf (--jit-compile {jit})", fcn_tf_child(size, args.steps, jit))
     torch_runs = list(args.torch)
     if args.mixed_precision:
-        rows["fcn_tf (--mixed-precision)"] = fcn_tf_child(size, args.steps, "auto", True)
+        add("fcn_tf (--mixed-precision)", fcn_tf_child(size, args.steps, "auto", True))
         torch_runs.append("channels_last:bfloat16")
     for run in torch_runs:
         command = [sys.executable, __file__, "--size", args.size, "--steps", str(args.steps),
                    "--torch-child", run]  # fmt: skip
         child = subprocess.run(command, capture_output=True, text=True)
         name = f"PyTorch ({run.replace(':float32', '').replace(':', ', ')})"
-        if child.returncode:
-            rows[name] = _failed(command, child)
-        else:
-            rows[name] = json.loads(child.stdout.splitlines()[-1])
-        print(f"{name}: {rows[name].get('failed') or 'measured'}", file=sys.stderr, flush=True)
+        add(name, _failed(command, child) if child.returncode else
+            json.loads(child.stdout.splitlines()[-1]))  # fmt: skip
     _print_table(rows, size)
 
 
@@ -239,7 +240,7 @@ def _print_table(rows: dict, size) -> None:
               f"{_ratio(forward, best_forward)} |")  # fmt: skip
     for name, how in failed.items():
         print(f"| {name} | {how} | | | | | |")
-    if "bfloat16" in peaks and "fcn_tf (--mixed-precision)" in rows:
+    if {"fcn_tf (--jit-compile auto)", "fcn_tf (--mixed-precision)"} <= rows.keys():
         fp32 = rows["fcn_tf (--jit-compile auto)"]["train_images_per_s"]
         bf16 = rows["fcn_tf (--mixed-precision)"]["train_images_per_s"]
         print(f"\nfcn_tf training in bfloat16 / float32: {bf16 / fp32:.2f}x")
