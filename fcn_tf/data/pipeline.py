@@ -83,21 +83,23 @@ def kitti_label_decoder():
 
     def decode(data):
         stored = tf.io.decode_png(data)
-        tf.debugging.assert_greater_equal(
+        one_channel = tf.debugging.assert_greater_equal(
             tf.shape(stored)[-1], 3,
             message="a one-channel (index) mask was given to the KITTI road colour decoder: "
             "pass label_decoder=index_label_decoder(...) or your dataset's label_decoder()",
         )  # fmt: skip
-        rgb = stored[..., :3]
+        with tf.control_dependencies([one_channel]):  # the check, not the slice, must fail first
+            rgb = stored[..., :3]
         known = tf.reduce_any(tf.reduce_all(rgb[:, :, None] == legend[None, None], -1), -1)
-        tf.debugging.assert_equal(
+        unknown_colour = tf.debugging.assert_equal(
             tf.reduce_all(known), True,
             message="a mask holds colours outside the KITTI road legend (magenta road, red not "
             "road, black outside): make_dataset reads KITTI road colours unless given another "
             "label_decoder; pass the label_decoder() of your dataset, or "
             "palette_label_decoder(...)",
         )  # fmt: skip
-        return decode_label_tf(rgb)
+        with tf.control_dependencies([unknown_colour]):
+            return decode_label_tf(rgb)
 
     return decode
 
@@ -126,14 +128,15 @@ def fit_to_shape(image, label, image_shape, resize_mode: str):
         label = tf.image.resize(label[..., None], (height, width), method="nearest")[..., 0]
     else:
         shape = tf.shape(image)
-        tf.debugging.assert_less_equal(
+        too_large = tf.debugging.assert_less_equal(
             shape[:2], tf.constant([height, width]),
             message=f"an image is larger than the {height}x{width} it is padded to (resize mode "
             "'pad'): give a larger image shape, or resize mode 'resize'",
         )  # fmt: skip
-        pad = [[0, height - shape[0]], [0, width - shape[1]]]
-        image = tf.pad(image, pad + [[0, 0]])
-        label = tf.pad(label, pad, constant_values=IGNORE_LABEL)
+        with tf.control_dependencies([too_large]):  # the check, not tf.pad, must fail first
+            pad = [[0, height - shape[0]], [0, width - shape[1]]]
+            image = tf.pad(image, pad + [[0, 0]])
+            label = tf.pad(label, pad, constant_values=IGNORE_LABEL)
     return tf.ensure_shape(image, (height, width, 3)), tf.ensure_shape(label, (height, width))
 
 
