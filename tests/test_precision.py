@@ -158,6 +158,7 @@ def test_bfloat16_training_routes_around_the_faulty_onednn_kernel():
     dtypes = result["dtypes"]
     assert dtypes["score_fr"] == "float32"  # 4096 -> 2 with a bias: routed
     assert dtypes["score_pool3"] == dtypes["fc7"] == "bfloat16"  # narrow inputs, wide outputs
+    assert dtypes["drop6"] == dtypes["drop7"] == "float32"  # masks drawn in float32
     assert result["finite"]  # loss and IoU after five bfloat16 steps
 
 
@@ -175,3 +176,29 @@ def test_route_around_leaves_float32_models_and_safe_layers_alone():
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert precision.unsafe_layers(narrow) == precision.unsafe_layers(wide) == []
+
+
+def test_dropout_in_bfloat16_keeps_the_asked_share_and_the_same_units_as_float32():
+    """TensorFlow draws a dropout mask in the input's dtype: in bfloat16, Dropout(0.2) kept
+    79.7 % of the units (scaled by 1 / 0.8) and other units than float32 with the same seed."""
+    import keras
+    import numpy as np
+
+    def dropped(policy):
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            keras.utils.set_random_seed(7)
+            inputs = keras.Input((1000,))
+            model = keras.Model(inputs, keras.layers.Dropout(0.2)(keras.layers.Identity()(inputs)))
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        routed = precision.float32_dropout(model)
+        out = model(np.ones((2000, 1000), "float32"), training=True)
+        return routed, keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))
+
+    routed, bfloat16 = dropped("mixed_bfloat16")
+    assert len(routed) == 1 and routed[0].startswith("dropout")
+    assert abs((bfloat16 > 0).mean() - 0.8) < 0.001  # 2 M units: the standard error is 0.0003
+    assert np.allclose(bfloat16[bfloat16 > 0], 1.25)  # kept units scaled by exactly 1 / 0.8
+    routed, float32 = dropped("float32")
+    assert routed == [] and np.array_equal(bfloat16, float32)
