@@ -38,6 +38,11 @@ in bfloat16 on a CPU, `route_around` makes such layers compute in float32 (`comp
 it; they are classifier layers of a few MFLOP), and the child's training run contains one, so a
 route that stopped working would refuse bfloat16 rather than crash the caller.
 
+Two silent bfloat16 errors are mended for every device before a model trains (`for_training`,
+called by `compile_model`): TensorFlow's CPU bias gradient summed bfloat16 in bfloat16
+(`accurate_bias_gradients`), and dropout masks drawn in bfloat16 kept fewer units than asked
+(`float32_dropout`).
+
 The verdict is cached per CPU model, instruction-set flags and TensorFlow version, in
 `$FCN_TF_CACHE` (default `~/.cache/fcn_tf`), so later runs read it in milliseconds.
 """
@@ -213,6 +218,56 @@ def route_around(model) -> list[str]:
         "" if len(names) > 1 else "s", NARROW_OUTPUTS, WIDE_INPUTS,
     )  # fmt: skip
     return names
+
+
+def for_training(model) -> None:
+    """What a model that computes in bfloat16 (or float16) needs before it trains, beyond Keras'
+    policy: `route_around` (CPUs), `float32_dropout` and `accurate_bias_gradients`. A float32
+    model is left as it is. `compile_model` calls this."""
+    route_around(model)
+    float32_dropout(model)
+    if any(layer.compute_dtype in ("bfloat16", "float16") for layer in model._flatten_layers()):
+        accurate_bias_gradients()
+
+
+def accurate_bias_gradients() -> bool:
+    """Make TensorFlow's bias gradient sum a 16-bit gradient with a float32 accumulator; returns
+    whether it does now.
+
+    Keras adds a layer's bias with `tf.nn.bias_add`, whose gradient kernel (`BiasAddGrad`) sums
+    a bfloat16 gradient in bfloat16 on CPUs: over the ~10^5-10^6 pixels of a batch, the running
+    sum's 8-bit mantissa stops taking small terms. Where TensorFlow's oneDNN rewrite fuses the
+    sum into a `Conv2D`'s filter gradient (in a compiled train step) it is accurate; elsewhere
+    (transposed convolutions, matmuls, eager code) it is not. Measured (TF 2.21, a Zen 5 CPU):
+    FCN-8s' `upscore8` bias gradient came out 5.3x too small in every training step; in eager
+    code all its layers' were off, by up to 16 %. (TensorFlow issue 86378 reports the CPU/GPU
+    disagreement; PyTorch fixed its own, issue 68048.) Here the gradient of `BiasAdd` is, for
+    16-bit gradients, a `reduce_sum`, whose CPU kernel accumulates in float32; other dtypes keep
+    TensorFlow's kernel. It replaces TensorFlow's registered gradient function (a private
+    table), for every model in this process; a test checks that it takes effect."""
+    from tensorflow.python.framework import ops
+
+    entry = getattr(ops, "_gradient_registry", None)
+    entry = entry and entry._registry.get("BiasAdd")
+    if not entry or "type" not in entry:
+        log.warning("bfloat16: TensorFlow's gradient table has changed; bias gradients stay 16-bit")
+        return False
+    original = entry["type"]
+    if getattr(original, "fcn_tf_float32_sum", False):
+        return True
+
+    def bias_add_gradient(op, grad):
+        rank = grad.shape.rank
+        if grad.dtype.size != 2 or rank is None:  # float32, float64: TensorFlow's kernel
+            return original(op, grad)
+        import tensorflow as tf
+
+        channel = 1 if op.get_attr("data_format") in (b"NCHW", "NCHW") else rank - 1
+        return grad, tf.reduce_sum(grad, [axis for axis in range(rank) if axis != channel])
+
+    bias_add_gradient.fcn_tf_float32_sum = True
+    entry["type"] = bias_add_gradient
+    return True
 
 
 def float32_dropout(model) -> list[str]:

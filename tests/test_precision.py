@@ -140,7 +140,9 @@ labels = (rng.uniform(size=(2, 64, 96)) < 0.5).astype("uint8")
 for _ in range(5):
     loss = model.train_on_batch(images, labels)
 dtypes = {layer.name: layer.compute_dtype for layer in model.layers}
-print(json.dumps({"dtypes": dtypes, "finite": bool(np.isfinite(loss).all())}))
+from tensorflow.python.framework import ops
+summed = getattr(ops._gradient_registry._registry["BiasAdd"]["type"], "fcn_tf_float32_sum", 0)
+print(json.dumps({"dtypes": dtypes, "finite": bool(np.isfinite(loss).all()), "summed": summed}))
 """
 
 
@@ -160,6 +162,7 @@ def test_bfloat16_training_routes_around_the_faulty_onednn_kernel():
     assert dtypes["score_pool3"] == dtypes["fc7"] == "bfloat16"  # narrow inputs, wide outputs
     assert dtypes["drop6"] == dtypes["drop7"] == "float32"  # masks drawn in float32
     assert result["finite"]  # loss and IoU after five bfloat16 steps
+    assert result["summed"]  # bias gradients summed in float32 (see the next test)
 
 
 def test_route_around_leaves_float32_models_and_safe_layers_alone():
@@ -202,3 +205,23 @@ def test_dropout_in_bfloat16_keeps_the_asked_share_and_the_same_units_as_float32
     assert np.allclose(bfloat16[bfloat16 > 0], 1.25)  # kept units scaled by exactly 1 / 0.8
     routed, float32 = dropped("float32")
     assert routed == [] and np.array_equal(bfloat16, float32)
+
+
+def test_bfloat16_bias_gradients_are_summed_in_float32():
+    """Keras adds a bias with `tf.nn.bias_add`, whose CPU gradient summed a bfloat16 gradient in
+    bfloat16: FCN-8s' last bias gradient came out 5.3x too small, this one 5x."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    assert precision.accurate_bias_gradients()
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(8, 96, 320, 1)).astype("float32")
+    weights = (rng.normal(size=(8, 96, 320, 2)) * 1e-6 + 2e-8).astype("float32")
+    gradients = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        layer = keras.layers.Conv2D(2, 1, dtype=policy)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.cast(layer(images), "float32") * weights)
+        gradients[policy] = tape.gradient(loss, layer.bias).numpy()
+    np.testing.assert_allclose(gradients["mixed_bfloat16"], gradients["float32"], rtol=0.01)

@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from fcn_tf import precision
 from fcn_tf.distribute import jit_setting
 from fcn_tf.engine.callbacks import (
     ResumableCheckpoint,
@@ -21,7 +22,6 @@ from fcn_tf.metrics import mean_iou, positive_iou
 from fcn_tf.models.flops import forward_flops
 from fcn_tf.models.registry import MODELS, check_network
 from fcn_tf.optim import make_optimizer
-from fcn_tf.precision import float32_dropout, route_around
 from fcn_tf.task import Task
 
 
@@ -42,8 +42,7 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
     # None: a model fcn_tf did not build (Keras' XLA choice)
     spec = MODELS.get(model.name) or MODELS.get(task.model)
     check_network(model, task.num_classes, spec is not None and spec.overlap_tile)
-    route_around(model)  # bfloat16 layers that oneDNN's faulty kernel would train: float32
-    float32_dropout(model)  # masks drawn in bfloat16 keep fewer units than asked
+    precision.for_training(model)  # bfloat16: a faulty oneDNN kernel, dropout, bias gradients
     metric = positive_iou(task.iou_metric) if task.binary else mean_iou(task.num_classes)
     optimizer = optimizer or make_optimizer("adam", learning_rate)
     replicated = tf.distribute.get_strategy().num_replicas_in_sync > 1
