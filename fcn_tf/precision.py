@@ -169,9 +169,10 @@ def probe() -> dict:
     from fcn_tf.models import build_model
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    # fc7 as wide as the full model's: score_fr (4096 -> 2) is a layer `route_around` must keep safe
+    # fc7 as wide as the full model's: score_fr (4096 -> 2) is a layer `route_around` must keep
+    # safe; prepared as `compile_model` prepares a model
     model = build_model("fcn8s", 2, (64, 96, 3), width=0.05, fc_units=2 * WIDE_INPUTS)
-    route_around(model)
+    for_training(model)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
     rng = np.random.default_rng(0)
