@@ -248,9 +248,8 @@ def accurate_bias_gradients() -> bool:
     table), for every model in this process; a test checks that it takes effect."""
     from tensorflow.python.framework import ops
 
-    entry = getattr(ops, "_gradient_registry", None)
-    entry = entry and entry._registry.get("BiasAdd")
-    if not entry or "type" not in entry:
+    entry = getattr(getattr(ops, "_gradient_registry", None), "_registry", {}).get("BiasAdd")
+    if not isinstance(entry, dict) or "type" not in entry:
         log.warning("bfloat16: TensorFlow's gradient table has changed; bias gradients stay 16-bit")
         return False
     original = entry["type"]

@@ -209,7 +209,7 @@ def test_dropout_in_bfloat16_keeps_the_asked_share_and_the_same_units_as_float32
 
 def test_bfloat16_bias_gradients_are_summed_in_float32():
     """Keras adds a bias with `tf.nn.bias_add`, whose CPU gradient summed a bfloat16 gradient in
-    bfloat16: FCN-8s' last bias gradient came out 5.3x too small, this one 5x."""
+    bfloat16: FCN-8s' last bias gradient came out 5.3x too small, this one 2.8x."""
     import keras
     import numpy as np
     import tensorflow as tf
