@@ -58,6 +58,8 @@ def main() -> None:
     )
     parser.add_argument("extra", nargs="*", help="arguments for both trainings (after --)")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: give 1 or more")
 
     from fcn_tf.precision import bfloat16_verdict, cpu_flags, cpu_model
 

@@ -88,7 +88,7 @@ def kitti_label_decoder():
             message="a one-channel (index) mask was given to the KITTI road colour decoder: "
             "pass label_decoder=index_label_decoder(...) or your dataset's label_decoder()",
         )  # fmt: skip
-        with tf.control_dependencies([one_channel]):  # the check, not the slice, must fail first
+        with tf.control_dependencies([one_channel]):  # this check first, not the legend's
             rgb = stored[..., :3]
         known = tf.reduce_any(tf.reduce_all(rgb[:, :, None] == legend[None, None], -1), -1)
         unknown_colour = tf.debugging.assert_equal(
