@@ -61,6 +61,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+SIXTEEN_BIT = ("bfloat16", "float16")  # the compute dtypes `for_training` prepares a model for
 MIN_SPEEDUP = 1.2  # bfloat16 convolutions at least this much faster, or float32 stays
 PROBE_TIMEOUT_S = 300
 CACHE_FILE = "bfloat16-check.json"
@@ -224,10 +225,10 @@ def route_around(model) -> list[str]:
 def for_training(model) -> None:
     """What a model that computes in bfloat16 (or float16) needs before it trains, beyond Keras'
     policy: `route_around` (CPUs), `float32_dropout` and `accurate_bias_gradients`. A float32
-    model is left as it is. `compile_model` calls this."""
+    or float64 model is left as it is. `compile_model` calls this."""
     route_around(model)
     float32_dropout(model)
-    if any(layer.compute_dtype in ("bfloat16", "float16") for layer in model._flatten_layers()):
+    if any(layer.compute_dtype in SIXTEEN_BIT for layer in model._flatten_layers()):
         accurate_bias_gradients()
 
 
@@ -263,7 +264,7 @@ def accurate_bias_gradients() -> bool:
         import tensorflow as tf
 
         rank = grad.shape.rank  # the input's (a tape's recorded op may hold no inputs)
-        if grad.dtype not in (tf.bfloat16, tf.float16) or rank is None:
+        if grad.dtype.name not in SIXTEEN_BIT or rank is None:
             return original(op, grad)  # float32, float64, an unknown rank: TensorFlow's kernel
         try:
             channels_first = op.get_attr("data_format") in (b"NCHW", "NCHW")
@@ -290,7 +291,7 @@ def float32_dropout(model) -> list[str]:
     layers = [
         layer
         for layer in model._flatten_layers()
-        if isinstance(layer, keras.layers.Dropout) and layer.compute_dtype != "float32"
+        if isinstance(layer, keras.layers.Dropout) and layer.compute_dtype in SIXTEEN_BIT
     ]
     for layer in layers:
         layer.dtype_policy = "float32"
