@@ -12,7 +12,8 @@ If `--mixed-precision` is refused on this machine, it says so and why.
 One training's curve moves with any rounding difference (float32 with oneDNN on and off differed
 by up to 1.9 % per epoch on the demo model), so `--seeds N` trains each precision with N seeds and
 compares the mean curves, and `--control` adds float32 with the N seeds after those: how far
-the mean moves with the seeds alone.
+the mean moves with the seeds alone. With N > 1 each epoch's difference also gets its standard
+error, from the N per-seed differences (bfloat16 and float32 trained with the same seed).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +47,19 @@ def mean_losses(results: list[dict]) -> list[float]:
     """The per-epoch training loss, averaged over trainings."""
     curves = [[float(row["loss"]) for row in result["history"]] for result in results]
     return [sum(epoch) / len(epoch) for epoch in zip(*curves, strict=True)]
+
+
+def standard_errors(bases: list[dict], others: list[dict]) -> list[float]:
+    """Per epoch, the standard error of the mean relative loss difference between trainings
+    paired in order (the same seed, or for the control the next seeds); 0 for one pair."""
+    pairs = [
+        [(float(o["loss"]) - float(b["loss"])) / float(b["loss"])
+         for b, o in zip(base["history"], other["history"], strict=True)]
+        for base, other in zip(bases, others, strict=True)
+    ]  # fmt: skip
+    if len(pairs) < 2:
+        return [0.0] * len(pairs[0])
+    return [statistics.stdev(epoch) / math.sqrt(len(epoch)) for epoch in zip(*pairs, strict=True)]
 
 
 def main() -> None:
@@ -90,12 +106,16 @@ def report(runs: dict[str, list[dict]], seeds: int) -> None:
     print(f"\n| epoch | loss float32{mean} |" + "".join(f" {n} | difference |" for n in names[1:]))
     print("|---:|---:|" + "---:|---:|" * (len(names) - 1))
     worst = dict.fromkeys(names[1:], 0.0)
+    errors = {name: standard_errors(runs["float32"], runs[name]) for name in names[1:]}
     for epoch, (base, *others) in enumerate(zip(*curves.values(), strict=True), 1):
         row = f"| {epoch} | {base:.4f} |"
         for name, loss in zip(names[1:], others, strict=True):
             worst[name] = max(worst[name], abs(loss - base) / base)
-            row += f" {loss:.4f} | {100 * (loss - base) / base:+.1f} % |"
+            error = f" ± {100 * errors[name][epoch - 1]:.1f}" if seeds > 1 else ""
+            row += f" {loss:.4f} | {100 * (loss - base) / base:+.1f}{error} % |"
         print(row)
+    if seeds > 1:
+        print("(± one standard error of the difference, from the per-seed differences)")
     print("\nlargest per-epoch loss difference from float32: "
           + ", ".join(f"{name} {100 * value:.1f} %" for name, value in worst.items()))  # fmt: skip
     metric = runs["float32"][0]["metrics"]["selection_metric"]
