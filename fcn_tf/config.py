@@ -564,7 +564,8 @@ def resolve(overrides: dict | None = None, config_file: str | None = None, *,
     A preset's model options that the chosen model does not take are left out (the exercise
     preset is FCN-8s's); the same options given explicitly are an error naming them, and so are
     other settings given explicitly that the run would ignore (`refuse_ignored`; e.g. a focal
-    gamma for another loss), unless they hold the default.
+    gamma for another loss), unless they hold the default, and so are missing weights and
+    class-weights files (also `refuse_ignored`: a finished run's settings need neither here).
     """
     explicit = _coerce(dict(overrides or {}), "command line")
     from_file = load_json(config_file) if config_file else {}
@@ -584,7 +585,23 @@ def resolve(overrides: dict | None = None, config_file: str | None = None, *,
     config = TrainConfig(**{**dataset_defaults, **preset_values, **given, "preset": preset})
     if refuse_ignored:
         _refuse_idle(explicit, config)
+        _refuse_missing(config)
     return config
+
+
+def _refuse_missing(config: TrainConfig) -> None:
+    """Input files a training reads only after scanning its data (weights, class weights),
+    refused at once when they are not there."""
+    if config.weights not in (None, "imagenet") and not Path(config.weights).is_file():
+        raise FileNotFoundError(
+            f"--weights {config.weights}: no such file; pass 'imagenet', a local VGG16 .h5/.keras "
+            "file or none"
+        )
+    if config.class_weights not in CLASS_WEIGHTINGS and not Path(config.class_weights).is_file():
+        raise FileNotFoundError(
+            f"--class-weights {config.class_weights}: no such file; give a JSON file of one "
+            f"weight per class, or one of {', '.join(CLASS_WEIGHTINGS)}"
+        )
 
 
 def _refuse_idle(explicit: dict, config: TrainConfig) -> None:

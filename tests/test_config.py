@@ -118,6 +118,19 @@ def test_a_flag_this_run_would_ignore_is_refused(flags, message):
     assert config_lib.resolve(parse(["--focal-gamma", "2"]))  # the default: harmless
 
 
+@pytest.mark.parametrize("flag", ["--weights", "--class-weights"])
+def test_a_missing_input_file_is_refused_before_any_data_is_read(tmp_path, flag):
+    """Both were read only after the data had been scanned (13 s into the demo); a finished
+    run's settings (evaluate) need neither file here."""
+    missing = str(tmp_path / "missing.json")
+    with pytest.raises(FileNotFoundError, match=f"{flag} {missing}: no such file"):
+        config_lib.resolve(parse([flag, missing]))
+    assert config_lib.resolve(parse([flag, missing]), refuse_ignored=False)
+    present = tmp_path / "present.json"
+    present.write_text("[1, 2]")
+    assert config_lib.resolve(parse([flag, str(present)]))
+
+
 def test_bad_shape_flag_is_rejected_by_argparse():
     with pytest.raises(SystemExit):
         parse(["--image-shape", "160by576"])
