@@ -366,14 +366,11 @@ def predict_cli(args) -> dict:
         )
     seconds = time.perf_counter() - start
     rate = (done + frames) / seconds if seconds else 0.0
+    written = f"results in {out_dir}" if done + frames else "nothing written"
     log.info(
-        "%d images, %d video frames in %.1f s: %.2f images/s; results in %s",
-        done,
-        frames,
-        seconds,
-        rate,
-        out_dir,
-    )
+        "%d images, %d video frames in %.1f s: %.2f images/s; %s",
+        done, frames, seconds, rate, written,
+    )  # fmt: skip
     return {"images": done, "frames": frames, "skipped": skipped, "seconds": seconds}
 
 

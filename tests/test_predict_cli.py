@@ -174,6 +174,17 @@ def test_an_unreadable_image_is_skipped_and_the_exit_status_says_so(trained_run,
     assert not list(out.rglob(".*"))  # no temporary files left
 
 
+def test_when_no_image_could_be_read_nothing_is_said_to_be_written(trained_run, tmp_path, caplog):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG broken")
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        assert main([trained_run["run_dir"], str(broken), "--output", str(out)]) == 1
+    summary = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
+    assert len(summary) == 1 and summary[0].endswith("nothing written"), summary
+    assert not out.exists() or not list(out.rglob("*.png"))
+
+
 def test_a_file_that_is_not_a_model_is_an_error(tmp_path, caplog):
     fake = tmp_path / "weights.keras"
     fake.write_bytes(b"not a zip")
