@@ -27,12 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fcn_tf import metrics
 from fcn_tf.cli import run_command, setup_logging
 from fcn_tf.config import DATASETS, load_run_config, parse_shape, resolve
 from fcn_tf.data import kitti
 from fcn_tf.files import write_json
-from fcn_tf.scoring import score_pairs
 from fcn_tf.task import RESIZE_MODES, Task
 
 log = logging.getLogger("fcn_tf.evaluate")
@@ -105,6 +103,7 @@ def write_submission(confidence_of, images, out_dir: Path, calib_dir) -> Path:
     import imageio.v3 as iio
     from tqdm.auto import tqdm
 
+    from fcn_tf import metrics  # imports Keras: not at import time (--help)
     from fcn_tf.bev import BirdsEyeView
     from fcn_tf.files import atomic_folder, atomic_write
 
@@ -254,6 +253,7 @@ def evaluate_cli(args) -> Path:
     from fcn_tf.data.datasets import load_data
     from fcn_tf.data.pipeline import decode_masks
     from fcn_tf.inference import run_folder
+    from fcn_tf.scoring import score_pairs  # imports TensorFlow: not for --help
 
     if bool(args.model) == bool(args.predictions):
         raise ValueError(
@@ -388,6 +388,8 @@ def _calibration(args, root: Path, pairs, task: Task):
 
 def _report(scores: dict, task: Task, out_dir: Path) -> dict:
     """Print the tables, draw the plot; return what evaluation.json keeps."""
+    from fcn_tf import metrics
+
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = scores["classes"]
     if not task.binary:
