@@ -478,8 +478,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             default=argparse.SUPPRESS,
             **({"nargs": "?", "const": bare} if bare is not None else {}),
             metavar=field.name.upper() if field.name != "image_shape" else "HxW",
-            help=f"{HELP[field.name]} (default: {shown})",
+            help=_with_default(HELP[field.name], shown),
         )
+
+
+def _with_default(text: str, shown) -> str:
+    """A flag's help with its default, unless the text states it already or there is none."""
+    return text if shown is None or "default" in text.lower() else f"{text} (default: {shown})"
 
 
 def _coerce(values: dict, source: str) -> dict:

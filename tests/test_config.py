@@ -131,6 +131,16 @@ def test_a_missing_input_file_is_refused_before_any_data_is_read(tmp_path, flag)
     assert config_lib.resolve(parse([flag, str(present)]))
 
 
+def test_each_flag_states_its_default_once_and_never_as_none():
+    parser = argparse.ArgumentParser()
+    config_lib.add_arguments(parser)
+    helps = {action.dest: action.help for action in parser._actions if action.help}
+    twice = [d for d, text in helps.items() if "default" in text.split("(default: ")[0].lower()
+             and "(default: " in text]  # fmt: skip
+    assert not twice and not [d for d, text in helps.items() if "(default: None)" in text]
+    assert "(default: the model's)" in helps["fc_units"] and "(default: 40)" in helps["epochs"]
+
+
 def test_bad_shape_flag_is_rejected_by_argparse():
     with pytest.raises(SystemExit):
         parse(["--image-shape", "160by576"])
