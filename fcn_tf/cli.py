@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 
 from fcn_tf.errors import STORAGE_ERRNOS, Preempted, WorkerLost
+from fcn_tf.files import target_of
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -27,9 +29,9 @@ def setup_logging(quiet: bool = False) -> None:
 
 def run_command(command, log: logging.Logger) -> int:
     """Call `command()`; bad input (ValueError, FileNotFoundError) becomes one logged line and
-    exit status 2, a full or read-only disk one line and exit status 1, a stop on request
-    (SIGTERM, the state saved) one line and 143, running out of memory one line and 1, Ctrl-C
-    exit status 130. Returns 0 on success."""
+    exit status 2, a full or read-only disk or a denied permission one line and exit status 1,
+    a stop on request (SIGTERM, the state saved) one line and 143, running out of memory one
+    line and 1, Ctrl-C exit status 130. Returns 0 on success."""
     try:
         command()
     except (ValueError, FileNotFoundError, NotADirectoryError) as error:
@@ -42,9 +44,12 @@ def run_command(command, log: logging.Logger) -> int:
         log.error("%s", error)
         return WorkerLost.exit_status
     except OSError as error:
-        if error.errno not in STORAGE_ERRNOS:
+        if error.errno not in (*STORAGE_ERRNOS, errno.EACCES, errno.EPERM):
             raise
-        log.error("%s", error.strerror if error.filename is None else error)
+        if error.filename is None:  # fcn_tf's own message (StorageFull)
+            log.error("%s", error.strerror)
+        else:  # the path the user named, not a temporary one beside it
+            log.error("%s: %s", error.strerror, target_of(error.filename))
         return 1
     except Exception as error:
         if type(error).__name__ != "ResourceExhaustedError":  # TensorFlow's, not imported here

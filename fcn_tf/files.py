@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -32,6 +33,17 @@ def partial_path(path: str | os.PathLike) -> Path:
     """`dir/name.ext` -> `dir/.name.partial.ext`: hidden, same suffix (image writers need it)."""
     path = Path(path)
     return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def target_of(path: str | os.PathLike) -> Path:
+    """The file or folder a temporary name of `partial_path`, `atomic_folder` or a checkpoint's
+    `.partial-NAME` stands for, to name in messages; any other path is itself."""
+    path = Path(path)
+    named = re.fullmatch(r"\.(.+)\.partial(\.[^.]*)?|\.partial-(.+)", path.name)
+    if named is None:
+        return path
+    stem, suffix, checkpoint = named.groups()
+    return path.with_name(checkpoint or stem + (suffix or ""))
 
 
 @contextlib.contextmanager

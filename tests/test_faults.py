@@ -220,6 +220,28 @@ def test_out_of_memory_is_one_line(caplog):
     assert line.startswith("out of memory (OOM when allocating tensor): lower --batch-size")
 
 
+@pytest.mark.parametrize(
+    "written, named",
+    [
+        ("/out/.export.partial", "/out/export"),  # atomic_folder
+        ("/out/masks/.a.partial.png", "/out/masks/a.png"),  # atomic_write
+        ("/out/masks", "/out/masks"),
+    ],
+)  # fmt: skip
+def test_an_output_without_write_permission_is_one_line_naming_what_the_user_named(
+    caplog, written, named
+):
+    """A user's unwritable --output was a PermissionError traceback from predict, evaluate and
+    export (root, who writes anywhere, never saw it); export's named its hidden .partial folder."""
+    from fcn_tf.cli import run_command
+
+    def command():
+        raise PermissionError(errno.EACCES, "Permission denied", written)
+
+    assert run_command(command, logging.getLogger("t")) == 1
+    assert errors(caplog) == [f"Permission denied: {named}"]
+
+
 # -- storage
 def test_a_full_disk_keeps_the_last_state_and_says_how_much_space_is_needed(
     tmp_path, monkeypatch, caplog
