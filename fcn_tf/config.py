@@ -116,7 +116,7 @@ class TrainConfig:
 
     def model_options(self) -> dict:
         """The options given for the model (width and every model option that is not None)."""
-        options = {"width": self.width}
+        options = {"width": self.width} if "width" in get_spec(self.model).options else {}
         options.update({k: getattr(self, k) for k in MODEL_OPTIONS if getattr(self, k) is not None})
         return options
 
@@ -156,7 +156,8 @@ HELP = {
     "box_min_coverage": "--supervision boxes: a box whose class the prediction gives to less "
     "than this share of the pixels it owns (those no smaller box covers) falls back to its "
     "round-0 labels there",
-    "model": f"architecture: {', '.join(MODELS)}",
+    "model": f"architecture: {', '.join(MODELS)}; or your own builder as module:function "
+    "(README: Your own model)",
     "width": "multiplier for every conv width of the model (1.0 = the published network)",
     "weights": "FCN, unet_vgg16, PSPNet, DeepLab, RefineNet: encoder weights: none, 'imagenet' "
     "(keras download; VGG16 models) or a local weights file (VGG16 .h5; ResNet models: "
@@ -287,8 +288,8 @@ def validate(config: TrainConfig) -> None:
         )
     if config.preset not in (*PRESETS, "auto"):
         raise ValueError(f"unknown preset {config.preset!r}; choose {', '.join(PRESETS)} or auto")
-    get_spec(config.model)
-    check_options(config.model, [k for k in MODEL_OPTIONS if getattr(config, k) is not None])
+    given = [k for k in MODEL_OPTIONS if getattr(config, k) is not None]
+    check_options(config.model, given + ["width"] * (config.width != 1.0))  # 1.0: no change
     height, width = config.image_shape
     if height <= 0 or width <= 0:
         raise ValueError(
@@ -585,7 +586,9 @@ def resolve(overrides: dict | None = None, config_file: str | None = None, *,
     dataset_defaults = DATASET_DEFAULTS.get(given.get("dataset", "synthetic"), {})
     model = get_spec(given.get("model", PRESETS[preset].get("model", "fcn8s")))
     preset_values = {
-        k: v for k, v in PRESETS[preset].items() if k not in MODEL_OPTIONS or k in model.options
+        k: v
+        for k, v in PRESETS[preset].items()
+        if k not in (*MODEL_OPTIONS, "width") or k in model.options
     }
     config = TrainConfig(**{**dataset_defaults, **preset_values, **given, "preset": preset})
     if refuse_ignored:
@@ -595,8 +598,10 @@ def resolve(overrides: dict | None = None, config_file: str | None = None, *,
 
 
 def _refuse_missing(config: TrainConfig) -> None:
-    """Input files a training reads only after scanning its data (weights, class weights),
-    refused at once when they are not there."""
+    """What a training reads only after scanning its data (weights, class-weights files, your
+    own model's builder), refused at once when it is not there."""
+    if config.model not in MODELS:
+        get_spec(config.model).build_function()  # "module:function": can it be imported?
     if config.weights not in (None, "imagenet") and not Path(config.weights).is_file():
         raise FileNotFoundError(
             f"--weights {config.weights}: no such file; pass 'imagenet', a local VGG16 .h5/.keras "

@@ -183,6 +183,6 @@ def augment(image, label, seed, policy: str = "basic"):
         raise ValueError(f"unknown augmentation {policy!r}; choose one of {', '.join(POLICIES)}")
     if policy == "none":
         return image, label
+    shapes = image.shape.merge_with([None, None, 3]), label.shape  # kept static for the model
     image, label = {"basic": basic, "strong": strong}[policy](image, label, seed)
-    image = tf.ensure_shape(image, [None, None, 3])
-    return image, label
+    return tf.ensure_shape(image, shapes[0]), tf.ensure_shape(label, shapes[1])

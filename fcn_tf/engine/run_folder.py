@@ -28,6 +28,7 @@ from fcn_tf.engine.state import (
 )
 from fcn_tf.errors import DamagedState, Interrupted, Preempted, StorageFull
 from fcn_tf.files import hold_lock, release_lock, write_json
+from fcn_tf.models.registry import short_name
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class RunFolder:
             candidates = [cls(root / config.run_name).partial]
         else:
             candidates = sorted(
-                root.glob(f".{config.model}-{config.dataset}-*.partial"), reverse=True
+                root.glob(f".{short_name(config.model)}-{config.dataset}-*.partial"), reverse=True
             )
         wanted = _comparable(config.to_dict())
         others = []  # unfinished runs of other settings, left as they are
@@ -120,7 +121,8 @@ class RunFolder:
                 partial, _differences(saved, wanted),
             )  # fmt: skip
         name = config.run_name or (
-            f"{config.model}-{config.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+            f"{short_name(config.model)}-{config.dataset}-"
+            f"{datetime.now().strftime('%Y%m%d-%H%M%S')}"
         )
         folder = cls(root / name)
         if folder.final.exists():

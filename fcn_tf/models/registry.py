@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import numbers
+import re
 
 FCN_OPTIONS = (
     "width", "weights", "fc_units", "keep_prob", "decoder", "l2", "upsampling", "at_once",
@@ -71,8 +72,16 @@ class ModelSpec:
         raise ValueError(f"{self.builder} has no training heads, but {outputs} outputs")
 
     def build_function(self):
+        """The builder; ValueError naming it if it cannot be imported."""
         module, function = self.builder.split(":")
-        return getattr(importlib.import_module(module), function)
+        try:
+            return getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(
+                f"model {self.builder}: cannot import it ({type(error).__name__}: {error}); the "
+                "module must be importable from here (the current folder, PYTHONPATH or an "
+                "installed package)"
+            ) from None
 
     def training_input_shape(self, image_shape) -> tuple:
         """The network's input shape when training on `image_shape` crops/resized images."""
@@ -139,11 +148,27 @@ MODELS: dict[str, ModelSpec] = {
 MIN_SIZE = {name: spec.min_size for name, spec in MODELS.items()}
 
 
+OWN_MODEL = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # "package.module:function"
+
+
 def get_spec(name: str) -> ModelSpec:
-    """The spec of model `name`; ValueError listing the valid names if there is none."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
-    return MODELS[name]
+    """The spec of model `name`: a registered one, or your own builder named "module:function"
+    (called as `function(num_classes=..., input_shape=...)`, imported when a model is built;
+    it takes no options); ValueError listing the valid names otherwise."""
+    if name in MODELS:
+        return MODELS[name]
+    if OWN_MODEL.fullmatch(name):
+        return ModelSpec(name, 1, ())
+    raise ValueError(
+        f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}, or name your own "
+        "builder as module:function (e.g. my_nets:build_net, on the Python path)"
+    )
+
+
+def short_name(name: str) -> str:
+    """A model's name for file names: your own builder's function name ("my_nets:build_net" ->
+    "build_net"), a registered model's name as it is."""
+    return name.rpartition(":")[2]
 
 
 def check_options(name: str, options) -> None:
@@ -151,7 +176,7 @@ def check_options(name: str, options) -> None:
     spec = get_spec(name)
     for option in options:
         if option not in spec.options:
-            takes = ", ".join(f"--{o.replace('_', '-')}" for o in spec.options)
+            takes = ", ".join(f"--{o.replace('_', '-')}" for o in spec.options) or "none"
             raise ValueError(
                 f"--{option.replace('_', '-')} does not apply to model {name} (it takes {takes})"
             )
