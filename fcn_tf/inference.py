@@ -148,11 +148,13 @@ def save_task(model_path, task: Task) -> None:
     write_json(info_path(model_path), task.to_json())
 
 
-def load_model(path: str | os.PathLike):
+def load_model(path: str | os.PathLike, safe_mode: bool = True):
     """Load a `.keras` model (or a run folder's `model.keras`); return `(model, task)`.
 
     The task comes from `model.json` beside the model (any schema version), else from the run's
-    `config.json` and the model (runs of fcn_tf 0.1), else from the model alone.
+    `config.json` and the model (runs of fcn_tf 0.1), else from the model alone. `safe_mode`:
+    Keras' guard against files that run Python code when loaded (`Lambda` layers); turn it off
+    only for a file you trust.
     """
     import keras
 
@@ -174,8 +176,14 @@ def load_model(path: str | os.PathLike):
             "runs the run folder, its .keras model, or its export folder / SavedModel"
         )
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as error:  # noqa: BLE001 - keras raises many types for foreign files
+        if safe_mode and "safe_mode" in str(error):
+            raise ValueError(
+                f"{path} holds Python code (a Lambda layer), which loading would run; if you "
+                "trust the file, load it with fcn_tf.load_model(path, safe_mode=False) or "
+                "Predictor(path, safe_mode=False)"
+            ) from None
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise ValueError(f"{path} is not a Keras model fcn_tf can load ({reason})") from None
     info = {"model": model.name if model.name in MODELS else None}
@@ -290,10 +298,12 @@ class Predictor:
     `Predictor.from_model(model, task)`: a model in memory. Every kind runs the exported serving
     function, so a Keras model predicts exactly what its export will. `task` holds class names,
     colours and the threshold. `policy` (Keras models only): the dtype policy to compute in,
-    e.g. `fcn_tf.distribute.mixed_policy(True)` for `--mixed-precision`.
+    e.g. `fcn_tf.distribute.mixed_policy(True)` for `--mixed-precision`. `safe_mode`: see
+    `load_model`.
     """
 
-    def __init__(self, path=None, *, model=None, task: Task | None = None, policy="float32"):
+    def __init__(self, path=None, *, model=None, task: Task | None = None, policy="float32",
+                 safe_mode: bool = True):  # fmt: skip
         self.policy = policy
         if model is not None:
             self._use_keras(model, task)
@@ -305,7 +315,7 @@ class Predictor:
             raise FileNotFoundError(_unfinished_run(path) or f"model {path} does not exist")
         saved = _savedmodel_dir(path) if path.is_dir() else None
         if saved is None:
-            self._use_keras(*load_model(path))
+            self._use_keras(*load_model(path, safe_mode))
             return
         if policy != "float32":
             raise ValueError(

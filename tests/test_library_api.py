@@ -103,6 +103,20 @@ def test_a_model_saved_without_its_task_is_loaded_with_a_warning_saying_how_to_k
         fcn_tf.load_model(tmp_path / "m.onnx")
 
 
+def test_a_model_with_python_code_loads_only_when_the_user_says_they_trust_it(tmp_path):
+    """fcn_tf's loaders kept Keras' safe mode on with no way to turn it off."""
+    import keras
+
+    inputs = keras.Input((None, None, 3))
+    scaled = keras.layers.Lambda(lambda x: x / 255.0)(inputs)
+    keras.Model(inputs, keras.layers.Conv2D(2, 1)(scaled)).save(tmp_path / "code.keras")
+    with pytest.raises(ValueError, match="holds Python code .* safe_mode=False"):
+        fcn_tf.load_model(tmp_path / "code.keras")
+    predictor = fcn_tf.Predictor(tmp_path / "code.keras", safe_mode=False)
+    probabilities, mask = predictor.one(np.full((32, 40, 3), 100, np.uint8))
+    assert probabilities.shape == (32, 40, 2) and mask.shape == (32, 40)
+
+
 def test_the_predictor_runs_the_model_it_is_given_whatever_the_task_names():
     """A task from a config of another model (`load_data` records `config.model`): the
     overlap-tile U-Net needs its own padded input, which the model's name decides."""
