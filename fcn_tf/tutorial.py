@@ -29,6 +29,7 @@ import keras
 from fcn_tf import engine
 from fcn_tf.config import TrainConfig
 from fcn_tf.data.kitti import road_task
+from fcn_tf.engine.fit import check_label_values
 from fcn_tf.models.backbones import vgg16
 from fcn_tf.models.fcn import fcn8s_decoder
 from fcn_tf.models.weights import load_vgg16_weights
@@ -103,10 +104,12 @@ def train_nn(
     `val_data` (`val_maxf`; multi-class tasks: `val_miou`); with a `run_dir` the best epoch is
     kept in `checkpoints/best-EEEE.keras` (named in `checkpoints/resume.json`), the history in
     `history.csv`, and the training state for resuming. `options`: see `fcn_tf.engine.fit`.
+    The first batch's labels are looked at first (`check_label_values`: a pipeline of your own
+    may hold values that are no class, or 0/255 masks).
     """
-    return engine.fit(
-        model, train_data, val_data, epochs, task or road_task(), run_dir, verbose, **options
-    )
+    task = task or road_task()
+    check_label_values(train_data, task)
+    return engine.fit(model, train_data, val_data, epochs, task, run_dir, verbose, **options)
 
 
 def run(config: TrainConfig) -> dict:

@@ -241,3 +241,24 @@ def test_train_nn_makes_its_run_folder_and_refuses_one_hot_labels(tmp_path):
     one_hot = tf.data.Dataset.from_tensor_slices((images, np.eye(2, dtype=np.float32)[labels]))
     with pytest.raises(ValueError, match=r"shape \(None, 64, 96, 2\), one-hot.*np.argmax"):
         fcn_tf.train_nn(model, one_hot.batch(2), data, epochs=1, verbose=0)
+
+
+def test_train_nn_names_label_values_of_a_users_own_pipeline_that_would_train_wrongly(caplog):
+    """0/255 masks fed as they are trained with every foreground pixel ignored, silently."""
+    import tensorflow as tf
+
+    model = fcn_tf.optimize(fcn_tf.build_model("fcn8s", 2, width=0.05, fc_units=16))
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 96, 3)).astype(np.float32)
+    mask = (images[..., 0] > 128).astype(np.uint8)
+
+    def batches(labels):
+        return tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
+
+    with pytest.raises(ValueError, match=r"label value\(s\) 7, but the task has 2 classes"):
+        fcn_tf.train_nn(model, batches(mask * 7), batches(mask), epochs=1, verbose=0)
+    with caplog.at_level(logging.WARNING):
+        fcn_tf.train_nn(model, batches(mask * 255), batches(mask), epochs=1, verbose=0)
+    assert "holds labels 0 and 255 only" in caplog.text and "map it to 1 first" in caplog.text
+    caplog.clear()
+    fcn_tf.train_nn(model, batches(mask), batches(mask), epochs=1, verbose=0)
+    assert "holds labels 0 and 255" not in caplog.text

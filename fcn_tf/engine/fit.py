@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from fcn_tf import precision
@@ -22,7 +24,9 @@ from fcn_tf.metrics import mean_iou, positive_iou
 from fcn_tf.models.flops import forward_flops
 from fcn_tf.models.registry import MODELS, check_network
 from fcn_tf.optim import make_optimizer
-from fcn_tf.task import Task
+from fcn_tf.task import IGNORE_LABEL, Task
+
+log = logging.getLogger(__name__)
 
 
 def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", optimizer=None,
@@ -169,6 +173,31 @@ def _check_labels(train_data) -> None:
             "masks (B, H, W) of class indices, 255 for pixels that must not count (from one-hot "
             "labels: np.argmax(labels, axis=-1))"
         )
+
+
+def check_label_values(train_data, task: Task) -> None:
+    """A pipeline of your own: its first batch's label values. A value that is no class and not
+    `IGNORE_LABEL` is refused; a binary task whose labels are only 0 and 255 is warned about (a
+    0/255 mask read as it is: 255 counts nowhere, so the model would never see class 1)."""
+    batch = next(iter(train_data.take(1)), None) if hasattr(train_data, "take") else None
+    if not isinstance(batch, tuple | list) or len(batch) < 2:
+        return
+    labels = batch[1][0] if isinstance(batch[1], tuple | list) else batch[1]
+    values = np.unique(keras.ops.convert_to_numpy(labels))
+    stray = [int(v) for v in values if v >= task.num_classes and v != IGNORE_LABEL]
+    if stray:
+        raise ValueError(
+            f"the first training batch holds label value(s) {', '.join(map(str, stray[:5]))}, "
+            f"but the task has {task.num_classes} classes (0 to {task.num_classes - 1}) and "
+            f"{IGNORE_LABEL} for pixels that must not count: map your labels to those"
+        )
+    if task.num_classes == 2 and set(values.tolist()) == {0, IGNORE_LABEL}:
+        log.warning(
+            "the first training batch holds labels 0 and %d only: %d marks pixels that count "
+            "nowhere, so nothing in it is %s. If %d is your foreground (a 0/255 mask), map it "
+            "to 1 first (e.g. tf.minimum(labels, 1)); fcn_tf's own folder reader does that",
+            IGNORE_LABEL, IGNORE_LABEL, task.class_names[1], IGNORE_LABEL,
+        )  # fmt: skip
 
 
 class _RunProgress(keras.callbacks.ProgbarLogger):
