@@ -277,8 +277,11 @@ def _savedmodel_task(loaded, source: Path) -> Task:
 
 def in_policy(model, policy: str):
     """The same network and weights computing under the Keras dtype policy `policy` (e.g.
-    "mixed_bfloat16": bfloat16 arithmetic, float32 weights); "float32" keeps `model` as it is."""
+    "mixed_bfloat16": bfloat16 arithmetic, float32 weights; its stem and class-score layers in
+    float32, as in training: `precision.float32_ends`); "float32" keeps `model` as it is."""
     import keras
+
+    from fcn_tf.precision import float32_ends
 
     if policy == "float32" or model.dtype_policy.name == policy:
         return model
@@ -288,6 +291,7 @@ def in_policy(model, policy: str):
 
     twin = keras.models.clone_model(model, clone_function=clone)
     twin.set_weights(model.get_weights())
+    float32_ends(twin)
     return twin
 
 

@@ -90,7 +90,7 @@ def test_a_model_predicts_in_bfloat16_with_float32_weights_and_probabilities():
     exact, _ = Predictor.from_model(model, task)(images)
     predictor = Predictor(model=model, task=task, policy="mixed_bfloat16")
     convs = [layer for layer in predictor.model.layers if "conv" in layer.name]
-    assert convs and {layer.compute_dtype for layer in convs} == {"bfloat16"}
+    assert convs and {layer.compute_dtype for layer in convs[1:]} == {"bfloat16"}  # 0: the stem
     assert {w.dtype for w in predictor.model.weights} == {"float32"}
     assert all(
         np.array_equal(a, b)
@@ -134,6 +134,7 @@ from fcn_tf.engine import compile_model
 from fcn_tf.models import build_model
 # TensorFlow's own bias gradients, which oneDNN fuses with the filter gradient: the faulty kernel
 precision.accurate_bias_gradients = lambda: False
+precision.float32_ends = lambda model: []  # which would take score_fr to float32 as well
 keras.mixed_precision.set_global_policy("mixed_bfloat16")
 model = build_model("fcn8s", 2, (64, 96, 3), width=0.05, fc_units=4096)
 compile_model(model, kitti.road_task(model="fcn8s"), jit_compile="off")
@@ -179,6 +180,43 @@ def test_route_around_leaves_float32_models_and_safe_layers_alone():
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert precision.unsafe_layers(narrow) == precision.unsafe_layers(wide) == []
+
+
+@pytest.mark.parametrize(
+    "name, ends",
+    [
+        ("fcn8s", {"preprocess", "pad", "block1_conv1", "score_fr", "score_pool4", "score_pool3",
+                   "upscore2", "upscore_pool4", "upscore8", "fuse_pool4", "fuse_pool3", "crop"}),
+        ("pspnet", {"preprocess", "pad", "conv1_pad", "conv1_conv", "classifier", "upsample",
+                    "crop", "aux_classifier", "aux_upsample", "aux_crop"}),
+    ],
+)  # fmt: skip
+def test_a_16_bit_model_trains_and_predicts_with_its_stem_and_class_scores_in_float32(name, ends):
+    """In bfloat16 the demo FCN-8s' loss was 2.4 % above float32's at the last of 8 epochs (ten
+    seeds); with these layers in float32, within 1.3 % at every epoch (docs/scale.md)."""
+    import keras
+
+    from fcn_tf.data import kitti
+    from fcn_tf.engine import compile_model
+    from fcn_tf.inference import in_policy
+    from fcn_tf.models import build_model
+
+    options = {"width": 0.05, "fc_units": 16} if name == "fcn8s" else {"width": 0.125}
+    float32 = build_model(name, 2, (64, 96, 3), **options)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model(name, 2, (64, 96, 3), training_head=True, **options)
+        compile_model(model, kitti.road_task(model=name), jit_compile="off")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    in_float32 = {layer.name for layer in model.layers if layer.compute_dtype == "float32"}
+    assert ends <= in_float32
+    assert len([c for c in convolutions if c.name not in in_float32]) > len(convolutions) // 2
+    predicting = in_policy(float32, "mixed_bfloat16")  # predict/evaluate --mixed-precision
+    in_float32 = {layer.name for layer in predicting.layers if layer.compute_dtype == "float32"}
+    assert {n for n in ends if not n.startswith("aux")} <= in_float32
+    assert precision.float32_ends(float32) == []  # a float32 model is left as it is
 
 
 def test_dropout_in_bfloat16_keeps_the_asked_share_and_the_same_units_as_float32():
