@@ -49,7 +49,8 @@ def run_command(command, log: logging.Logger) -> int:
         if error.filename is None:  # fcn_tf's own message (StorageFull)
             log.error("%s", error.strerror)
         else:  # the path the user named, not a temporary one beside it
-            log.error("%s: %s", error.strerror, target_of(error.filename))
+            hint = "" if error.errno in STORAGE_ERRNOS else "; choose a folder you may write to"
+            log.error("%s: %s%s", error.strerror, target_of(error.filename), hint)
         return 1
     except Exception as error:
         if type(error).__name__ != "ResourceExhaustedError":  # TensorFlow's, not imported here

@@ -21,7 +21,13 @@ from pathlib import Path
 
 from fcn_tf.choices import LOSSES, OPTIMIZERS, SCHEDULES
 from fcn_tf.data.boxes import BOX_LABELS
-from fcn_tf.models.registry import MODELS, check_options, get_spec
+from fcn_tf.models.registry import (
+    MODELS,
+    check_options,
+    check_own_builder,
+    get_spec,
+    is_own_model,
+)
 from fcn_tf.task import RESIZE_MODES
 
 DATASETS = ("synthetic", "kitti", "camvid", "folder")
@@ -115,7 +121,8 @@ class TrainConfig:
         write_json(path, self.to_dict())
 
     def model_options(self) -> dict:
-        """The options given for the model (width and every model option that is not None)."""
+        """The options given for the model (width if it takes one, and every model option that
+        is not None)."""
         options = {"width": self.width} if "width" in get_spec(self.model).options else {}
         options.update({k: getattr(self, k) for k in MODEL_OPTIONS if getattr(self, k) is not None})
         return options
@@ -600,8 +607,8 @@ def resolve(overrides: dict | None = None, config_file: str | None = None, *,
 def _refuse_missing(config: TrainConfig) -> None:
     """What a training reads only after scanning its data (weights, class-weights files, your
     own model's builder), refused at once when it is not there."""
-    if config.model not in MODELS:
-        get_spec(config.model).build_function()  # "module:function": can it be imported?
+    if is_own_model(config.model):
+        check_own_builder(config.model)
     if config.weights not in (None, "imagenet") and not Path(config.weights).is_file():
         raise FileNotFoundError(
             f"--weights {config.weights}: no such file; pass 'imagenet', a local VGG16 .h5/.keras "

@@ -175,9 +175,16 @@ def load_model(path: str | os.PathLike, safe_mode: bool = True):
             f"{path} is {kind} model, for ONNX Runtime / LiteRT clients (docs/deploy.md); fcn_tf "
             "runs the run folder, its .keras model, or its export folder / SavedModel"
         )
+    own = _import_own_module(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as error:  # noqa: BLE001 - keras raises many types for foreign files
+        if own is not None and not own[1]:
+            raise ValueError(
+                f"{path} was built by your own {own[0]}, whose module cannot be imported here, "
+                "so its layers cannot be read: run this where the module can be imported (its "
+                "folder, PYTHONPATH or an installed package)"
+            ) from None
         if safe_mode and "safe_mode" in str(error):
             raise ValueError(
                 f"{path} holds Python code (a Lambda layer), which loading would run; if you "
@@ -214,12 +221,35 @@ def load_model(path: str | os.PathLike, safe_mode: bool = True):
     return model, task
 
 
+def _import_own_module(path: Path) -> tuple[str, bool] | None:
+    """For a model built by your own "module:function" (as its run recorded it): import the
+    module, so that the layers it registers with Keras can be read; `(name, imported)`, or
+    None for any other model."""
+    import importlib
+
+    from fcn_tf.models.registry import is_own_model
+
+    folder = run_folder(path) or path.parent
+    for described in (info_path(path), folder / "model.json", folder / "config.json"):
+        if described.is_file():
+            name = json.loads(described.read_text()).get("model")
+            if not is_own_model(name):
+                return None
+            try:
+                importlib.import_module(name.split(":")[0])
+            except ImportError:
+                return name, False
+            return name, True
+    return None
+
+
 def own_name(model, task: Task) -> Task:
     """`task` naming the model by the model's own name where that is a registry key (fcn_tf names
-    the models it builds so): a task saved by library code may name the config's default."""
-    from fcn_tf.models.registry import MODELS
+    the models it builds so): a task saved by library code may name the config's default. A
+    task naming your own builder keeps it, whatever the model is called."""
+    from fcn_tf.models.registry import MODELS, is_own_model
 
-    if model.name in MODELS and model.name != task.model:
+    if model.name in MODELS and model.name != task.model and not is_own_model(task.model):
         return dataclasses.replace(task, model=model.name)
     return task
 
@@ -277,8 +307,8 @@ def _savedmodel_task(loaded, source: Path) -> Task:
 
 def in_policy(model, policy: str):
     """The same network and weights computing under the Keras dtype policy `policy` (e.g.
-    "mixed_bfloat16": bfloat16 arithmetic, float32 weights; its stem and class-score layers in
-    float32, as in training: `precision.float32_ends`); "float32" keeps `model` as it is."""
+    "mixed_bfloat16": bfloat16 arithmetic, float32 weights; its class-score layers in float32,
+    as in training: `precision.float32_ends`); "float32" keeps `model` as it is."""
     import keras
 
     from fcn_tf.precision import float32_ends

@@ -41,8 +41,7 @@ route that stopped working would refuse bfloat16 rather than crash the caller.
 Two silent bfloat16 errors are mended for every device before a model trains (`for_training`,
 called by `compile_model`): TensorFlow's CPU bias gradient summed bfloat16 in bfloat16
 (`accurate_bias_gradients`), and dropout masks drawn in bfloat16 kept fewer units than asked
-(`float32_dropout`); and the model's two ends, its stem on the image and its class-score layers,
-compute in float32 (`float32_ends`), which brings its loss curve within about 1 % of float32's.
+(`float32_dropout`); and its class-score layers compute in float32 (`float32_ends`).
 
 The verdict is cached per CPU model, instruction-set flags and TensorFlow version, in
 `$FCN_TF_CACHE` (default `~/.cache/fcn_tf`), so later runs read it in milliseconds.
@@ -302,68 +301,55 @@ def float32_dropout(model) -> list[str]:
 
 
 def float32_ends(model) -> list[str]:
-    """Make the two ends of a 16-bit `model` compute in float32 (their names are returned): the
-    input's stem (the weightless layers on the image and the first layers with weights after
-    them: `preprocess`, `pad`, `block1_conv1`) and its class space (from the logits back, every
-    layer whose output has the logits' channels: FCN-8s' score, upsampling and fusing layers,
-    another model's classifier and resizing). Both are a small part of the work (FCN-8s: under
-    1 % of its FLOPs) and where bfloat16's rounding costs most: on the demo FCN-8s, ten seeds'
-    training loss was 2.4 % above float32's at the last epoch with them in bfloat16, and within
-    1.3 % at every epoch with them in float32. Functional models only; others are left as
-    they are."""
+    """Make the class space of a 16-bit `model` compute in float32 (the names are returned): from
+    the logits back, every layer whose output has the logits' channels (FCN-8s' score,
+    upsampling and fusing layers; another model's classifier and its resizing to the input),
+    not counting the image's own layers before the first convolution (3 classes, 3 colours).
+    For a model with few classes a tiny part of the work (a model whose inner layers have as
+    many channels as it has classes gives those too). Measured on the demo FCN-8s, ten seeds,
+    8 epochs: bfloat16's training loss was up to 2.4 % above float32's (last epoch) with these
+    layers in bfloat16, and within 1.7 % at every epoch with them in float32; differences this
+    size are one to two standard errors (docs/scale.md). The full FCN-8s trains as fast
+    either way. Functional models only; others are left as they are."""
+    import keras
+
     if not hasattr(model, "outputs") or not hasattr(model, "inputs"):
         return []
-    chosen = {id(layer): layer for layer in _stem(model) + _class_space(model)}
-    layers = [layer for layer in chosen.values() if layer.compute_dtype in SIXTEEN_BIT]
-    for layer in layers:
-        layer.dtype_policy = "float32"
-    return [layer.name for layer in layers]
+    classes, image = model.outputs[0].shape[-1], _image_side(model)
+    found, seen, todo = [], set(), [_maker(t) for t in model.outputs]
+    while todo:
+        layer = todo.pop()
+        if layer is None or id(layer) in seen or id(layer) in image:
+            continue
+        seen.add(id(layer))
+        if getattr(layer.output, "shape", (None,))[-1] != classes:
+            continue
+        if isinstance(layer, keras.layers.Layer) and layer.compute_dtype in SIXTEEN_BIT:
+            layer.dtype_policy = "float32"  # not a bare op (a cast)
+            found.append(layer.name)
+        todo += [_maker(t) for node in layer._inbound_nodes for t in node.input_tensors]
+    return found
+
+
+def _image_side(model) -> set[int]:
+    """The ids of the model's inputs and of the weightless layers the image passes through
+    before its first layer with weights (`preprocess`, `pad`; not a crop to the input's size,
+    which takes a second input)."""
+    found, todo = set(), [_maker(t) for t in model.inputs]
+    while todo:
+        layer = todo.pop()
+        if layer is None or id(layer) in found or getattr(layer, "weights", None):
+            continue
+        if any(len(node.input_tensors) > 1 for node in layer._inbound_nodes):
+            continue
+        found.add(id(layer))
+        todo += [node.operation for node in layer._outbound_nodes]
+    return found
 
 
 def _maker(tensor):
     history = getattr(tensor, "_keras_history", None)
     return history.operation if history is not None else None
-
-
-def _stem(model) -> list:
-    """The weightless layers the image passes first and the first layers with weights after
-    them; layers taking a second input (a crop to the input's size) are not the stem."""
-    import keras
-
-    found, seen, todo = [], set(), [_maker(t) for t in model.inputs]
-    while todo:
-        layer = todo.pop()
-        if layer is None or id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if not isinstance(layer, keras.layers.InputLayer):
-            if any(len(node.input_tensors) > 1 for node in layer._inbound_nodes):
-                continue
-            if isinstance(layer, keras.layers.Layer):  # not a bare op (a cast)
-                found.append(layer)
-                if layer.weights:
-                    continue
-        todo += [node.operation for node in layer._outbound_nodes]
-    return found
-
-
-def _class_space(model) -> list:
-    """From the outputs back, every layer whose output has the logits' channel count."""
-    import keras
-
-    classes = model.outputs[0].shape[-1]
-    found, seen, todo = [], set(), [_maker(t) for t in model.outputs]
-    while todo:
-        layer = todo.pop()
-        if layer is None or id(layer) in seen or isinstance(layer, keras.layers.InputLayer):
-            continue
-        seen.add(id(layer))
-        if getattr(layer.output, "shape", (None,))[-1] != classes:
-            continue
-        if isinstance(layer, keras.layers.Layer):  # not a bare op (a cast)
-            found.append(layer)
-        todo += [_maker(t) for node in layer._inbound_nodes for t in node.input_tensors]
-    return found
 
 
 @dataclasses.dataclass(frozen=True)

@@ -117,7 +117,8 @@ def run(config: TrainConfig) -> dict:
 
     Replaces the exercise's `run()`, which downloaded VGG, built the batches with
     `helper.gen_batch_function` and saved inference samples: here `fcn_tf.engine.run` does the
-    same for any registered model and dataset, into a run folder that is renamed only when
-    complete, resumable after a crash. Returns the metrics written to `metrics.json`.
+    same for any registered model (or your own builder) and dataset, into a run folder that is
+    renamed only when complete, resumable after a crash. Returns the metrics written to
+    `metrics.json`.
     """
     return engine.run(config)

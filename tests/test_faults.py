@@ -239,7 +239,7 @@ def test_an_output_without_write_permission_is_one_line_naming_what_the_user_nam
         raise PermissionError(errno.EACCES, "Permission denied", written)
 
     assert run_command(command, logging.getLogger("t")) == 1
-    assert errors(caplog) == [f"Permission denied: {named}"]
+    assert errors(caplog) == [f"Permission denied: {named}; choose a folder you may write to"]
 
 
 # -- storage

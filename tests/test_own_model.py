@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -14,14 +15,23 @@ BUILDER = '''
 import keras
 
 
+@keras.saving.register_keras_serializable(package="my_nets")
+class Brighten(keras.layers.Layer):
+    def call(self, images):
+        return images / 255.0
+
+
 def build_net(num_classes, input_shape=(None, None, 3)):
-    """Images in [0, 255] -> logits; its bilinear UpSampling2D needs static spatial shapes."""
+    """Images in [0, 255] -> logits; its bilinear UpSampling2D needs static spatial shapes, its
+    layer of its own needs this module to be read back, and it bears a registered model's name."""
     inputs = keras.Input(input_shape)
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
-    x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.UpSampling2D(interpolation="bilinear")(x)
-    return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1)(x))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(Brighten()(inputs))
+    x = keras.layers.UpSampling2D(interpolation="bilinear")(keras.layers.MaxPooling2D()(x))
+    return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1)(x), name="unet_paper")
+
+
+def bad_signature(classes):
+    return None
 '''
 FLAGS = ["--epochs", "1", "--image-shape", "32x96", "--synthetic-images", "12", "--batch-size", "4"]
 
@@ -32,40 +42,52 @@ def own_module(tmp_path, monkeypatch):
     folder = tmp_path / "code"
     folder.mkdir()
     (folder / "my_nets.py").write_text(BUILDER)
+    (folder / "broken.py").write_text("import not_installed_xyz\n")
     monkeypatch.syspath_prepend(str(folder))
     yield folder
     sys.modules.pop("my_nets", None)
 
 
-def test_your_own_builder_trains_and_its_run_evaluates_where_it_cannot_be_imported(
-    tmp_path, own_module
+def test_your_own_builder_trains_and_its_run_evaluates_predicts_and_exports(
+    tmp_path, own_module, caplog
 ):
     """The registry's models only, before: a builder added to MODELS by hand trained, and
-    `evaluate` in a new process then refused the run's model name."""
+    `evaluate` in a new process then refused the run's model name. Its model is called
+    "unet_paper", which must not make fcn_tf feed it the paper U-Net's tiles."""
     out = tmp_path / "runs"
     assert main(["--model", "my_nets:build_net", "--output-dir", str(out), *FLAGS]) == 0
     (run,) = out.iterdir()
     assert run.name.startswith("build_net-synthetic-")  # no ':' in a folder name
     assert json.loads((run / "config.json").read_text())["model"] == "my_nets:build_net"
-    elsewhere = tmp_path / "elsewhere"  # a new process in which my_nets is not importable
+    elsewhere = tmp_path / "elsewhere"  # new processes, from another folder
     elsewhere.mkdir()
-    for command in (["evaluate", str(run)], ["predict", str(run), str(run / "overlays")]):
-        child = subprocess.run(
-            [sys.executable, "-m", f"fcn_tf.{command[0]}", *command[1:], "--output",
-             str(tmp_path / command[0])],
-            cwd=elsewhere, capture_output=True, text=True,
-        )  # fmt: skip
+
+    def command(*args, module_path=True):
+        env = {**os.environ, "PYTHONPATH": str(own_module) if module_path else ""}
+        return subprocess.run([sys.executable, "-m", *args], cwd=elsewhere, env=env,
+                              capture_output=True, text=True)  # fmt: skip
+
+    for args in (["fcn_tf.evaluate", str(run)], ["fcn_tf.export", str(run)]):
+        child = command(*args, "--output", str(tmp_path / args[0]))
         assert child.returncode == 0, child.stderr[-2000:]
-    scores = json.loads((tmp_path / "evaluate" / "evaluation.json").read_text())
-    assert 0 <= scores["perspective"]["URBAN"]["MaxF"] <= 1 and scores["model"]
+    scores = json.loads((tmp_path / "fcn_tf.evaluate" / "evaluation.json").read_text())
+    assert 0 <= scores["perspective"]["URBAN"]["MaxF"] <= 1
+    assert (tmp_path / "fcn_tf.export" / "saved_model").is_dir()
+    child = command("fcn_tf.predict", str(run), str(run / "overlays"), "--output",
+                    str(tmp_path / "predicted"), module_path=False)  # fmt: skip
+    assert child.returncode == 2
+    assert "built by your own my_nets:build_net, whose module cannot be imported" in child.stderr
 
 
 @pytest.mark.parametrize(
     "flags, message",
     [
         (["--model", "no_such_module:build"], "model no_such_module:build: cannot import it "
-         "(ModuleNotFoundError: No module named 'no_such_module')"),
-        (["--model", "my_nets:no_such_function"], "cannot import it (AttributeError"),
+         "(No module named 'no_such_module'); the module must be importable from here"),
+        (["--model", "my_nets:no_such_function"], "my_nets has no no_such_function"),
+        (["--model", "my_nets.py:build_net"], "named without .py"),
+        (["--model", "broken:build"], "No module named 'not_installed_xyz')"),
+        (["--model", "my_nets:bad_signature"], "bad_signature(num_classes=..., input_shape="),
         (["--model", "my_nets:build_net", "--width", "0.5"],
          "--width does not apply to model my_nets:build_net (it takes none)"),
         (["--model", "my_nets.build_net"], "or name your own builder as module:function"),
@@ -79,3 +101,4 @@ def test_a_builder_that_cannot_be_used_is_one_line_before_any_data_is_read(
     assert code == 2
     (line,) = errors(caplog)
     assert message in line
+    assert "broken" not in flags[1] or line.endswith(message)  # no path hint: it was found

@@ -22,7 +22,7 @@ from fcn_tf.engine.state import read_resume_state
 from fcn_tf.losses import pixel_cross_entropy
 from fcn_tf.metrics import mean_iou, positive_iou
 from fcn_tf.models.flops import forward_flops
-from fcn_tf.models.registry import MODELS, check_network
+from fcn_tf.models.registry import MODELS, check_network, is_own_model
 from fcn_tf.optim import make_optimizer
 from fcn_tf.task import IGNORE_LABEL, Task
 
@@ -43,8 +43,9 @@ def compile_model(model, task: Task, learning_rate=1e-3, jit_compile="auto", opt
     its spec's loss weights.
     """
     # the model's own name first (fcn_tf names a model by its registry key), then the task's;
-    # None: a model fcn_tf did not build (Keras' XLA choice)
-    spec = MODELS.get(model.name) or MODELS.get(task.model)
+    # None: a model fcn_tf did not build (Keras' XLA choice), or your own builder's, whatever
+    # its name ("module:function")
+    spec = None if is_own_model(task.model) else MODELS.get(model.name) or MODELS.get(task.model)
     check_network(model, task.num_classes, spec is not None and spec.overlap_tile)
     precision.for_training(model)  # bfloat16: a faulty oneDNN kernel, dropout, bias gradients
     metric = positive_iou(task.iou_metric) if task.binary else mean_iou(task.num_classes)
@@ -177,14 +178,16 @@ def _check_labels(train_data) -> None:
 
 def check_label_values(train_data, task: Task) -> None:
     """A pipeline of your own: its first batch's label values. A value that is no class and not
-    `IGNORE_LABEL` is refused; a binary task whose labels are only 0 and 255 is warned about (a
-    0/255 mask read as it is: 255 counts nowhere, so the model would never see class 1)."""
+    `IGNORE_LABEL` (-1 included) is refused; a binary task whose labels are only 0 and 255 is
+    warned about (a 0/255 mask read as it is: 255 counts nowhere, so the model would never see
+    class 1). It reads that batch once more than the training does (a shuffle buffer fills
+    once more)."""
     batch = next(iter(train_data.take(1)), None) if hasattr(train_data, "take") else None
     if not isinstance(batch, tuple | list) or len(batch) < 2:
         return
     labels = batch[1][0] if isinstance(batch[1], tuple | list) else batch[1]
     values = np.unique(keras.ops.convert_to_numpy(labels))
-    stray = [int(v) for v in values if v >= task.num_classes and v != IGNORE_LABEL]
+    stray = [int(v) for v in values if (v < 0 or v >= task.num_classes) and v != IGNORE_LABEL]
     if stray:
         raise ValueError(
             f"the first training batch holds label value(s) {', '.join(map(str, stray[:5]))}, "

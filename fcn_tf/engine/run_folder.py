@@ -78,8 +78,9 @@ class RunFolder:
         """The unfinished run of the same settings to resume, or a new run folder.
 
         With `--run-name`, only that run; otherwise the newest `.MODEL-DATASET-*.partial`
-        folder whose config.json has the same settings (the epochs and learning rate may
-        differ). Raises ValueError if the named run exists, or was started with other settings.
+        folder (MODEL: `short_name`, your own builder's function name) whose config.json has
+        the same settings (the epochs and learning rate may differ). Raises ValueError if the
+        named run exists, or was started with other settings.
         """
         root = Path(config.output_dir)
         if config.run_name:

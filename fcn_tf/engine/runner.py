@@ -269,7 +269,8 @@ def steps_of(job: Job) -> int:
 
 
 def build_network(config: TrainConfig, task: Task, training_head: bool = False):
-    """The registry's model for `config`, at the input shape it trains on."""
+    """The model `config` names (the registry's, or your own builder's), at the input shape it
+    trains on."""
     shape = get_spec(config.model).training_input_shape(config.image_shape)
     return build_model(
         config.model, task.num_classes, shape, training_head=training_head, **config.model_options()
@@ -391,7 +392,8 @@ def best_model(job: Job):
         raise RuntimeError("training stopped before the first checkpoint")
     import fcn_tf.models.layers  # noqa: F401 - a run resumed only to finish built no model
 
-    best = keras.saving.load_model(path, compile=False)  # served, not trained further
+    # served, not trained further; written by this run (a Lambda layer of your own model loads)
+    best = keras.saving.load_model(path, compile=False, safe_mode=False)
     if job.runtime.policy != "float32":  # serve in float32: rebuild and copy the weights
         keras.mixed_precision.set_global_policy("float32")
         trained = best

@@ -76,12 +76,16 @@ class ModelSpec:
         module, function = self.builder.split(":")
         try:
             return getattr(importlib.import_module(module), function)
-        except (ImportError, AttributeError) as error:
-            raise ValueError(
-                f"model {self.builder}: cannot import it ({type(error).__name__}: {error}); the "
-                "module must be importable from here (the current folder, PYTHONPATH or an "
-                "installed package)"
-            ) from None
+        except ImportError as error:
+            where = (
+                "; the module must be importable from here (the current folder, PYTHONPATH or "
+                "an installed package), named without .py"
+                if error.name is not None and module.startswith(error.name)
+                else ""
+            )  # not: a module that imports something missing
+            raise ValueError(f"model {self.builder}: cannot import it ({error}){where}") from None
+        except AttributeError:
+            raise ValueError(f"model {self.builder}: {module} has no {function}") from None
 
     def training_input_shape(self, image_shape) -> tuple:
         """The network's input shape when training on `image_shape` crops/resized images."""
@@ -157,12 +161,34 @@ def get_spec(name: str) -> ModelSpec:
     it takes no options); ValueError listing the valid names otherwise."""
     if name in MODELS:
         return MODELS[name]
-    if OWN_MODEL.fullmatch(name):
+    if is_own_model(name):
         return ModelSpec(name, 1, ())
     raise ValueError(
         f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}, or name your own "
         "builder as module:function (e.g. my_nets:build_net, on the Python path)"
     )
+
+
+def is_own_model(name) -> bool:
+    """Whether `name` names your own builder ("module:function"), not a registered model."""
+    return isinstance(name, str) and name not in MODELS and OWN_MODEL.fullmatch(name) is not None
+
+
+def check_own_builder(name: str) -> None:
+    """ValueError unless your own builder `name` imports and takes `num_classes` and
+    `input_shape` (what fcn_tf calls it with)."""
+    import inspect
+
+    function = get_spec(name).build_function()
+    try:
+        inspect.signature(function).bind(num_classes=2, input_shape=(64, 64, 3))
+    except TypeError as error:
+        raise ValueError(
+            f"model {name}: fcn_tf calls it as {name.split(':')[1]}(num_classes=..., "
+            f"input_shape=(H, W, 3)), which its signature does not take ({error})"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): left to the call
+        pass
 
 
 def short_name(name: str) -> str:
@@ -190,7 +216,8 @@ def build_model(
     training_head: bool = False,
     **options,
 ):
-    """Build the registered model `name`: float RGB images in [0, 255] -> per-pixel logits.
+    """Build model `name` (registered, or your own "module:function"): float RGB images in
+    [0, 255] -> per-pixel logits.
 
     Args:
         options: the model's keyword options (`MODELS[name].options`); any other is an error.
@@ -199,8 +226,9 @@ def build_model(
             others are built as usual.
 
     Raises:
-        ValueError: `name` is not registered (the message lists the valid names), an option does
-            not apply to it, or the input is smaller than the model can take.
+        ValueError: `name` is neither registered (the message lists the valid names) nor your
+            own importable builder, an option does not apply to it, or the input is smaller than
+            the model can take.
     """
     spec = get_spec(name)
     check_options(name, options)
