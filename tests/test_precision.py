@@ -193,7 +193,7 @@ def test_route_around_leaves_float32_models_and_safe_layers_alone():
 )  # fmt: skip
 def test_a_16_bit_model_trains_and_predicts_with_its_class_scores_in_float32(name, ends):
     """In bfloat16 the demo FCN-8s' loss was 2.4 % above float32's at the last of 8 epochs (ten
-    seeds); with these layers in float32, within 1.2 % at every epoch (docs/scale.md)."""
+    seeds); with these layers in float32, within 1.7 % at every epoch (docs/scale.md)."""
     import keras
 
     from fcn_tf.data import kitti
