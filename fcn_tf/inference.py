@@ -308,10 +308,10 @@ def _savedmodel_task(loaded, source: Path) -> Task:
 def in_policy(model, policy: str):
     """The same network and weights computing under the Keras dtype policy `policy` (e.g.
     "mixed_bfloat16": bfloat16 arithmetic, float32 weights; its class-score layers in float32,
-    as in training: `precision.float32_ends`); "float32" keeps `model` as it is."""
+    as in training: `precision.float32_class_scores`); "float32" keeps `model` as it is."""
     import keras
 
-    from fcn_tf.precision import float32_ends
+    from fcn_tf.precision import float32_class_scores
 
     if policy == "float32" or model.dtype_policy.name == policy:
         return model
@@ -321,7 +321,7 @@ def in_policy(model, policy: str):
 
     twin = keras.models.clone_model(model, clone_function=clone)
     twin.set_weights(model.get_weights())
-    float32_ends(twin)
+    float32_class_scores(twin)
     return twin
 
 

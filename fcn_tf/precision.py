@@ -41,7 +41,7 @@ route that stopped working would refuse bfloat16 rather than crash the caller.
 Two silent bfloat16 errors are mended for every device before a model trains (`for_training`,
 called by `compile_model`): TensorFlow's CPU bias gradient summed bfloat16 in bfloat16
 (`accurate_bias_gradients`), and dropout masks drawn in bfloat16 kept fewer units than asked
-(`float32_dropout`); and its class-score layers compute in float32 (`float32_ends`).
+(`float32_dropout`); and its class-score layers compute in float32 (`float32_class_scores`).
 
 The verdict is cached per CPU model, instruction-set flags and TensorFlow version, in
 `$FCN_TF_CACHE` (default `~/.cache/fcn_tf`), so later runs read it in milliseconds.
@@ -224,12 +224,12 @@ def route_around(model) -> list[str]:
 
 def for_training(model) -> None:
     """What a model that computes in bfloat16 (or float16) needs before it trains, beyond Keras'
-    policy: `route_around` (CPUs), `float32_dropout`, `float32_ends` and
+    policy: `route_around` (CPUs), `float32_dropout`, `float32_class_scores` and
     `accurate_bias_gradients`. A float32 or float64 model is left as it is. `compile_model`
     calls this."""
     route_around(model)
     float32_dropout(model)
-    float32_ends(model)
+    float32_class_scores(model)
     if any(layer.compute_dtype in SIXTEEN_BIT for layer in model._flatten_layers()):
         accurate_bias_gradients()
 
@@ -300,7 +300,7 @@ def float32_dropout(model) -> list[str]:
     return [layer.name for layer in layers]
 
 
-def float32_ends(model) -> list[str]:
+def float32_class_scores(model) -> list[str]:
     """Make the class space of a 16-bit `model` compute in float32 (the names are returned): from
     the logits back, every layer whose output has the logits' channels (FCN-8s' score,
     upsampling and fusing layers; another model's classifier and its resizing to the input),

@@ -134,7 +134,7 @@ from fcn_tf.engine import compile_model
 from fcn_tf.models import build_model
 # TensorFlow's own bias gradients, which oneDNN fuses with the filter gradient: the faulty kernel
 precision.accurate_bias_gradients = lambda: False
-precision.float32_ends = lambda model: []  # which would take score_fr to float32 as well
+precision.float32_class_scores = lambda model: []  # which would take score_fr to float32 as well
 keras.mixed_precision.set_global_policy("mixed_bfloat16")
 model = build_model("fcn8s", 2, (64, 96, 3), width=0.05, fc_units=4096)
 compile_model(model, kitti.road_task(model="fcn8s"), jit_compile="off")
@@ -216,7 +216,7 @@ def test_a_16_bit_model_trains_and_predicts_with_its_class_scores_in_float32(nam
     predicting = in_policy(float32, "mixed_bfloat16")  # predict/evaluate --mixed-precision
     in_float32 = {layer.name for layer in predicting.layers if layer.compute_dtype == "float32"}
     assert {n for n in ends if not n.startswith("aux")} <= in_float32
-    assert precision.float32_ends(float32) == []  # a float32 model is left as it is
+    assert precision.float32_class_scores(float32) == []  # a float32 model is left as it is
 
 
 def test_dropout_in_bfloat16_keeps_the_asked_share_and_the_same_units_as_float32():
