@@ -175,15 +175,26 @@ def load_model(path: str | os.PathLike, safe_mode: bool = True):
             f"{path} is {kind} model, for ONNX Runtime / LiteRT clients (docs/deploy.md); fcn_tf "
             "runs the run folder, its .keras model, or its export folder / SavedModel"
         )
-    own = _import_own_module(path)
+    folder = run_folder(path) or path.parent  # describes its checkpoints/*.keras too
+    recorded = {}  # what the run or save_task wrote of the model, read before loading it
+    config_path = folder / "config.json"
+    if config_path.is_file():  # runs saved before model.json carried these
+        config = json.loads(config_path.read_text())
+        recorded.update(
+            {k: config[k] for k in ("image_shape", "resize_mode", "model") if k in config}
+        )
+    described = info_path(path) if info_path(path).is_file() else folder / "model.json"
+    if described.is_file():
+        recorded.update(json.loads(described.read_text()))
+    own_module = _import_own_module(recorded.get("model"))
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as error:  # noqa: BLE001 - keras raises many types for foreign files
-        if own is not None and not own[1]:
+        if own_module is False:
             raise ValueError(
-                f"{path} was built by your own {own[0]}, whose module cannot be imported here, "
-                "so its layers cannot be read: run this where the module can be imported (its "
-                "folder, PYTHONPATH or an installed package)"
+                f"{path} was built by your own {recorded['model']}, whose module cannot be "
+                "imported here, so its layers cannot be read: run this where the module can be "
+                "imported (its folder, PYTHONPATH or an installed package)"
             ) from None
         if safe_mode and "safe_mode" in str(error):
             raise ValueError(
@@ -193,15 +204,7 @@ def load_model(path: str | os.PathLike, safe_mode: bool = True):
             ) from None
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise ValueError(f"{path} is not a Keras model fcn_tf can load ({reason})") from None
-    info = {"model": model.name if model.name in MODELS else None}
-    folder = run_folder(path) or path.parent  # describes its checkpoints/*.keras too
-    config_path = folder / "config.json"
-    if config_path.is_file():  # runs saved before model.json carried these
-        config = json.loads(config_path.read_text())
-        info.update({k: config[k] for k in ("image_shape", "resize_mode", "model") if k in config})
-    described = info_path(path) if info_path(path).is_file() else folder / "model.json"
-    if described.is_file():
-        info.update(json.loads(described.read_text()))
+    info = {"model": model.name if model.name in MODELS else None, **recorded}
     task = own_name(model, Task.from_json(info, str(described), num_classes=model.output_shape[-1]))
     if not described.is_file() and not config_path.is_file():
         log.warning(
@@ -221,26 +224,21 @@ def load_model(path: str | os.PathLike, safe_mode: bool = True):
     return model, task
 
 
-def _import_own_module(path: Path) -> tuple[str, bool] | None:
-    """For a model built by your own "module:function" (as its run recorded it): import the
-    module, so that the layers it registers with Keras can be read; `(name, imported)`, or
-    None for any other model."""
+def _import_own_module(name) -> bool | None:
+    """For a model built by your own "module:function" `name` (as its run recorded it): import
+    the module, so that the layers it registers with Keras can be read; whether it could be
+    imported, or None for any other model."""
     import importlib
 
     from fcn_tf.models.registry import is_own_model
 
-    folder = run_folder(path) or path.parent
-    for described in (info_path(path), folder / "model.json", folder / "config.json"):
-        if described.is_file():
-            name = json.loads(described.read_text()).get("model")
-            if not is_own_model(name):
-                return None
-            try:
-                importlib.import_module(name.split(":")[0])
-            except ImportError:
-                return name, False
-            return name, True
-    return None
+    if not is_own_model(name):
+        return None
+    try:
+        importlib.import_module(name.split(":")[0])
+    except ImportError:
+        return False
+    return True
 
 
 def own_name(model, task: Task) -> Task:
