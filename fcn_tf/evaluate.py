@@ -30,7 +30,7 @@ import numpy as np
 from fcn_tf.cli import run_command, setup_logging
 from fcn_tf.config import DATASETS, load_run_config, parse_shape, resolve
 from fcn_tf.data import kitti
-from fcn_tf.files import write_json
+from fcn_tf.files import check_writable, write_json
 from fcn_tf.task import RESIZE_MODES, Task
 
 log = logging.getLogger("fcn_tf.evaluate")
@@ -299,11 +299,12 @@ def evaluate_cli(args) -> Path:
 
     if args.submission:  # before any work
         submission = _check_submission(args, task, config, data.root)
+    out_dir = Path(args.output) if args.output else _default_output(args, run_dir, predictor)
+    check_writable(out_dir)
     calib_dir = _calibration(args, data.root, pairs, task)
     scores = score_pairs(
         pairs, probabilities_of, task, decode_masks(data.label_decoder()), calib_dir
     )
-    out_dir = Path(args.output) if args.output else _default_output(args, run_dir, predictor)
     if (out_dir / "evaluation.json").is_file():
         log.warning("replacing the earlier evaluation in %s (--output keeps both)", out_dir)
     report = _report(scores, task, out_dir)

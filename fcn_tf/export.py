@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -319,7 +320,7 @@ def _training_images(model_path: Path):
     return [image for image, _ in load_data(load_run_config(run), training=False).train]
 
 
-def _check_request(output: Path, formats, quantizations, overwrite: bool) -> None:
+def _check_request(output: Path, model_path: Path, formats, quantizations, overwrite: bool) -> None:
     unknown = set(formats) - set(FORMATS) or set(quantizations) - set(QUANTIZATIONS)
     if unknown:
         raise ValueError(
@@ -330,6 +331,16 @@ def _check_request(output: Path, formats, quantizations, overwrite: bool) -> Non
         raise ValueError(f"{output} is a file, not an export folder; choose another --output")
     if output.exists() and not overwrite:
         raise ValueError(f"export folder {output} already exists; pass --overwrite to replace it")
+    if output.resolve() in (model_path.resolve(), *model_path.resolve().parents):
+        raise ValueError(
+            f"export folder {output} holds the model {model_path}, and an export replaces its "
+            "whole folder; choose another --output"
+        )
+    if os.path.ismount(output):
+        raise ValueError(
+            f"export folder {output} is a mount point, which an export cannot replace; choose a "
+            f"folder inside it, e.g. {output / 'export'}"
+        )
     if "onnx" in formats and not _onnx_converter_installed():
         raise ValueError(f"ONNX export needs tf2onnx: {EXPORT_INSTALL} (or leave out onnx)")
 
@@ -428,7 +439,7 @@ def export(
     The export is built in a hidden `.NAME.partial` folder and renamed when complete.
     """
     output, model_path = Path(output), Path(model_path)
-    _check_request(output, formats, quantizations, overwrite)
+    _check_request(output, model_path, formats, quantizations, overwrite)
     model, task = load_model(model_path)
     metadata = export_metadata(task)
     size = calibration = None

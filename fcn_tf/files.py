@@ -10,6 +10,7 @@ one level up: `atomic_folder` (exports, submissions, generated data) and
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -66,6 +67,19 @@ def atomic_write(path: str | os.PathLike):
             shutil.rmtree(temporary, ignore_errors=True)
         else:
             temporary.unlink(missing_ok=True)
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise an OSError naming `folder` (what `cli.run_command` makes one line of) if it, or the
+    nearest existing folder above it, is on a read-only file system or may not be written: for
+    commands that compute for minutes before they write."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if hasattr(os, "statvfs") and os.statvfs(existing).f_flag & os.ST_RDONLY:  # not Windows
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
 
 
 def write_json(path: str | os.PathLike, data) -> Path:

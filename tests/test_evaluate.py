@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -40,6 +41,27 @@ def test_a_submission_without_every_test_calibration_is_refused_before_any_work(
     assert "6 of the 10 test images have no calibration file" in errors(caplog)[0]
     assert "bird's-eye view" in errors(caplog)[0]
     assert not list(tmp_path.iterdir())  # refused before scoring: nothing written
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_scoring(
+    trained_run, tmp_path, monkeypatch, caplog
+):
+    """evaluate scored every image (minutes on a real split), then failed at its first write."""
+    import fcn_tf.scoring
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored before the output folder was checked")
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr("os.access", lambda path, mode: path != locked and real_access(path, mode))
+    monkeypatch.setattr(fcn_tf.scoring, "score_pairs", never)
+    assert main([trained_run["run_dir"], "--output", str(locked / "eval" / "val")]) == 1
+    assert errors(caplog) == [
+        f"Permission denied: {locked / 'eval' / 'val'}; choose a folder you may write to"
+    ]
+    assert not list(locked.iterdir())
 
 
 def _perfect_predictions(data_road, folder):
