@@ -102,3 +102,29 @@ def test_a_builder_that_cannot_be_used_is_one_line_before_any_data_is_read(
     (line,) = errors(caplog)
     assert message in line
     assert "broken" not in flags[1] or line.endswith(message)  # no path hint: it was found
+
+
+def test_a_builder_edited_since_a_run_stopped_starts_a_new_run(tmp_path, own_module, caplog):
+    """The same command after an edit of your builder resumed the stopped run: the saved state
+    went into the edited network, silently when the weights' shapes still fitted."""
+    from fcn_tf import config as config_lib
+    from fcn_tf.engine import STATE_FILE
+    from fcn_tf.engine.run_folder import RunFolder
+
+    settings = {"model": "my_nets:build_net", "output_dir": str(tmp_path), "epochs": 2}
+    config = config_lib.resolve(settings)
+    folder = RunFolder.open(config)
+    folder.prepare(config.epochs, config.to_dict())
+    config.save(folder / "config.json")
+    (folder.checkpoints / "state-0001.weights.h5").write_bytes(b"")
+    (folder.checkpoints / STATE_FILE).write_text(
+        json.dumps({"epoch": 1, "step": 0, "weights": "state-0001.weights.h5"})
+    )
+    assert RunFolder.open(config).state is not None  # unchanged: resumed
+    module = own_module / "my_nets.py"
+    module.write_text(module.read_text().replace('activation="relu"', 'activation="gelu"'))
+    with caplog.at_level(logging.INFO):
+        assert RunFolder.open(config).state is None
+    assert f"other settings (your model's module {module} edited since)" in caplog.text
+    with pytest.raises(ValueError, match="edited since"):
+        RunFolder.open(config_lib.resolve({**settings, "run_name": folder.partial.name[1:-8]}))

@@ -11,6 +11,7 @@ a second process started on the same run is refused instead of writing into it t
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ from fcn_tf.engine.state import (
 )
 from fcn_tf.errors import DamagedState, Interrupted, Preempted, StorageFull
 from fcn_tf.files import hold_lock, release_lock, write_json
-from fcn_tf.models.registry import short_name
+from fcn_tf.models.registry import builder_source, short_name
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 RESUMABLE_CHANGES = ("epochs", "learning_rate", "run_name", "save_every", "output_dir",
                      "tensorboard")  # fmt: skip
 TRAINING_CHANGES = ("epochs", "learning_rate")  # of those, the ones that change the training
+BUILDER_FILE = "builder.json"  # your own builder's module file and digest (`builder_source`)
 
 
 class RunFolder:
@@ -54,6 +56,7 @@ class RunFolder:
         self.state = state
         self._lock = None
         self._created_root = False
+        self.builder = None  # a new run of your own builder: its module file and digest
 
     @property
     def epochs_done(self) -> int:
@@ -89,17 +92,19 @@ class RunFolder:
             candidates = sorted(
                 root.glob(f".{short_name(config.model)}-{config.dataset}-*.partial"), reverse=True
             )
-        wanted = _comparable(config.to_dict())
+        wanted, source = _comparable(config.to_dict()), builder_source(config.model)
         others = []  # unfinished runs of other settings, left as they are
         for partial in candidates:
             state = read_resume_state(partial / "checkpoints")
             if not (partial / "config.json").is_file():
                 continue
             saved = _comparable(_saved_settings(partial))
+            differences = _differences(saved, wanted) if saved != wanted else ""
+            differences = differences or _edited_builder(partial, source)
             if state is None:
-                _refuse_damaged(partial, same=saved == wanted)
+                _refuse_damaged(partial, same=not differences)
                 continue
-            if saved == wanted:
+            if not differences:
                 folder = cls(root / partial.name[1 : -len(".partial")], state)
                 if folder.final.exists():
                     raise ValueError(
@@ -110,16 +115,16 @@ class RunFolder:
             if config.run_name:
                 raise ValueError(
                     f"run {config.run_name!r} was started with other settings ({partial}: "
-                    f"{_differences(saved, wanted)}); resume it with the same settings, or "
-                    "delete that folder, or choose another --run-name"
+                    f"{differences}); resume it with the same settings, or delete that folder, "
+                    "or choose another --run-name"
                 )
-            others.append((partial, saved))
+            others.append((partial, differences))
         if others:  # the newest; a changed flag starts a new run, which the user may not expect
-            partial, saved = others[0]
+            partial, differences = others[0]
             log.info(
                 "not resuming the unfinished run %s: it was started with other settings (%s); "
                 "starting a new run beside it",
-                partial, _differences(saved, wanted),
+                partial, differences,
             )  # fmt: skip
         name = config.run_name or (
             f"{short_name(config.model)}-{config.dataset}-"
@@ -128,6 +133,7 @@ class RunFolder:
         folder = cls(root / name)
         if folder.final.exists():
             raise ValueError(f"run folder {folder.final} already exists; choose another --run-name")
+        folder.builder = source
         return folder
 
     # -- lifecycle
@@ -173,6 +179,8 @@ class RunFolder:
             return
         shutil.rmtree(self.partial, ignore_errors=True)
         self.checkpoints.mkdir(parents=True)
+        if self.builder is not None:  # your own builder's module: an edit starts a new run
+            self.write_json(BUILDER_FILE, self.builder)
 
     def write_json(self, name: str, data) -> Path:
         return write_json(self / name, data)
@@ -253,6 +261,17 @@ def _saved_settings(partial: Path) -> dict:
         return load_run_config(partial).to_dict()
     except ValueError:  # not a config this fcn_tf can read: not the same settings
         return {}
+
+
+def _edited_builder(partial: Path, source: dict | None) -> str:
+    """'FILE edited since' if your own builder's module is not the one the run started with."""
+    try:
+        recorded = json.loads((partial / BUILDER_FILE).read_text())
+    except (OSError, ValueError):  # not your own builder, or a run from before this record
+        return ""
+    if source is None or recorded.get("sha256") == source["sha256"]:
+        return ""
+    return f"your model's module {source['file']} edited since"
 
 
 def _comparable(settings: dict) -> dict:

@@ -19,6 +19,7 @@ import dataclasses
 import importlib
 import numbers
 import re
+from pathlib import Path
 
 FCN_OPTIONS = (
     "width", "weights", "fc_units", "keep_prob", "decoder", "l2", "upsampling", "at_once",
@@ -189,6 +190,22 @@ def check_own_builder(name: str) -> None:
         ) from None
     except ValueError:  # no signature to read (a builtin): left to the call
         pass
+
+
+def builder_source(name: str) -> dict | None:
+    """Your own builder's module file and a digest of its text, to tell a builder edited since a
+    run started from the one it started with; None for a registered model (or no module file)."""
+    import hashlib
+
+    if not is_own_model(name):
+        return None
+    try:
+        path = getattr(importlib.import_module(name.split(":")[0]), "__file__", None)
+    except ImportError:
+        return None
+    if not path:
+        return None
+    return {"file": path, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]}
 
 
 def short_name(name: str) -> str:
