@@ -35,9 +35,10 @@ def forward(model, images, task: Task, multiple: int = 32):
 
     With the task's "resize" mode the batch is resized bilinearly to `task.image_shape` and the
     probabilities resized back; with "pad" it is zero-padded at the bottom/right to
-    `task.image_shape` (or further, to a multiple of `multiple`, for larger images; to the next
-    multiple alone when the task has no image shape) and cropped back. Graph-friendly: the
-    exported SavedModel, TFLite and ONNX models run exactly this.
+    `task.image_shape` (the size the model trained at, whatever it is), or where the images are
+    larger, to the next multiple of `multiple` (alone when the task has no image shape), and
+    cropped back. Graph-friendly: the exported SavedModel, TFLite and ONNX models run exactly
+    this.
     """
     import tensorflow as tf
 
@@ -53,9 +54,9 @@ def forward(model, images, task: Task, multiple: int = 32):
         # (m - h % m) % m: the padding to the next multiple, in a form every exporter converts.
         target_h = height + (multiple - height % multiple) % multiple
         target_w = width + (multiple - width % multiple) % multiple
-        if task.image_shape:
-            target_h = tf.maximum(target_h, task.image_shape[0])
-            target_w = tf.maximum(target_w, task.image_shape[1])
+        if task.image_shape:  # what fits is padded to the training size itself
+            target_h = tf.where(height <= task.image_shape[0], task.image_shape[0], target_h)
+            target_w = tf.where(width <= task.image_shape[1], task.image_shape[1], target_w)
         x = tf.pad(images, [[0, 0], [0, target_h - height], [0, target_w - width], [0, 0]])
     if task.model in MODELS:
         x = MODELS[task.model].network_input(x)
@@ -399,6 +400,7 @@ class Predictor:
             raise ValueError(
                 f"Predictor takes a batch of RGB images (B, H, W, 3), got shape {images.shape}{one}"
             )
+        self._check_fits(images.shape[1:3])
         outputs = self._serve(images)
         if self.crf is None:
             return outputs["probabilities"].numpy(), outputs["mask"].numpy()
@@ -411,6 +413,19 @@ class Predictor:
             ]
         )
         return refined, masks_from(refined, self.task)
+
+    def _check_fits(self, size) -> None:
+        """ValueError for images larger than a model built at a fixed size takes in pad mode
+        (your own builder's, trained in pad mode: served at its training size)."""
+        if self.kind != "Keras" or self.task.resize_mode != "pad":
+            return
+        fixed = tuple(self.model.inputs[0].shape[1:3])
+        if None not in fixed and (size[0] > fixed[0] or size[1] > fixed[1]):
+            raise ValueError(
+                f"{self.name} takes images of at most {fixed[0]}x{fixed[1]} (pad mode; the size "
+                f"it was built at), not {size[0]}x{size[1]}: resize them to fit, or train with "
+                "--resize-mode resize or a larger --image-shape"
+            )
 
     def one(self, image) -> tuple[np.ndarray, np.ndarray]:
         """`(probabilities (H, W, C), mask (H, W))` of one RGB image `(H, W, 3)` (a grayscale

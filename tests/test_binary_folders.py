@@ -103,3 +103,28 @@ def test_a_grayscale_dataset_trains_and_predicts(tmp_path, caplog):
     run = str(tmp_path / "runs/g")
     assert predict_main([run, str(root / "images"), "--output", str(out), "--quiet"]) == 0
     assert len(list((out / "masks").glob("*.png"))) == 10
+
+
+def test_pad_mode_at_the_images_own_odd_size_trains_and_predicts_larger_images(tmp_path, caplog):
+    """`--resize-mode pad --image-shape 50x70` (the images' own size, the one the too-large
+    refusal suggests) trained, then failed writing its results, and again at every rerun: the
+    held-out images were padded to 64x96 for a model built at 50x70. The served model takes any
+    size now, so a larger image is padded, not refused."""
+    import keras
+
+    root = make_binary_folder(tmp_path / "data", "0/1/255")
+    flags = ["--dataset", "folder", "--data-dir", str(root), "--resize-mode", "pad"]
+    runs = tmp_path / "runs"
+    with caplog.at_level(logging.INFO):
+        code = train_main([*flags, "--image-shape", "x".join(map(str, SIZE)),
+                           "--output-dir", str(runs), "--run-name", "p", *FLAGS])  # fmt: skip
+    assert code == 0, caplog.text[-2000:]
+    model = keras.saving.load_model(runs / "p/model.keras", compile=False)
+    assert tuple(model.inputs[0].shape[1:3]) == (None, None)
+    large = tmp_path / "large"
+    large.mkdir()
+    image = iio.imread(root / "images/img00.png")
+    iio.imwrite(large / "wide.png", np.pad(image, [(0, 30), (0, 50), (0, 0)], mode="edge"))
+    out = tmp_path / "predictions"
+    assert predict_main([str(runs / "p"), str(large), "--output", str(out), "--quiet"]) == 0
+    assert iio.imread(out / "masks/wide.png").shape == (SIZE[0] + 30, SIZE[1] + 50)

@@ -51,3 +51,18 @@ def test_images_larger_than_the_pad_shape_are_padded_further():
         model, np.zeros((400, 1300, 3), np.uint8), kitti.road_task((384, 1248), "pad")
     )
     assert scores.shape == (400, 1300, 2)
+
+
+def test_pad_mode_pads_to_the_training_size_and_names_what_a_fixed_size_model_cannot_take():
+    """A model built at a fixed size that is no multiple of 32 (50x70, a user's own images) was
+    fed 64x96 in pad mode; one larger than its size was a Keras shape error."""
+    from fcn_tf.task import task_for
+
+    model = build_model("fcn8s", 2, (50, 70, 3), **TINY)
+    task = task_for(["background", "road"], image_shape=(50, 70), resize_mode="pad")
+    predictor = Predictor.from_model(model, task)
+    probabilities, masks = predictor(np.zeros((2, 50, 70, 3), np.uint8))
+    assert probabilities.shape == (2, 50, 70, 2) and masks.shape == (2, 50, 70)
+    assert predictor.one(np.zeros((41, 70, 3), np.uint8))[1].shape == (41, 70)  # smaller: fits
+    with pytest.raises(ValueError, match="takes images of at most 50x70 .* not 51x70: resize"):
+        predictor(np.zeros((1, 51, 70, 3), np.uint8))

@@ -28,7 +28,7 @@ from fcn_tf.engine.preemption import stop_on_sigterm
 from fcn_tf.engine.run_folder import RunFolder
 from fcn_tf.engine.state import best_checkpoint, read_resume_state, restore_state, state_bytes
 from fcn_tf.losses import make_loss
-from fcn_tf.models.registry import build_model, get_spec
+from fcn_tf.models.registry import build_model, get_spec, is_own_model
 from fcn_tf.optim import learning_rate, make_optimizer
 from fcn_tf.task import Task
 
@@ -268,10 +268,13 @@ def steps_of(job: Job) -> int:
     return steps
 
 
-def build_network(config: TrainConfig, task: Task, training_head: bool = False):
+def build_network(
+    config: TrainConfig, task: Task, training_head: bool = False, any_size: bool = False
+):
     """The model `config` names (the registry's, or your own builder's), at the input shape it
-    trains on."""
-    shape = get_spec(config.model).training_input_shape(config.image_shape)
+    trains on (`any_size`: for images of any size)."""
+    spec = get_spec(config.model)
+    shape = (None, None, 3) if any_size else spec.training_input_shape(config.image_shape)
     return build_model(
         config.model, task.num_classes, shape, training_head=training_head, **config.model_options()
     )
@@ -385,6 +388,27 @@ def train_as_worker(job: Job, model) -> None:
         train(job, model, Path(scratch))
 
 
+def served_at_any_size(config: TrainConfig) -> bool:
+    """Pad mode: images larger than the training size are padded to a larger size (see
+    `inference.forward`), so a registry model is served built for any size (your own builder
+    may need static shapes: it is served at its training size; the paper U-Net takes tiles)."""
+    return (
+        config.resize_mode == "pad"
+        and not is_own_model(config.model)
+        and not get_spec(config.model).overlap_tile
+    )
+
+
+def copy_weights(trained, served) -> None:
+    """The trained model's weights into `served`, the same network built again (without the
+    training heads, whose layers may come anywhere: layer by layer, by name)."""
+    if len(trained.weights) == len(served.weights):
+        served.set_weights(trained.get_weights())
+        return
+    for layer in served.layers:
+        layer.set_weights(trained.get_layer(layer.name).get_weights())
+
+
 def best_model(job: Job):
     """The best epoch's model, for serving: float32, main output only."""
     path = best_checkpoint(job.folder.checkpoints)
@@ -394,11 +418,12 @@ def best_model(job: Job):
 
     # served, not trained further; written by this run (a Lambda layer of your own model loads)
     best = keras.saving.load_model(path, compile=False, safe_mode=False)
-    if job.runtime.policy != "float32":  # serve in float32: rebuild and copy the weights
-        keras.mixed_precision.set_global_policy("float32")
+    any_size = served_at_any_size(job.config)
+    if job.runtime.policy != "float32" or any_size:  # rebuild and copy the weights
+        keras.mixed_precision.set_global_policy("float32")  # serve in float32
         trained = best
-        best = build_network(job.config, job.task)
-        best.set_weights(trained.get_weights()[: len(best.weights)])
+        best = build_network(job.config, job.task, any_size=any_size)
+        copy_weights(trained, best)
     if len(best.outputs) > 1:  # training heads are for training only; the first predicts
         best = keras.Model(best.inputs, best.outputs[0], name=best.name)
     return best
