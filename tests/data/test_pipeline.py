@@ -65,6 +65,23 @@ def test_training_pipeline_is_seeded_and_shuffles(tmp_path):
     assert not np.array_equal(first_epoch(1), first_epoch(2))
 
 
+def test_a_resumed_pipeline_is_the_rest_of_the_uninterrupted_one(tmp_path):
+    """Epochs from (epoch 2, step 1) on are the uninterrupted run's batches from there: every
+    epoch's order and augmentation depend only on (seed, epoch, position)."""
+    pairs = kitti.find_pairs(make_data_road(tmp_path, num_train=6, num_test=0))
+
+    def labels(**resume):
+        dataset = make_dataset(pairs, (32, 96), 2, training=True, seed=3, epochs=4, **resume)
+        return [batch[1].numpy() for batch in dataset]
+
+    whole = labels()
+    assert len(whole) == 12 and not np.array_equal(whole[0], whole[3])  # reshuffled per epoch
+    rest = labels(first_epoch=2, first_step=1)
+    assert len(rest) == 5
+    for resumed, uninterrupted in zip(rest, whole[7:], strict=True):
+        np.testing.assert_array_equal(resumed, uninterrupted)
+
+
 def test_without_epochs_each_pass_is_augmented_anew_and_seeded(tmp_path):
     """The one-epoch dataset (make_dataset without `epochs`, as in the README's library
     example) drew the same augmentation on every pass: one pass per image in the whole run."""
