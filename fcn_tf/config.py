@@ -165,7 +165,8 @@ HELP = {
     "round-0 labels there",
     "model": f"architecture: {', '.join(MODELS)}; or your own builder as module:function "
     "(README: Your own model)",
-    "width": "multiplier for every conv width of the model (1.0 = the published network)",
+    "width": "multiplier for every conv width of the model (1.0 = the published network); "
+    "FCN's fc6/fc7 have their own, --fc-units",
     "weights": "FCN, unet_vgg16, PSPNet, DeepLab, RefineNet: encoder weights: none, 'imagenet' "
     "(keras download; VGG16 models) or a local weights file (VGG16 .h5; ResNet models: "
     "keras.applications ResNet)",

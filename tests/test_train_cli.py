@@ -168,3 +168,18 @@ def test_the_new_family_trains_on_kitti_layout_data(tmp_path, flags, caplog):
     assert 0 <= metrics["val_maxf"] <= 1 and (out / "r/model.keras").is_file()
     config = json.loads((out / "r/config.json").read_text())
     assert config["fc_units"] is None  # the exercise preset's FCN options were left out
+
+
+def test_a_narrowed_fcn_whose_fc_layers_keep_most_parameters_says_how_to_narrow_them(caplog):
+    """`--width 0.125` with the exercise preset's 4096 fc units trained a 29.9 M-parameter model
+    that the user took for a tiny one."""
+    from fcn_tf import config as config_lib
+    from fcn_tf.engine.runner import _say_if_fc_layers_dominate
+    from fcn_tf.models import build_model
+
+    config = config_lib.resolve({"width": 0.05, "fc_units": 256})
+    with caplog.at_level(logging.INFO):
+        _say_if_fc_layers_dominate(build_model("fcn8s", 2, width=0.05, fc_units=256), config)
+        _say_if_fc_layers_dominate(build_model("fcn8s", 2, width=0.05, fc_units=8), config)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "--width 0.05 narrows the convolutions, not fc6/fc7: at --fc-units 256" in line

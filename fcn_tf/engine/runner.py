@@ -319,7 +319,24 @@ def training_model(job: Job):
         config.batch_size // runtime.strategy.num_replicas_in_sync,
         runtime.policy,
     )
+    _say_if_fc_layers_dominate(model, config)
     return model
+
+
+def _say_if_fc_layers_dominate(model, config: TrainConfig) -> None:
+    """`--width` leaves FCN's fc6/fc7 at `--fc-units` (4096 in the exercise preset): say so
+    when they hold most of a narrowed model."""
+    names = {layer.name for layer in model.layers} & {"fc6", "fc7"}
+    if config.width >= 1.0 or not names:
+        return
+    fc = sum(model.get_layer(name).count_params() for name in names)
+    if fc > 0.5 * model.count_params():
+        log.info(
+            "--width %g narrows the convolutions, not fc6/fc7: at --fc-units %d they hold %s "
+            "of the %s parameters (give a smaller --fc-units to narrow them too, e.g. %d)",
+            config.width, config.fc_units, f"{fc:,}", f"{model.count_params():,}",
+            max(16, int(config.fc_units * config.width)),
+        )  # fmt: skip
 
 
 def train(job: Job, model, folder: Path) -> None:
