@@ -278,12 +278,34 @@ def _comparable(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
 
 
+# named first when they differ: a change of these explains the others (a model's own options)
+MAIN_SETTINGS = ("model", "dataset", "data_dir", "image_shape", "resize_mode", "preset")
+
+
 def _differences(saved: dict, wanted: dict, shown: int = 3) -> str:
-    """'--batch-size 4 then, 8 now; ...': the settings that differ, as flags."""
-    keys = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    """'--batch-size 4 then, 8 now; ...': the settings that differ, as flags, the main ones
+    first."""
+    keys = sorted(
+        (k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k)),
+        key=lambda k: (MAIN_SETTINGS.index(k) if k in MAIN_SETTINGS else len(MAIN_SETTINGS), k),
+    )
     if not saved:
         return "its config.json cannot be read"
     text = "; ".join(
-        f"--{k.replace('_', '-')} {saved.get(k)} then, {wanted.get(k)} now" for k in keys[:shown]
+        f"--{k.replace('_', '-')} {_as_typed(saved.get(k))} then, {_as_typed(wanted.get(k))} now"
+        for k in keys[:shown]
     )
     return text + (f"; and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def _as_typed(value) -> str:
+    """A setting as its flag takes it: 64x96 for a shape, "unset" for None."""
+    if value is None:
+        return "unset"
+    if (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) for v in value)
+    ):
+        return f"{value[0]}x{value[1]}"
+    return str(value)

@@ -149,6 +149,13 @@ def test_a_rerun_resumes_however_the_output_folder_is_typed_and_names_what_diffe
     assert folder.state is not None  # logging is not a training setting
     with pytest.raises(ValueError, match=r"other settings \(.*: --batch-size 4 then, 8 now\)"):
         RunFolder.open(config_lib.resolve({**settings, "batch_size": 8}))
+    changed = {"batch_size": 8, "model": "fcn16s", "image_shape": (64, 96), "augment": "none"}
+    with pytest.raises(
+        ValueError,
+        match=r": --model fcn8s then, fcn16s now; --image-shape "
+        r"64x192 then, 64x96 now; --augment basic then, none now; and 1 more\)",
+    ):
+        RunFolder.open(config_lib.resolve({**settings, **changed}))  # the main changes first
 
     # without --run-name a changed flag starts a new run, and the log says so
     unnamed = {**settings, "run_name": None}
