@@ -49,17 +49,47 @@ def find_pairs(root, masks_required: bool = True) -> list[tuple[Path, Path | Non
                 f"{folder} does not exist; a folder dataset has images/ and "
                 "masks/ (masks named like their images, as .png)"
             )
-    pairs = []
-    for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        mask = mask_dir / f"{image.stem}.png"
-        if not mask.is_file():
-            if masks_required:
-                raise ValueError(f"image {image} has no mask {mask}")
-            mask = None
-        pairs.append((image, mask))
-    if not pairs:
+    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
         raise ValueError(f"no images in {image_dir} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    pngs, others = {}, {}  # the masks' files by name without suffix
+    for path in mask_dir.iterdir() if mask_dir.is_dir() else ():
+        if path.is_file() and not path.name.startswith("."):  # not .DS_Store
+            (pngs if path.suffix.lower() == ".png" else others)[path.stem] = path
+    pairs = [(image, pngs.get(image.stem)) for image in images]
+    stems = {image.stem for image in images}
+    strays = sorted(path.name for stem, path in pngs.items() if stem not in stems)
+    if masks_required:
+        _check_every_image_has_a_mask(pairs, others, strays, mask_dir)
+    if strays:
+        log.warning(
+            "%d mask(s) in %s have no image of the same name in %s and are left out: %s%s",
+            len(strays), mask_dir, image_dir, ", ".join(strays[:3]), ", ..." * (len(strays) > 3),
+        )  # fmt: skip
     return pairs
+
+
+def _check_every_image_has_a_mask(pairs, others: dict, strays: list, mask_dir: Path) -> None:
+    """ValueError naming the images without a PNG mask (how many, the first ones), and a mask
+    of theirs in another format (`others`: files by name without suffix), or the PNG masks
+    named after no image (`strays`)."""
+    missing = [image for image, mask in pairs if mask is None]
+    if not missing:
+        return
+    other = next((others[i.stem] for i in missing if i.stem in others), None)
+    hint = (
+        f"; {other} is not a PNG: masks must be lossless PNGs (a JPEG's compression changes the "
+        "class values along every edge): save them as PNG from the source annotations"
+        if other is not None
+        else f" (masks are named like their images, as .png: {missing[0].stem}.png)"
+    )
+    if other is None and strays:
+        hint += f"; {len(strays)} mask(s) there are named after no image, e.g. {strays[0]}"
+    also = ", ".join(i.name for i in missing[1:4]) + ", ..." * (len(missing) > 4)
+    raise ValueError(
+        f"{len(missing)} of the {len(pairs)} images have no mask in {mask_dir}: "
+        f"{missing[0]}{f' (also {also})' if also else ''}{hint}"
+    )
 
 
 def _british_spellings(palette: dict) -> dict:

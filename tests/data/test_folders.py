@@ -264,3 +264,30 @@ def test_bad_palettes_get_one_line(tmp_path, palette, message):
     (tmp_path / "p.json").write_text(json.dumps(palette))
     with pytest.raises(ValueError, match=message):
         read_palette(tmp_path / "p.json")
+
+
+def test_images_without_masks_are_all_counted_and_the_likely_reason_named(tmp_path, caplog):
+    """Only the first image without a mask was named, as `masks/X.png` even when `masks/X.jpg`
+    was there, and masks named after no image were dropped without a word; `X.PNG` is a mask."""
+    from fcn_tf.data.folders import find_pairs
+
+    root = make_binary_folder(tmp_path / "data", "0/1/255")
+    masks = root / "masks"
+    (masks / "img03.png").rename(masks / "img03.PNG")  # a mask all the same
+    assert len(find_pairs(root)) == 10
+    (masks / "img00.png").rename(masks / "img00_mask.png")
+    (masks / "img01.png").rename(masks / "img01_mask.png")
+    with pytest.raises(ValueError, match=r"2 of the 10 images have no mask in .*masks: .*img00"
+                       r"\.png \(also img01.png\) \(masks are named like their images, as \.png: "
+                       r"img00\.png\); 2 mask\(s\) there are named after no image, e\.g\. "
+                       r"img00_mask\.png"):  # fmt: skip
+        find_pairs(root)
+    iio.imwrite(masks / "img00.jpg", iio.imread(masks / "img00_mask.png"))
+    with pytest.raises(ValueError, match=r"img00\.jpg is not a PNG: masks must be lossless PNGs"):
+        find_pairs(root)
+    (masks / "img01_mask.png").rename(masks / "img01.png")
+    (masks / "img00_mask.png").rename(masks / "img00.png")
+    (masks / "extra.png").write_bytes((masks / "img00.png").read_bytes())
+    with caplog.at_level(logging.WARNING):
+        assert len(find_pairs(root)) == 10
+    assert "1 mask(s) in" in caplog.text and "are left out: extra.png" in caplog.text
