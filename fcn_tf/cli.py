@@ -20,11 +20,20 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def setup_logging(quiet: bool = False) -> None:
+    """fcn_tf's messages from INFO on (WARNING on when `quiet`); other libraries' (matplotlib,
+    tf2onnx, ...) from WARNING on."""
+    if logging.getLogger().handlers:  # configured already (by your program, or pytest)
+        return
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger().handlers[0].addFilter(_ours_or_warnings)
+
+
+def _ours_or_warnings(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name.split(".")[0] == "fcn_tf"
 
 
 def run_command(command, log: logging.Logger) -> int:

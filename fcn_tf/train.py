@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="read settings from a JSON file (flags given here still win)",
     )
-    parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="log warnings and errors only (no progress lines); print the run folder at the end",
+    )
     config_lib.add_arguments(parser)
     return parser
 
@@ -53,6 +57,8 @@ def main(argv=None) -> int:
         from fcn_tf.tutorial import run  # imports TensorFlow: after the cheap checks
 
         metrics = run(config)
+        if quiet and metrics:  # the command's one output: where the run is
+            print(metrics["run_dir"])
         if metrics and metrics.get("test_overlays"):  # the chief, with images to paint
             log.info("done: overlays in %s/overlays", metrics["run_dir"])
         elif metrics:

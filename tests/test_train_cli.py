@@ -53,6 +53,17 @@ def test_cli_trains_on_synthetic_data_and_leaves_a_complete_run(tmp_path):
     assert [p.name for p in out.iterdir()] == ["smoke"]  # no partial folder left behind
 
 
+def test_quiet_training_prints_only_the_run_folder(tmp_path):
+    """--quiet hid the run folder's name (logged at INFO) and still printed Keras' epoch lines."""
+    command = [sys.executable, "-m", "fcn_tf.train", "--synthetic-images", "8", "--epochs", "1",
+               "--output-dir", str(tmp_path), "--quiet", *TINY_FLAGS]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = tmp_path.iterdir()
+    assert result.stdout == f"{run}\n"
+    assert " INFO " not in result.stderr
+
+
 def test_cli_refuses_bad_input_without_a_traceback(tmp_path):
     command = [
         sys.executable,
