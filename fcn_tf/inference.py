@@ -489,7 +489,13 @@ def overlay_classes(image: np.ndarray, labels: np.ndarray, colours, alpha: float
 
 
 def paint(image: np.ndarray, mask: np.ndarray, task: Task) -> np.ndarray:
-    """The overlay: a binary task's class 1 in its colour, or every class in its colour."""
+    """The overlay: a binary task's class 1 in its colour, or every class in its colour, on an
+    RGB image (a grayscale one `(H, W)` is painted as RGB)."""
+    from fcn_tf.data.kitti import gray_as_rgb
+
+    image = np.asarray(image)
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
+        image = gray_as_rgb(image)
     if task.binary:
         return overlay(image, mask.astype(bool), task.colours[1])
     return overlay_classes(image, mask, task.colours)

@@ -62,6 +62,10 @@ def test_the_readme_flow_on_a_users_folder(own_folder, tmp_path):
     assert probabilities.shape == (50, 70, 3) and mask.shape == (50, 70)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-4)
     assert fcn_tf.paint(iio.imread(photo), mask, task).shape == (50, 70, 3)
+    gray = iio.imread(photo)[..., 0]  # as predict reads grayscale files; paint failed on them
+    np.testing.assert_array_equal(
+        fcn_tf.paint(gray, mask, task), fcn_tf.paint(np.repeat(gray[..., None], 3, -1), mask, task)
+    )
 
 
 def test_plain_keras_reloads_a_model_once_fcn_tfs_layers_are_imported(tmp_path):
