@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_shape,
         metavar="HxW",
         help="run the model at this size instead of the one it was trained at (a model built "
-        "for any size: a run trained in pad mode, or a .keras file of input (None, None, 3))",
+        "for any size: a registered model's run trained in pad mode, or a .keras file of input "
+        "(None, None, 3))",
     )
     parser.add_argument(
         "--resize-mode",

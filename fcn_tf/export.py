@@ -320,7 +320,7 @@ def _training_images(model_path: Path):
     return [image for image, _ in load_data(load_run_config(run), training=False).train]
 
 
-def _check_request(output: Path, model_path: Path, formats, quantizations, overwrite: bool) -> None:
+def _check_request(output: Path, formats, quantizations, overwrite: bool) -> None:
     unknown = set(formats) - set(FORMATS) or set(quantizations) - set(QUANTIZATIONS)
     if unknown:
         raise ValueError(
@@ -331,10 +331,10 @@ def _check_request(output: Path, model_path: Path, formats, quantizations, overw
         raise ValueError(f"{output} is a file, not an export folder; choose another --output")
     if output.exists() and not overwrite:
         raise ValueError(f"export folder {output} already exists; pass --overwrite to replace it")
-    if output.resolve() in (model_path.resolve(), *model_path.resolve().parents):
-        raise ValueError(
-            f"export folder {output} holds the model {model_path}, and an export replaces its "
-            "whole folder; choose another --output"
+    if output.exists() and any(output.iterdir()) and not (output / METADATA_FILE).is_file():
+        raise ValueError(  # a run folder, ., ~: --overwrite would delete it
+            f"{output} is not an export (it has no {METADATA_FILE}), and an export replaces its "
+            "whole folder: --overwrite replaces earlier exports only; choose another --output"
         )
     if os.path.ismount(output):
         raise ValueError(
@@ -439,7 +439,7 @@ def export(
     The export is built in a hidden `.NAME.partial` folder and renamed when complete.
     """
     output, model_path = Path(output), Path(model_path)
-    _check_request(output, model_path, formats, quantizations, overwrite)
+    _check_request(output, formats, quantizations, overwrite)
     model, task = load_model(model_path)
     metadata = export_metadata(task)
     size = calibration = None

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,15 +72,18 @@ def atomic_write(path: str | os.PathLike):
 
 def check_writable(folder: str | os.PathLike) -> None:
     """Raise an OSError naming `folder` (what `cli.run_command` makes one line of) if it, or the
-    nearest existing folder above it, is on a read-only file system or may not be written: for
-    commands that compute for minutes before they write."""
+    nearest existing folder above it, cannot be written (read-only, no permission, a file):
+    for commands that compute for minutes before they write. Probes with a temporary file."""
     existing = Path(folder).absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if hasattr(os, "statvfs") and os.statvfs(existing).f_flag & os.ST_RDONLY:  # not Windows
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file, not a folder", str(folder))
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(folder)) from None
 
 
 def write_json(path: str | os.PathLike, data) -> Path:

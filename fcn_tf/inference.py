@@ -420,11 +420,14 @@ class Predictor:
         if self.kind != "Keras" or self.task.resize_mode != "pad":
             return
         fixed = tuple(self.model.inputs[0].shape[1:3])
-        if None not in fixed and (size[0] > fixed[0] or size[1] > fixed[1]):
+        if None in fixed:
+            return
+        largest = self.task.image_shape or fixed  # the paper U-Net's input adds its tiles' margin
+        if size[0] > largest[0] or size[1] > largest[1]:
             raise ValueError(
-                f"{self.name} takes images of at most {fixed[0]}x{fixed[1]} (pad mode; the size "
-                f"it was built at), not {size[0]}x{size[1]}: resize them to fit, or train with "
-                "--resize-mode resize or a larger --image-shape"
+                f"{self.name} takes images of at most {largest[0]}x{largest[1]} (pad mode; the "
+                f"size it was built at), not {size[0]}x{size[1]}: resize them to fit, or train "
+                "in resize mode or at a larger image shape"
             )
 
     def one(self, image) -> tuple[np.ndarray, np.ndarray]:

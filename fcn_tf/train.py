@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         config = config_lib.resolve(args, config_file)
         from fcn_tf.tutorial import run  # imports TensorFlow: after the cheap checks
 
-        metrics = run(config)
+        metrics = run(config, verbose=0 if quiet else None)
         if quiet and metrics:  # the command's one output: where the run is
             print(metrics["run_dir"])
         if metrics and metrics.get("test_overlays"):  # the chief, with images to paint

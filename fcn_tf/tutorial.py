@@ -112,13 +112,14 @@ def train_nn(
     return engine.fit(model, train_data, val_data, epochs, task, run_dir, verbose, **options)
 
 
-def run(config: TrainConfig) -> dict:
+def run(config: TrainConfig, verbose: int | None = None) -> dict:
     """The whole exercise: data, model, training, held-out scores, overlays on the test images.
 
     Replaces the exercise's `run()`, which downloaded VGG, built the batches with
     `helper.gen_batch_function` and saved inference samples: here `fcn_tf.engine.run` does the
     same for any registered model (or your own builder) and dataset, into a run folder that is
     renamed only when complete, resumable after a crash. Returns the metrics written to
-    `metrics.json`.
+    `metrics.json`. `verbose`: Keras' progress output (None: a bar on a terminal, a line per
+    epoch otherwise; 0: none).
     """
-    return engine.run(config)
+    return engine.run(config, verbose)

@@ -1,9 +1,10 @@
 """`python -m fcn_tf.evaluate` on a run, on benchmark-format predictions, in BEV, on CamVid."""
 
+import errno
 import json
 import logging
-import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -54,8 +55,14 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_scoring(
 
     locked = tmp_path / "locked"
     locked.mkdir()
-    real_access = os.access
-    monkeypatch.setattr("os.access", lambda path, mode: path != locked and real_access(path, mode))
+    real = tempfile.TemporaryFile
+
+    def temporary_file(dir):  # as for a user without write permission (the tests run as root)
+        if Path(dir) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(Path(dir) / "tmpx"))
+        return real(dir=dir)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
     monkeypatch.setattr(fcn_tf.scoring, "score_pairs", never)
     assert main([trained_run["run_dir"], "--output", str(locked / "eval" / "val")]) == 1
     assert errors(caplog) == [

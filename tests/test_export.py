@@ -201,19 +201,21 @@ def test_export_refuses_to_overwrite(exported, trained_run, caplog):
     assert sorted(p.name for p in exported.iterdir()) == before
 
 
-def test_overwrite_never_replaces_the_run_being_exported_or_a_mount_point(
+def test_overwrite_replaces_only_an_earlier_export_and_never_a_mount_point(
     trained_run, tmp_path, monkeypatch, caplog
 ):
-    """`--output RUN --overwrite` would have deleted the run (an export replaces its folder), and
-    a mount point as --output lost its files, then ended in an EBUSY traceback."""
+    """`--output RUN --overwrite` (or `.`, or any folder) would have deleted it: an export
+    replaces its whole folder; a mount point as --output lost its files, then ended in an EBUSY
+    traceback."""
     run = Path(trained_run["run_dir"])
     before = sorted(p.name for p in run.iterdir())
     for output in (run, run.parent):
         assert export_main([str(run), "--output", str(output), "--overwrite"]) == 2
-        assert f"holds the model {run}" in errors(caplog)[-1]
+        assert f"{output} is not an export (it has no fcn_tf.json)" in errors(caplog)[-1]
     assert sorted(p.name for p in run.iterdir()) == before
     mounted = tmp_path / "usb"
     (mounted / "old").mkdir(parents=True)
+    (mounted / "fcn_tf.json").write_text("{}")  # an export: only its being mounted stops it
     monkeypatch.setattr("os.path.ismount", lambda path: Path(path) == mounted)
     assert export_main([str(run), "--output", str(mounted), "--overwrite"]) == 2
     hint = f"cannot replace; choose a folder inside it, e.g. {mounted / 'export'}"
@@ -320,7 +322,7 @@ def test_without_tf2onnx_the_default_export_leaves_out_onnx_and_says_so(monkeypa
         assert fcn_tf.export.default_formats() == ["savedmodel", "tflite"]
     assert any("tf2onnx is not installed" in r.getMessage() for r in caplog.records)
     with pytest.raises(ValueError, match="ONNX export needs tf2onnx"):  # asked for: refused
-        fcn_tf.export._check_request(Path("unused"), Path("m"), ["onnx"], [], overwrite=False)
+        fcn_tf.export._check_request(Path("unused"), ["onnx"], [], overwrite=False)
 
 
 def test_a_conversion_that_does_not_reproduce_the_model_is_refused(

@@ -1,5 +1,6 @@
 """The training CLI end to end, and every kind of bad input it must refuse cleanly."""
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -188,7 +189,8 @@ def test_a_narrowed_fcn_whose_fc_layers_keep_most_parameters_says_how_to_narrow_
     from fcn_tf.engine.runner import _say_if_fc_layers_dominate
     from fcn_tf.models import build_model
 
-    config = config_lib.resolve({"width": 0.05, "fc_units": 256})
+    # fc_units unset: --config of a U-Net run's config.json, then --model fcn8s
+    config = dataclasses.replace(config_lib.resolve({"width": 0.05}), fc_units=None)
     with caplog.at_level(logging.INFO):
         _say_if_fc_layers_dominate(build_model("fcn8s", 2, width=0.05, fc_units=256), config)
         _say_if_fc_layers_dominate(build_model("fcn8s", 2, width=0.05, fc_units=8), config)

@@ -56,11 +56,18 @@ def find_pairs(root, masks_required: bool = True) -> list[tuple[Path, Path | Non
     for path in mask_dir.iterdir() if mask_dir.is_dir() else ():
         if path.is_file() and not path.name.startswith("."):  # not .DS_Store
             (pngs if path.suffix.lower() == ".png" else others)[path.stem] = path
-    pairs = [(image, pngs.get(image.stem)) for image in images]
-    stems = {image.stem for image in images}
-    strays = sorted(path.name for stem, path in pngs.items() if stem not in stems)
+    folded = {stem.casefold(): path for stem, path in pngs.items()}  # IMG01.jpg, img01.png
+    pairs = [(image, pngs.get(image.stem, folded.get(image.stem.casefold()))) for image in images]
+    used = {mask for _, mask in pairs}
+    strays = sorted(path.name for path in pngs.values() if path not in used)
     if masks_required:
         _check_every_image_has_a_mask(pairs, others, strays, mask_dir)
+    unread = [
+        others[image.stem].name for image, mask in pairs if mask is None and image.stem in others
+    ]
+    if unread:  # training from boxes: such an image has its boxes only
+        log.warning("%d mask(s) in %s are not PNGs and are left out: %s%s", len(unread), mask_dir,
+                    ", ".join(unread[:3]), ", ..." * (len(unread) > 3))  # fmt: skip
     if strays:
         log.warning(
             "%d mask(s) in %s have no image of the same name in %s and are left out: %s%s",

@@ -262,6 +262,9 @@ def _epoch_indexed(decoded, count, batch_size, policy, seed, span, drop_remainde
     first_epoch, epochs, first_step = span
 
     def one_epoch(epoch):  # an int64 tensor
+        # This function's graph-level seed, not the global one: a global seed of 0 (--seed 0)
+        # made shuffle() fail on a tensor seed (tf.random's get_seed compares it to 0).
+        tf.compat.v1.set_random_seed(1)
         # A full-size shuffle buffer seeded by (seed, epoch): a permutation per epoch.
         order = decoded.shuffle(
             count, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False

@@ -136,9 +136,8 @@ def fit(
         if resumed is None and initial_epoch:
             resumed = read_resume_state(checkpoints)
         saving = [ResumableCheckpoint(checkpoints, monitor, resumed, save_every, stop)]
-    if verbose is None:  # none under --quiet (fcn_tf logging warnings only)
-        quiet = not logging.getLogger("fcn_tf").isEnabledFor(logging.INFO)
-        verbose = 0 if quiet else 1 if sys.stdout.isatty() else 2
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
     segments = [(train_data, initial_epoch, steps_per_epoch)]
     first_step = (resumed or {}).get("step", 0)
     if first_step:  # the rest of the interrupted epoch, then whole epochs

@@ -64,15 +64,17 @@ class Job:
     class_weights: list | None = None  # the loss' class weights (--class-weights)
     train_pairs: list | None = None  # labels other than the dataset's masks (box rounds)
     boxes: object = None  # --supervision boxes: fcn_tf.engine.boxes.BoxRounds
+    verbose: int | None = None  # Keras' progress output (`run`)
 
     @property
     def task(self) -> Task:
         return self.data.task
 
 
-def run(config: TrainConfig) -> dict:
+def run(config: TrainConfig, verbose: int | None = None) -> dict:
     """Train `config`'s model on its data into a run folder; return the metrics written to
-    `metrics.json`, plus `run_dir` (non-chief workers of a cluster: `{}`).
+    `metrics.json`, plus `run_dir` (non-chief workers of a cluster: `{}`). `verbose`: Keras'
+    progress output (None: a bar on a terminal, a line per epoch otherwise; 0: none).
 
     Rerunning a killed command resumes it from its last saved epoch, with the same data order.
     """
@@ -82,12 +84,12 @@ def run(config: TrainConfig) -> dict:
         folder.lock()
     try:
         with stop_on_sigterm() as stop, distribute.peer_failures(runtime.strategy, folder):
-            return _run_locked(config, runtime, folder, stop)
+            return _run_locked(config, runtime, folder, stop, verbose)
     finally:
         folder.unlock()
 
 
-def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder, stop) -> dict:
+def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder, stop, verbose) -> dict:
     from fcn_tf.inference import save_task
 
     trained = folder.epochs_done + (1 if folder.steps_done else 0)
@@ -96,7 +98,7 @@ def _run_locked(config: TrainConfig, runtime: Runtime, folder: RunFolder, stop) 
             f"the unfinished run {folder.partial} already trained {trained} epochs; "
             f"pass --epochs {trained} or more to finish it, or delete it to start afresh"
         )
-    job = Job(config, runtime, folder, load_data_logged(config), stop=stop)
+    job = Job(config, runtime, folder, load_data_logged(config), stop=stop, verbose=verbose)
     model = None
     if folder.epochs_done < config.epochs:
         if config.supervision == "boxes":
@@ -330,12 +332,13 @@ def _say_if_fc_layers_dominate(model, config: TrainConfig) -> None:
     if config.width >= 1.0 or not names:
         return
     fc = sum(model.get_layer(name).count_params() for name in names)
+    units = model.get_layer(sorted(names)[0]).filters  # what was built, whatever the config says
     if fc > 0.5 * model.count_params():
         log.info(
             "--width %g narrows the convolutions, not fc6/fc7: at --fc-units %d they hold %s "
             "of the %s parameters (give a smaller --fc-units to narrow them too, e.g. %d)",
-            config.width, config.fc_units, f"{fc:,}", f"{model.count_params():,}",
-            max(16, int(config.fc_units * config.width)),
+            config.width, units, f"{fc:,}", f"{model.count_params():,}",
+            max(16, int(units * config.width)),
         )  # fmt: skip
 
 
@@ -360,7 +363,7 @@ def fit_epochs(job: Job, model, folder: Path, until: int) -> None:
     fixes = distribute.keras_multi_worker_fixes(model, job.runtime.strategy)
     with fixes, job.stop.at_step_boundaries() as stop:
         fit(
-            model, job.train_data, job.val_data, until, job.task, folder, None,
+            model, job.train_data, job.val_data, until, job.task, folder, job.verbose,
             job.folder.epochs_done, job.steps_per_epoch,
             keras_validation=not job.runtime.replicated, resumed=job.folder.state,
             rest_of_epoch=job.rest_of_epoch, save_every=job.config.save_every, stop=stop,
@@ -439,7 +442,8 @@ def best_model(job: Job):
     if job.runtime.policy != "float32" or any_size:  # rebuild and copy the weights
         keras.mixed_precision.set_global_policy("float32")  # serve in float32
         trained = best
-        best = build_network(job.config, job.task, any_size=any_size)
+        unweighted = dataclasses.replace(job.config, weights=None)  # not read again: replaced
+        best = build_network(unweighted, job.task, any_size=any_size)
         copy_weights(trained, best)
     if len(best.outputs) > 1:  # training heads are for training only; the first predicts
         best = keras.Model(best.inputs, best.outputs[0], name=best.name)

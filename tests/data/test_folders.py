@@ -274,6 +274,7 @@ def test_images_without_masks_are_all_counted_and_the_likely_reason_named(tmp_pa
     root = make_binary_folder(tmp_path / "data", "0/1/255")
     masks = root / "masks"
     (masks / "img03.png").rename(masks / "img03.PNG")  # a mask all the same
+    (root / "images/img04.png").rename(root / "images/IMG04.png")  # paired, as on macOS
     assert len(find_pairs(root)) == 10
     (masks / "img00.png").rename(masks / "img00_mask.png")
     (masks / "img01.png").rename(masks / "img01_mask.png")

@@ -1,4 +1,5 @@
 import imageio.v3 as iio
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -74,7 +75,9 @@ def test_a_resumed_pipeline_is_the_rest_of_the_uninterrupted_one(tmp_path):
         dataset = make_dataset(pairs, (32, 96), 2, training=True, seed=3, epochs=4, **resume)
         return [batch[1].numpy() for batch in dataset]
 
+    keras.utils.set_random_seed(0)  # as training sets it (--seed 0 failed here)
     whole = labels()
+    keras.utils.set_random_seed(5)  # the global seed does not decide the order
     assert len(whole) == 12 and not np.array_equal(whole[0], whole[3])  # reshuffled per epoch
     rest = labels(first_epoch=2, first_step=1)
     assert len(rest) == 5
