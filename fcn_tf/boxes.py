@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the box files (default: DATA/boxes for folder datasets, "
         "DATA/<split>boxes for CamVid)",
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the box files of an existing --output"
+    )
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     return parser
 
@@ -84,13 +87,18 @@ def derive_boxes(args) -> Path:
             f"{args.data_dir} is read as a {config.dataset} dataset; boxes are derived from "
             "folder datasets (images/ + masks/) and CamVid: pass --dataset"
         )
+    root = Path(args.data_dir)
+    default = root / ("boxes" if config.dataset == "folder" else f"{args.split}boxes")
+    target = Path(args.output) if args.output else default
+    if target.is_dir() and any(target.iterdir()) and not args.overwrite:
+        raise ValueError(  # boxes drawn by hand live there too (docs/boxes.md)
+            f"{target} already holds box files; pass --overwrite to replace them all, or "
+            "--output another folder"
+        )
     data = load_data(config, training=False)
     pairs = data.split(args.split if config.dataset == "camvid" else "all")
     names = data.task.class_names
     classes = boxed_classes(names, args.classes)
-    root = Path(args.data_dir)
-    default = root / ("boxes" if config.dataset == "folder" else f"{args.split}boxes")
-    target = Path(args.output) if args.output else default
     read = pipeline.decode_masks(data.label_decoder())
     # each --box-labels mode, and colour with the camvid preset's smaller fall-back
     modes = [(mode, 1.0) for mode in BOX_LABELS]

@@ -20,6 +20,7 @@ from fcn_tf.data.boxes import (
     write_box_file,
 )
 from fcn_tf.task import IGNORE_LABEL as V
+from tests.helpers import errors
 
 NAMES = ("background", "car", "person")
 
@@ -280,8 +281,27 @@ def test_the_cli_derives_box_files_from_a_folders_masks(tmp_path):
     boxes = read_box_file(files[0], ("sky", "road", "car"), mask.shape)
     assert boxes and {b.class_index for b in boxes} <= {1, 2}
     assert boxes == boxes_from_mask(mask, (1, 2), 8)
-    assert main([*args, "--classes", "tree"]) == 2  # one line, nothing written
+    assert main([*args, "--classes", "tree", "--overwrite"]) == 2  # one line, nothing written
     assert not list(root.glob(".*partial*"))
+
+
+def test_the_cli_replaces_existing_box_files_only_when_told_to(tmp_path, caplog):
+    """DATA/boxes is where boxes drawn by hand go (docs/boxes.md): a second run deleted them."""
+    from fcn_tf.boxes import main
+    from tests.engine.test_recipe import make_class_folder
+
+    root = make_class_folder(tmp_path / "data", count=4)
+    (root / "boxes").mkdir()
+    (root / "boxes" / "by_hand.json").write_text("[]")
+    args = ["--data-dir", str(root), "--palette", str(root / "palette.json"), "--quiet"]
+    assert main(args) == 2
+    assert errors(caplog) == [
+        f"{root / 'boxes'} already holds box files; pass --overwrite to replace them all, or "
+        "--output another folder"
+    ]
+    assert [p.name for p in (root / "boxes").iterdir()] == ["by_hand.json"]
+    assert main([*args, "--overwrite"]) == 0
+    assert len(list((root / "boxes").glob("f*.json"))) == 4
 
 
 def test_the_cli_says_how_each_kind_of_box_labels_compares_with_the_masks(tmp_path, caplog):
