@@ -143,7 +143,7 @@ class BoxRounds:
         from fcn_tf.data.kitti import read_rgb
         from fcn_tf.inference import masks_from, probabilities
 
-        network = model if len(model.outputs) == 1 else keras.Model(model.inputs, model.outputs[0])
+        network = model if len(model.outputs) == 1 else keras.Model(model.input, model.outputs[0])
         return lambda image: masks_from(
             probabilities(network, read_rgb(image), self.task), self.task
         )

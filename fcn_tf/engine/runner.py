@@ -295,7 +295,7 @@ def training_model(job: Job):
                 )
                 for head, output in zip(["", *heads], model.outputs, strict=True)
             ]
-            model = keras.Model(model.inputs, outputs, name=model.name)
+            model = keras.Model(model.input, outputs, name=model.name)
         if runtime.replicated:
             distribute.synchronize_batch_norm(model)
         optimizer = make_optimizer(
@@ -446,7 +446,7 @@ def best_model(job: Job):
         best = build_network(unweighted, job.task, any_size=any_size)
         copy_weights(trained, best)
     if len(best.outputs) > 1:  # training heads are for training only; the first predicts
-        best = keras.Model(best.inputs, best.outputs[0], name=best.name)
+        best = keras.Model(best.input, best.outputs[0], name=best.name)
     return best
 
 
