@@ -159,6 +159,9 @@ def test_mixed_precision_trains_and_saves_a_float32_model(
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert np.isfinite(metrics["val_maxf"])
     header = (tmp_path / "mixed/history.csv").read_text().splitlines()[0].split(",")
+    # the predicting output's metrics under their own names whatever the heads (they were
+    # `logits_float32_road_iou`, and history.png lost its IoU panel)
+    assert {"road_iou", "val_road_iou"} <= set(header)
     # every head trained, in float32 (PSPNet's auxiliary one too)
     heads = 4 if network.get("deep_supervision") else 2 if network.get("model") == "pspnet" else 1
     assert len([c for c in header if c.endswith("logits_float32_loss") and "val" not in c]) == (

@@ -217,10 +217,34 @@ class _RunProgress(keras.callbacks.ProgbarLogger):
 
 
 class _EpochCSVLogger(keras.callbacks.CSVLogger):
-    """Keras' CSVLogger, counting epochs from 1 as the log, checkpoints and metrics.json do."""
+    """Keras' CSVLogger, counting epochs from 1 as the log, checkpoints and metrics.json do, and
+    naming the predicting output's metrics as a one-output model's (`road_iou`, not PSPNet's
+    `crop_road_iou` or `logits_float32_road_iou` under --mixed-precision), unless the file it
+    appends to names them otherwise (a run resumed from before)."""
+
+    def __init__(self, filename, append: bool):
+        super().__init__(filename, append=append)
+        header = None
+        if append and Path(filename).is_file():
+            with open(filename) as file:
+                header = set(file.readline().strip().split(",")) - {"epoch"}
+        self.header = header
 
     def on_epoch_end(self, epoch, logs=None):
+        names = list(getattr(self.model, "output_names", None) or [])
+        if logs and len(names) > 1:
+            renamed = {_unprefixed(key, names[0]): value for key, value in logs.items()}
+            logs = renamed if self.header in (None, set(renamed)) else logs
         super().on_epoch_end(epoch + 1, logs)
+
+
+def _unprefixed(key: str, output: str) -> str:
+    """`crop_miou` -> `miou`, `val_crop_miou` -> `val_miou` for the output named `crop`; losses
+    keep their names (every head has one)."""
+    for prefix in ("val_", ""):
+        if key.startswith(f"{prefix}{output}_") and not key.endswith("loss"):
+            return prefix + key[len(prefix) + len(output) + 1 :]
+    return key
 
 
 def _csv_logger(run_dir: Path, initial_epoch: int):
