@@ -266,3 +266,15 @@ def test_train_nn_names_label_values_of_a_users_own_pipeline_that_would_train_wr
     caplog.clear()
     fcn_tf.train_nn(model, batches(mask), batches(mask), epochs=1, verbose=0)
     assert "holds labels 0 and 255" not in caplog.text
+
+
+def test_train_nn_says_in_one_line_that_index_masks_need_their_label_decoder(own_folder):
+    """make_dataset without label_decoder= reads masks as KITTI colour images: training failed
+    with a long tf.data traceback, the advice buried in it."""
+    from fcn_tf.data.folders import find_pairs
+
+    model = fcn_tf.optimize(fcn_tf.build_model("fcn8s", 2, width=0.05, fc_units=16))
+    data = fcn_tf.make_dataset(find_pairs(own_folder), (32, 48), 4, training=True)
+    advice = r"a one-channel \(index\) mask .* pass label_decoder=index_label_decoder"
+    with pytest.raises(ValueError, match=rf"^the first training batch cannot be made: {advice}"):
+        fcn_tf.train_nn(model, data, None, epochs=1, verbose=0)

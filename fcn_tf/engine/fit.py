@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -181,8 +182,15 @@ def check_label_values(train_data, task: Task) -> None:
     `IGNORE_LABEL` (-1 included) is refused; a binary task whose labels are only 0 and 255 is
     warned about (a 0/255 mask read as it is: 255 counts nowhere, so the model would never see
     class 1). It reads that batch once more than the training does (a shuffle buffer fills
-    once more)."""
-    batch = next(iter(train_data.take(1)), None) if hasattr(train_data, "take") else None
+    once more). A batch fcn_tf's pipeline refuses (e.g. index masks read with the KITTI colour
+    decoder) is a ValueError saying why."""
+    try:
+        batch = next(iter(train_data.take(1)), None) if hasattr(train_data, "take") else None
+    except tf.errors.InvalidArgumentError as error:  # fcn_tf's own checks say what to do
+        found = re.search(r"assertion failed: \[([^\]]+)\]", error.message)
+        if found is None:
+            raise
+        raise ValueError(f"the first training batch cannot be made: {found.group(1)}") from None
     if not isinstance(batch, tuple | list) or len(batch) < 2:
         return
     labels = batch[1][0] if isinstance(batch[1], tuple | list) else batch[1]
