@@ -192,7 +192,8 @@ def test_a_narrowed_fcn_whose_fc_layers_keep_most_parameters_says_how_to_narrow_
     # fc_units unset: --config of a U-Net run's config.json, then --model fcn8s
     config = dataclasses.replace(config_lib.resolve({"width": 0.05}), fc_units=None)
     with caplog.at_level(logging.INFO):
+        _say_if_fc_layers_dominate(build_model("fcn8s", 2, width=0.05, fc_units=4096), config)
         _say_if_fc_layers_dominate(build_model("fcn8s", 2, width=0.05, fc_units=256), config)
-        _say_if_fc_layers_dominate(build_model("fcn8s", 2, width=0.05, fc_units=8), config)
-    (line,) = [r.getMessage() for r in caplog.records]
-    assert "--width 0.05 narrows the convolutions, not fc6/fc7: at --fc-units 256" in line
+    (line,) = [r.getMessage() for r in caplog.records]  # a width chosen (the demo's 256): silent
+    assert "--width 0.05 narrows the convolutions, not fc6/fc7: at --fc-units 4096" in line
+    assert "e.g. 204)" in line

@@ -326,14 +326,15 @@ def training_model(job: Job):
 
 
 def _say_if_fc_layers_dominate(model, config: TrainConfig) -> None:
-    """`--width` leaves FCN's fc6/fc7 at `--fc-units` (4096 in the exercise preset): say so
-    when they hold most of a narrowed model."""
+    """`--width` leaves FCN's fc6/fc7 at `--fc-units` (VGG16's 4096 in the exercise preset): say
+    so when they keep that width and hold most of a narrowed model (not for a chosen width,
+    such as the demo's 256)."""
     names = {layer.name for layer in model.layers} & {"fc6", "fc7"}
     if config.width >= 1.0 or not names:
         return
     fc = sum(model.get_layer(name).count_params() for name in names)
     units = model.get_layer(sorted(names)[0]).filters  # what was built, whatever the config says
-    if fc > 0.5 * model.count_params():
+    if units >= 4096 and fc > 0.5 * model.count_params():
         log.info(
             "--width %g narrows the convolutions, not fc6/fc7: at --fc-units %d they hold %s "
             "of the %s parameters (give a smaller --fc-units to narrow them too, e.g. %d)",
