@@ -60,14 +60,14 @@ def find_pairs(root, masks_required: bool = True) -> list[tuple[Path, Path | Non
     pairs = [(image, pngs.get(image.stem, folded.get(image.stem.casefold()))) for image in images]
     used = {mask for _, mask in pairs}
     strays = sorted(path.name for path in pngs.values() if path not in used)
+    # an image's mask in another format than PNG (e.g. a JPEG), which is not read
+    unread = [others[image.stem] for image, mask in pairs if mask is None and image.stem in others]
     if masks_required:
-        _check_every_image_has_a_mask(pairs, others, strays, mask_dir)
-    unread = [
-        others[image.stem].name for image, mask in pairs if mask is None and image.stem in others
-    ]
+        _check_every_image_has_a_mask(pairs, unread, strays, mask_dir)
     if unread:  # training from boxes: such an image has its boxes only
-        log.warning("%d mask(s) in %s are not PNGs and are left out: %s%s", len(unread), mask_dir,
-                    ", ".join(unread[:3]), ", ..." * (len(unread) > 3))  # fmt: skip
+        names = ", ".join(path.name for path in unread[:3]) + ", ..." * (len(unread) > 3)
+        log.warning("%d mask(s) in %s are not PNGs and are left out: %s", len(unread), mask_dir,
+                    names)  # fmt: skip
     if strays:
         log.warning(
             "%d mask(s) in %s have no image of the same name in %s and are left out: %s%s",
@@ -76,14 +76,13 @@ def find_pairs(root, masks_required: bool = True) -> list[tuple[Path, Path | Non
     return pairs
 
 
-def _check_every_image_has_a_mask(pairs, others: dict, strays: list, mask_dir: Path) -> None:
+def _check_every_image_has_a_mask(pairs, unread: list, strays: list, mask_dir: Path) -> None:
     """ValueError naming the images without a PNG mask (how many, the first ones), and a mask
-    of theirs in another format (`others`: files by name without suffix), or the PNG masks
-    named after no image (`strays`)."""
+    of theirs in another format (`unread`), or the PNG masks named after no image (`strays`)."""
     missing = [image for image, mask in pairs if mask is None]
     if not missing:
         return
-    other = next((others[i.stem] for i in missing if i.stem in others), None)
+    other = unread[0] if unread else None
     hint = (
         f"; {other} is not a PNG: masks must be lossless PNGs (a JPEG's compression changes the "
         "class values along every edge): save them as PNG from the source annotations"
