@@ -193,15 +193,17 @@ def check_own_builder(name: str) -> None:
 
 
 def builder_source(name: str) -> dict | None:
-    """Your own builder's module file and a digest of its text, to tell a builder edited since a
-    run started from the one it started with; None for a registered model (or no module file)."""
+    """The file your own builder is defined in and a digest of its text, to tell a builder edited
+    since a run started from the one it started with; None for a registered model (or no file).
+    The builder is found as training finds it (`ModelSpec.build_function`)."""
     import hashlib
+    import inspect
 
     if not is_own_model(name):
         return None
     try:
-        path = getattr(importlib.import_module(name.split(":")[0]), "__file__", None)
-    except ImportError:
+        path = inspect.getsourcefile(get_spec(name).build_function())
+    except (ValueError, TypeError):  # not importable (checked before training), or a builtin
         return None
     if not path:
         return None
